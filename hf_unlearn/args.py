@@ -1,0 +1,132 @@
+"""`UnlearnArguments`: `TrainingArguments` plus the unlearning method, sharpness and mask settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
+
+# The canonical method names. `hf_unlearn.trainers` registers one Trainer per name (a test checks they agree).
+METHOD_CHOICES: tuple[str, ...] = (
+    "pretrain",
+    "retrain",
+    "finetune",
+    "gradient_ascent",
+    "random_label",
+    "neggrad",
+    "sharp_minmax",
+)
+
+
+@dataclass
+class UnlearnArguments(TrainingArguments):
+    """Arguments for hf_unlearn's trainers.
+
+    Parameters that control the method:
+        method: which unlearning (or reference) method to run.
+        sharpness: "none" (plain gradients), "sam" or "asam" (adaptive SAM) for every branch of the method.
+        rho, sam_lambda: SAM radius and the combination weight lambda of ``g0 + sign * lambda * (g1 - g0)``.
+        alpha: retain weight of NegGrad / Sharp MinMax, ``alpha * CE_R - (1 - alpha) * CE_F``.
+        mask_ratio: fraction of parameter elements in the forget-saliency mask (Sharp MinMax).
+        forget_direction: sharpness direction of Sharp MinMax's forget branch ("max" in the paper).
+
+    Defaults that differ from `TrainingArguments` (the unlearning setting of the paper):
+        optim="sgd" with optim_args="momentum=0.9", learning_rate=0.01, lr_scheduler_type="constant",
+        weight_decay=5e-4, max_grad_norm=0.0 (no clipping), remove_unused_columns=False
+        (nested retain/forget batches), label_names=["labels"], save_strategy="no", logging_strategy="epoch".
+
+    Paper: Tang & Khanna, "Sharpness-Aware Machine Unlearning", ICLR 2026 (arXiv 2506.13715).
+    """
+
+    # Parameters that control the method
+    method: str = field(
+        default="finetune",
+        metadata={"help": "Unlearning or reference method to run.", "choices": list(METHOD_CHOICES)},
+    )
+    sharpness: str = field(
+        default="none",
+        metadata={
+            "help": "Sharpness-aware update for every branch: 'none' (plain gradient), 'sam' (Foret et al., 2021) "
+            "or 'asam' (Kwon et al., 2021, perturbation scaled by |w|).",
+            "choices": list(SHARPNESS_CHOICES),
+        },
+    )
+    rho: float = field(
+        default=0.1,
+        metadata={"help": "SAM perturbation radius (the official code's default is 0.1; its README uses 1.0 with ASAM)."},
+    )
+    sam_lambda: float = field(
+        default=1.0,
+        metadata={
+            "help": "Lambda of the combination rule g0 + sign*lambda*(g1 - g0); 1.0 gives standard SAM for 'min' "
+            "and 2*g0 - g1 for 'max'."
+        },
+    )
+    alpha: float = field(
+        default=0.99,
+        metadata={
+            "help": "Retain weight in [0, 1] for NegGrad and Sharp MinMax: alpha*CE_retain - (1-alpha)*CE_forget "
+            "(RUM used 0.99 for low-memorization and 0.97 for mid/high forget sets)."
+        },
+    )
+    mask_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "Fraction in (0, 1] of parameter elements put in the forget-saliency mask: the top mask_ratio "
+            "of |sum of forget-loss gradients|, ranked globally (SalUn; the paper uses 0.1-0.5)."
+        },
+    )
+    forget_direction: str = field(
+        default="max",
+        metadata={
+            "help": "Sharpness direction of Sharp MinMax's forget branch ('max' in the paper).",
+            "choices": list(DIRECTION_CHOICES),
+        },
+    )
+
+    # Defaults that differ from TrainingArguments: the unlearning setting of the paper.
+    optim: str = field(default="sgd", metadata={"help": "Optimizer (TrainingArguments.optim); SGD by default."})
+    optim_args: str | None = field(
+        default="momentum=0.9", metadata={"help": "Extra optimizer arguments, e.g. 'momentum=0.9' for SGD."}
+    )
+    learning_rate: float = field(default=0.01, metadata={"help": "Learning rate of the optimizer."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
+    weight_decay: float = field(default=5e-4, metadata={"help": "Weight decay (not applied to biases and norms)."})
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Gradient clipping norm; 0 disables clipping (the paper does not clip)."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Must stay False: unlearning batches are nested {'retain', 'forget'} dicts."}
+    )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"], metadata={"help": "Names of the label keys in evaluation batches."}
+    )
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy (TrainingArguments)."})
+    logging_strategy: str = field(default="epoch", metadata={"help": "Logging strategy (TrainingArguments)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._validate_unlearning_fields()
+
+    def _validate_unlearning_fields(self) -> None:
+        if self.method not in METHOD_CHOICES:
+            raise ValueError(f"Unknown method {self.method!r}. Choose one of: {', '.join(METHOD_CHOICES)}.")
+        if self.sharpness not in SHARPNESS_CHOICES:
+            raise ValueError(f"Unknown sharpness {self.sharpness!r}. Choose one of: {', '.join(SHARPNESS_CHOICES)}.")
+        if self.forget_direction not in DIRECTION_CHOICES:
+            raise ValueError(
+                f"Unknown forget_direction {self.forget_direction!r}. Choose one of: {', '.join(DIRECTION_CHOICES)}."
+            )
+        if not (math.isfinite(self.rho) and self.rho > 0):
+            raise ValueError(f"rho must be a finite number > 0 (got {self.rho}); try 0.05-0.1 for SAM, 1.0 for ASAM.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1] (got {self.alpha}); it weighs retain against forget loss.")
+        if not 0.0 < self.mask_ratio <= 1.0:
+            raise ValueError(f"mask_ratio must lie in (0, 1] (got {self.mask_ratio}); it is a fraction of weights.")
+        if self.remove_unused_columns:
+            raise ValueError(
+                "remove_unused_columns=True drops the nested 'retain'/'forget' batch columns; set it to False."
+            )

@@ -1,0 +1,110 @@
+"""Write a run's report: ``report.json`` (the public schema of design.md), ``report.md`` and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+PLOT_NAME = "accuracy_tow.png"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file under a temporary name in the same folder, then rename it over the target."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, m in report["models"].items():
+        acc = m["accuracy"]
+        rows.append([
+            name, m["method"], m["sharpness"], _fmt(acc["retain"]), _fmt(acc["forget"]), _fmt(acc["test"]),
+            _fmt(m["tow"]), _fmt(m["mia"].get("confidence")), _fmt(m["mia"].get("entropy")), f"{m['wall_seconds']:.1f}",
+        ])
+    return rows
+
+
+HEADER = ["run", "method", "sharpness", "retain acc", "forget acc", "test acc", "ToW", "MIA conf", "MIA ent", "wall s"]
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table for the terminal."""
+    rows = [HEADER, *table_rows(report)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    forget = report["forget_set"]
+    lines = [
+        f"# hf_unlearn report: {report['name']}",
+        "",
+        f"- data set: `{report['dataset']}`, seed {report['seed']}",
+        f"- forget set: {forget['kind']}, {forget['size']} samples, sha256 `{forget['sha256']}`",
+        "- ToW: product of (1 - |accuracy difference|) against the retrained model on retain, forget and test "
+        "(RUM's definition; 1 = identical to retraining). MIA: MIA-efficacy on the forget set (fraction predicted "
+        "non-member by an SVC trained on retain vs test confidence / entropy).",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += ["", f"![accuracy and ToW]({PLOT_NAME})", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Accuracy triplets per run next to ToW per run."""
+    names = list(report["models"])
+    fig, (ax_acc, ax_tow) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.27
+    for i, split in enumerate(("retain", "forget", "test")):
+        values = [report["models"][n]["accuracy"][split] for n in names]
+        ax_acc.bar([x + (i - 1) * width for x in range(len(names))], values, width, label=split)
+    ax_acc.set_xticks(range(len(names)), names, rotation=35, ha="right")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0, 1.05)
+    ax_acc.legend(loc="lower left")
+    ax_acc.set_title("Accuracy on retain / forget / test")
+    tow_names = [n for n in names if report["models"][n]["tow"] is not None]
+    ax_tow.bar(tow_names, [report["models"][n]["tow"] for n in tow_names], color="tab:purple")
+    ax_tow.set_xticks(range(len(tow_names)), tow_names, rotation=35, ha="right")
+    lowest = min(report["models"][n]["tow"] for n in tow_names)
+    ax_tow.set_ylim(max(0.0, lowest - 0.05), 1.0)
+    ax_tow.set_title("ToW against the retrained model (higher is better)")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(report: dict[str, Any], output_dir: Path) -> None:
+    output_dir = Path(output_dir)
+    atomic_write_text(output_dir / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    plot(report, output_dir / PLOT_NAME)
+    atomic_write_text(output_dir / "report.md", markdown(report))

@@ -1,0 +1,204 @@
+"""The SAM machinery: perturb, restore and combine gradients over a parameter partition.
+
+One *branch* of a training step has a loss, a direction (``"min"`` or ``"max"``) and a partition
+(a boolean mask per parameter, or ``None`` for every element). With sharpness enabled the branch
+gradient is
+
+    g0 = grad L(w)
+    eps = rho * T^2 * g0 / ||T * g0||          (over the partition only; T = |w| for ASAM, else 1)
+    g1 = grad L(w + eps)                        (BatchNorm running statistics frozen)
+    g  = g0 + sign * lambda * (g1 - g0)         (sign = +1 for min, -1 for max)
+
+restricted to the partition. ``min`` with ``lambda = 1`` is standard SAM / ASAM (``g = g1``);
+``max`` with ``lambda = 1`` gives ``2 * g0 - g1``, a descent step on ``L - S`` that increases the
+sharpness ``S(w) = L(w + eps) - L(w)`` (method-spec.md A).
+
+Everything here works on plain lists of parameters and gradients, so it is testable without a Trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+Sharpness = Literal["none", "sam", "asam"]
+Direction = Literal["min", "max"]
+
+SHARPNESS_CHOICES: tuple[str, ...] = ("none", "sam", "asam")
+DIRECTION_CHOICES: tuple[str, ...] = ("min", "max")
+
+# Added to the norm, as in ASAM/SAM reference implementations, so a zero gradient yields eps = 0.
+_NORM_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SharpnessConfig:
+    """Run-level SAM settings shared by every branch of a method."""
+
+    kind: Sharpness = "none"
+    rho: float = 0.05
+    lam: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+    @property
+    def adaptive(self) -> bool:
+        return self.kind == "asam"
+
+
+def direction_sign(direction: Direction) -> float:
+    if direction not in DIRECTION_CHOICES:
+        raise ValueError(f"Unknown sharpness direction {direction!r}; use one of {DIRECTION_CHOICES}.")
+    return 1.0 if direction == "min" else -1.0
+
+
+def _masked(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return tensor if mask is None else tensor * mask
+
+
+def perturbation(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor | None],
+    masks: Sequence[torch.Tensor | None],
+    rho: float,
+    adaptive: bool,
+) -> list[torch.Tensor | None] | None:
+    """Return eps per parameter (``None`` where the parameter has no gradient or lies outside the partition).
+
+    Returns ``None`` when the gradient norm over the partition is not finite (an fp16 overflow, a
+    diverged loss): the caller then skips the perturbed pass. The direction is scale-invariant, so
+    gradients still multiplied by an fp16 loss scale give the same eps.
+    """
+    scaled: list[torch.Tensor | None] = []
+    for p, g, m in zip(params, grads, masks, strict=True):
+        if g is None:
+            scaled.append(None)
+            continue
+        g = g.detach().float()
+        if adaptive:
+            g = g * p.detach().abs().float()
+        scaled.append(_masked(g, m))
+    present = [s for s in scaled if s is not None]
+    if not present:
+        return None
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s) for s in present]))
+    if not torch.isfinite(norm):
+        return None
+    eps: list[torch.Tensor | None] = []
+    for p, s in zip(params, scaled, strict=True):
+        if s is None:
+            eps.append(None)
+            continue
+        # ASAM: eps = rho * T^2 g / ||T g||; s already holds T g (masked), so multiply by T once more.
+        e = s * (p.detach().abs().float() if adaptive else 1.0) * (rho / (norm + _NORM_EPS))
+        eps.append(e.to(p.dtype))
+    return eps
+
+
+def combine(g0: torch.Tensor, g1: torch.Tensor, sign: float, lam: float) -> torch.Tensor:
+    """The combination rule ``g0 + sign * lambda * (g1 - g0)``."""
+    if sign == 1.0 and lam == 1.0:
+        return g1.clone()  # standard SAM: exactly g1, no rounding from the difference
+    return g0 + (sign * lam) * (g1 - g0)
+
+
+@contextlib.contextmanager
+def perturbed(params: Sequence[torch.Tensor], eps: Sequence[torch.Tensor | None]) -> Iterator[None]:
+    """Move ``w`` to ``w + eps`` and restore it exactly afterwards.
+
+    Restoring copies the saved values back: subtracting eps again leaves rounding differences,
+    which would make DDP replicas drift apart over many steps.
+    """
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        for p, e in zip(params, eps, strict=True):
+            if e is None:
+                continue
+            saved.append((p, p.detach().clone()))
+            p.add_(e)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, original in saved:
+                p.copy_(original)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+    """Keep BatchNorm running statistics fixed during a forward pass (the perturbed SAM pass).
+
+    Momentum 0 leaves running mean/var unchanged while the forward still normalises with batch
+    statistics; ``num_batches_tracked`` is restored too, so the module state is bit-identical.
+    """
+    saved = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            tracked = None if module.num_batches_tracked is None else module.num_batches_tracked.clone()
+            saved.append((module, module.momentum, tracked))
+            module.momentum = 0.0
+    try:
+        yield
+    finally:
+        for module, momentum, tracked in saved:
+            module.momentum = momentum
+            if tracked is not None:
+                module.num_batches_tracked.copy_(tracked)
+
+
+def branch_gradient(
+    model: nn.Module,
+    params: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor | None],
+    backward: Callable[[], torch.Tensor],
+    config: SharpnessConfig,
+    direction: Direction = "min",
+) -> tuple[list[torch.Tensor | None], torch.Tensor, bool]:
+    """Compute one branch's final gradient, restricted to its partition.
+
+    ``backward`` runs forward + backward of the branch loss at the current weights and returns the
+    detached loss; it must start from cleared gradients, which this function guarantees. Returns
+    (gradients, loss at w, whether the perturbed pass ran). ``p.grad`` is left cleared.
+    """
+    _clear_grads(params)
+    loss = backward()
+    g0 = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    _clear_grads(params)
+    perturbed_pass = False
+    final = g0
+    if config.enabled:
+        eps = perturbation(params, g0, masks, config.rho, config.adaptive)
+        if eps is not None:
+            with perturbed(params, eps), frozen_batchnorm_stats(model):
+                backward()
+            g1 = [None if p.grad is None else p.grad.detach().clone() for p in params]
+            _clear_grads(params)
+            sign = direction_sign(direction)
+            final = [
+                _merge(a, b, sign, config.lam) for a, b in zip(g0, g1, strict=True)
+            ]
+            perturbed_pass = True
+    final = [None if g is None else _masked(g, m) for g, m in zip(final, masks, strict=True)]
+    return final, loss, perturbed_pass
+
+
+def _merge(g0: torch.Tensor | None, g1: torch.Tensor | None, sign: float, lam: float) -> torch.Tensor | None:
+    if g0 is None and g1 is None:
+        return None
+    if g0 is None:
+        g0 = torch.zeros_like(g1)
+    if g1 is None:
+        g1 = torch.zeros_like(g0)
+    return combine(g0, g1, sign, lam)
+
+
+def _clear_grads(params: Sequence[torch.Tensor]) -> None:
+    for p in params:
+        p.grad = None

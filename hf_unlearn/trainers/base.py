@@ -1,0 +1,265 @@
+"""`UnlearnTrainer`: a `transformers.Trainer` whose training step is a list of branches.
+
+A branch is (batch, loss, sharpness direction, parameter partition). `training_step` computes each
+branch's final gradient with the SAM machinery of `hf_unlearn.sharpness`, adds them into ``p.grad``
+and leaves the Trainer's own loop to clip, step the optimizer and the scheduler, and zero the grads.
+So every method runs with ``sharpness = none | sam | asam``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from accelerate.utils import DistributedType
+from torch import nn
+from torch.utils.data import ConcatDataset, Dataset, default_collate
+from transformers import Trainer
+
+from ..args import UnlearnArguments
+from ..data.pairing import PairedDataset
+from ..sharpness import Direction, SharpnessConfig, branch_gradient
+
+Batch = dict[str, Any]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+Partition = Literal["all", "mask", "complement"]
+TrainOn = Literal["all", "retain", "forget", "paired"]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One gradient computation of a training step.
+
+    ``loss`` receives the (possibly DDP-wrapped) model and the nested batch ``{"retain": ..., "forget": ...}``
+    and returns a scalar per-batch mean; ``partition`` says which parameter elements the branch may move.
+    """
+
+    name: str
+    loss: LossFn
+    direction: Direction = "min"
+    partition: Partition = "all"
+
+
+def logits_of(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Logits of an image classifier called as ``model(pixel_values=x)``, in float32 for a stable loss."""
+    return model(pixel_values=batch["pixel_values"]).logits.float()
+
+
+def cross_entropy(model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-batch mean cross-entropy (computed here, never by the model: see `loss_is_scaled_for_ga`)."""
+    return F.cross_entropy(logits_of(model, batch), batch["labels"] if labels is None else labels)
+
+
+class UnlearnTrainer(Trainer):
+    """Base class of every hf_unlearn method.
+
+    Subclasses set ``method_name`` and ``train_on`` and implement `branches`. Items of the datasets are
+    ``{"pixel_values": tensor, "labels": int}``; the model is any module called as ``model(pixel_values=x)``
+    returning an object with ``.logits``.
+    """
+
+    method_name: ClassVar[str] = ""
+    train_on: ClassVar[TrainOn] = "retain"
+    uses_mask: ClassVar[bool] = False
+    # Losses are per-batch means computed by hf_unlearn; the Trainer must not treat them as already
+    # normalised for gradient accumulation (HF image models accept **kwargs, which fools its heuristic).
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: UnlearnArguments | None = None,
+        retain_dataset: Dataset | None = None,
+        forget_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        data_collator: Callable | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, UnlearnArguments):
+            raise TypeError("hf_unlearn trainers need `args=UnlearnArguments(...)` (got %s)." % type(args).__name__)
+        if args.method != self.method_name:
+            raise ValueError(
+                f"args.method is {args.method!r} but this is the {self.method_name!r} trainer; "
+                f"use get_trainer_class(args.method)."
+            )
+        self.retain_dataset = retain_dataset
+        self.forget_dataset = forget_dataset
+        train_dataset = self.build_train_dataset(retain_dataset, forget_dataset)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=data_collator or default_collate,
+            **kwargs,
+        )
+        self.sharpness_config = SharpnessConfig(args.sharpness, args.rho, args.sam_lambda)
+        self._check_distributed_support()
+        self.mask: dict[str, torch.Tensor] | None = None
+        self._mask_cache: dict[tuple[Partition, torch.dtype], list[torch.Tensor | None]] = {}
+
+    # ------------------------------------------------------------------ data
+    def build_train_dataset(self, retain: Dataset | None, forget: Dataset | None) -> Dataset:
+        """The dataset the Trainer iterates: anchored on retain (or forget), nested by split name."""
+        if self.train_on in ("retain", "paired", "all") and (retain is None or len(retain) == 0):
+            raise ValueError(f"{self.method_name} needs a non-empty retain_dataset.")
+        if self.train_on in ("forget", "paired") and (forget is None or len(forget) == 0):
+            raise ValueError(
+                f"{self.method_name} needs a non-empty forget_dataset: pass the samples to forget "
+                "(an empty forget set has nothing to unlearn)."
+            )
+        if self.train_on == "all":
+            anchor = retain if forget is None or len(forget) == 0 else ConcatDataset([retain, forget])
+            return PairedDataset(anchor, anchor_key="retain")
+        if self.train_on == "retain":
+            return PairedDataset(retain, anchor_key="retain")
+        if self.train_on == "forget":
+            return PairedDataset(forget, anchor_key="forget")
+        return PairedDataset(retain, anchor_key="retain", partner=forget, partner_key="forget")
+
+    # ---------------------------------------------------------------- method
+    def branches(self, inputs: Batch) -> list[Branch]:
+        """The branches of one training step; called once per micro-batch."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- the step
+    def training_step(
+        self, model: nn.Module, inputs: Batch, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        branches = self.branches(inputs)
+        base_model = self.accelerator.unwrap_model(model)
+        named = [(n, p) for n, p in base_model.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
+        # Gradients accumulated by earlier micro-batches must not mix with this step's g0 / g1.
+        accumulated = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        composed: list[torch.Tensor | None] = [None] * len(params)
+        total_loss = torch.zeros((), device=self.args.device)
+        # Every pass runs without DDP's all-reduce: each process perturbs with its own gradient
+        # (per-worker SAM) and the composed gradient is averaged once per optimizer step below.
+        with self._no_sync(model):
+            for branch in branches:
+                masks = self._partition_masks(branch.partition, named)
+
+                def backward(branch: Branch = branch) -> torch.Tensor:
+                    with self.compute_loss_context_manager():
+                        loss = branch.loss(model, inputs)
+                    self.accelerator.backward(loss * scale)
+                    return loss.detach()
+
+                grads, loss, _ = branch_gradient(
+                    base_model, params, masks, backward, self.sharpness_config, branch.direction
+                )
+                total_loss = total_loss + loss.float()
+                composed = [_add(c, g) for c, g in zip(composed, grads, strict=True)]
+        for p, before, new in zip(params, accumulated, composed, strict=True):
+            p.grad = _add(before, new)
+        if self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
+            self._average_gradients_across_processes(params)
+        return total_loss * scale
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: Batch,
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """Plain cross-entropy on flat ``{"pixel_values", "labels"}`` batches (used by evaluation)."""
+        outputs = model(pixel_values=inputs["pixel_values"])
+        loss = F.cross_entropy(outputs.logits.float(), inputs["labels"])
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: Batch,
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Evaluation on flat batches for any classifier returning ``.logits`` (not only HF ModelOutputs)."""
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        with torch.no_grad(), self.compute_loss_context_manager():
+            logits = model(pixel_values=inputs["pixel_values"]).logits
+            loss = None if labels is None else F.cross_entropy(logits.float(), labels).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, logits.detach(), labels
+
+    # --------------------------------------------------------------- helpers
+    def _partition_masks(
+        self, partition: Partition, named: list[tuple[str, torch.Tensor]]
+    ) -> list[torch.Tensor | None]:
+        if partition == "all":
+            return [None] * len(named)
+        if self.mask is None:
+            raise RuntimeError(f"Branch partition {partition!r} needs trainer.mask; build it before training.")
+        key = (partition, named[0][1].dtype)
+        if key not in self._mask_cache:
+            masks = []
+            for name, p in named:
+                m = self.mask[name].to(p.device)
+                masks.append((m if partition == "mask" else ~m).to(p.dtype))
+            self._mask_cache[key] = masks
+        return self._mask_cache[key]
+
+    def set_mask(self, mask: dict[str, torch.Tensor]) -> None:
+        """Install a parameter mask (name -> bool tensor, True = forget partition)."""
+        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        missing = names - set(mask)
+        if missing:
+            raise ValueError(f"The mask lacks {len(missing)} trainable parameters, e.g. {sorted(missing)[:3]}.")
+        self.mask = {n: m.bool() for n, m in mask.items()}
+        self._mask_cache.clear()
+
+    def _no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.MULTI_GPU:
+            return self.accelerator.no_sync(model)
+        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.MULTI_CPU:
+            return self.accelerator.no_sync(model)
+        return contextlib.nullcontext()
+
+    def _average_gradients_across_processes(self, params: list[torch.Tensor]) -> None:
+        """One all-reduce (mean) of the composed gradient per optimizer step."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.accelerator.num_processes
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset : offset + n].view_as(g).clone()
+            offset += n
+
+    def _check_distributed_support(self) -> None:
+        distributed = self.accelerator.distributed_type
+        if distributed in (DistributedType.DEEPSPEED, DistributedType.FSDP) and self.needs_two_pass_support:
+            name = "DeepSpeed" if distributed == DistributedType.DEEPSPEED else "FSDP"
+            raise ValueError(
+                f"{self.method_name} with sharpness={self.args.sharpness!r} is not supported under {name}: "
+                "SAM needs several backward passes per optimizer step over the full, unsharded gradient "
+                "(DeepSpeed steps the optimizer inside every backward; FSDP shards the gradient norm). "
+                "Use DDP (accelerate_configs/multi_gpu.yaml) or sharpness='none'."
+            )
+
+    @property
+    def needs_two_pass_support(self) -> bool:
+        return self.sharpness_config.enabled or self.uses_mask
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b

@@ -1,0 +1,15 @@
+"""Fine-tune (FT): keep training on the retain set and let forgetting happen by itself."""
+
+from __future__ import annotations
+
+from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+
+
+class FinetuneTrainer(UnlearnTrainer):
+    """Retain cross-entropy only (Warnecke et al.; the standard FT baseline)."""
+
+    method_name = "finetune"
+    train_on = "retain"
+
+    def branches(self, inputs: Batch) -> list[Branch]:
+        return [Branch("retain", lambda model, batch: cross_entropy(model, batch["retain"]))]

@@ -1,0 +1,15 @@
+"""Pretraining: cross-entropy on all training data (retain and forget), with SGD or SAM."""
+
+from __future__ import annotations
+
+from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+
+
+class PretrainTrainer(UnlearnTrainer):
+    """Train the original model on every training sample; ``sharpness='sam'`` gives SAM pretraining."""
+
+    method_name = "pretrain"
+    train_on = "all"
+
+    def branches(self, inputs: Batch) -> list[Branch]:
+        return [Branch("train", lambda model, batch: cross_entropy(model, batch["retain"]))]

@@ -1,0 +1,49 @@
+"""Random label (RL): train on forget samples with wrong labels, mixed with retain samples."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+
+
+def random_wrong_labels(labels: torch.Tensor, num_labels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform labels that never equal the true one: ``(y + U{1..C-1}) mod C``."""
+    if num_labels < 2:
+        raise ValueError("Random relabelling needs at least 2 classes.")
+    shift = torch.randint(1, num_labels, labels.shape, device=labels.device, generator=generator)
+    return (labels + shift) % num_labels
+
+
+def num_labels_of(model: torch.nn.Module) -> int:
+    config = getattr(model, "config", None)
+    n = getattr(config, "num_labels", None) or getattr(model, "num_labels", None)
+    if not n:
+        raise ValueError(
+            "Cannot tell the number of classes: the model has neither config.num_labels nor num_labels."
+        )
+    return int(n)
+
+
+class RandomLabelTrainer(UnlearnTrainer):
+    """Cross-entropy on ``concat(retain, forget with random wrong labels)``.
+
+    The wrong labels are drawn once per step (both SAM passes see the same labels) and anew every step.
+    """
+
+    method_name = "random_label"
+    train_on = "paired"
+
+    def random_labels(self, forget_labels: torch.Tensor) -> torch.Tensor:
+        return random_wrong_labels(forget_labels, num_labels_of(self.model))
+
+    def relabelled_loss(self, model: torch.nn.Module, batch: Batch, wrong: torch.Tensor) -> torch.Tensor:
+        mixed = {
+            "pixel_values": torch.cat([batch["retain"]["pixel_values"], batch["forget"]["pixel_values"]]),
+            "labels": torch.cat([batch["retain"]["labels"], wrong]),
+        }
+        return cross_entropy(model, mixed)
+
+    def branches(self, inputs: Batch) -> list[Branch]:
+        wrong = self.random_labels(inputs["forget"]["labels"])
+        return [Branch("relabel", lambda model, batch: self.relabelled_loss(model, batch, wrong))]

@@ -1,0 +1,197 @@
+"""Shared test fixtures: offline Hugging Face settings, tiny classifiers, tiny datasets, argument builders.
+
+The environment variables are set at import time (before any test module imports transformers or
+huggingface_hub, which read them once), and they are *set*, not defaulted: a developer's own
+HF_HOME or a missing HF_HUB_OFFLINE must never leak into the tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+_HF_HOME = tempfile.mkdtemp(prefix="hf_unlearn_tests_hf_home_")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------- models
+class TinyClassifier(nn.Module):
+    """``model(pixel_values=x).logits``: flatten -> Linear -> (BatchNorm1d) -> tanh -> Linear.
+
+    tanh (not ReLU) keeps every gradient entry non-zero, so saliency rankings have no ties.
+    """
+
+    def __init__(self, in_features: int = 6, hidden: int = 5, num_labels: int = 3, batchnorm: bool = False) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(num_labels=num_labels)
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.bn = nn.BatchNorm1d(hidden) if batchnorm else None
+        self.fc2 = nn.Linear(hidden, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> SimpleNamespace:
+        h = self.fc1(pixel_values.flatten(1))
+        if self.bn is not None:
+            h = self.bn(h)
+        return SimpleNamespace(logits=self.fc2(torch.tanh(h)))
+
+
+def make_model(seed: int = 0, **kwargs: Any) -> TinyClassifier:
+    torch.manual_seed(seed)
+    return TinyClassifier(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+class TensorItems(Dataset):
+    """Items ``{"pixel_values": x[i], "labels": y[i]}`` (0-d long); records every index it hands out."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        assert len(x) == len(y)
+        self.x = x
+        self.y = y.long()
+        self.accessed: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        index = int(index)
+        self.accessed.append(index)
+        return {"pixel_values": self.x[index].clone(), "labels": self.y[index].clone()}
+
+    def subset(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stacked (pixel_values, labels) of ``indices`` (repeats allowed)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.x[idx], self.y[idx]
+
+
+def make_dataset(n: int, seed: int, shape: tuple[int, ...] = (6,), num_labels: int = 3) -> TensorItems:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *shape), generator=g)
+    y = torch.randint(num_labels, (n,), generator=g)
+    return TensorItems(x, y)
+
+
+# -------------------------------------------------------------------------------------------- arguments
+def make_args(output_dir: str | Path, **overrides: Any):
+    """`UnlearnArguments` for exact single-step math: plain SGD, constant lr 0.1, no decay, CPU, quiet."""
+    from hf_unlearn.args import UnlearnArguments
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_strategy="no",
+        optim="sgd",
+        optim_args="momentum=0",
+        weight_decay=0.0,
+        lr_scheduler_type="constant",
+        learning_rate=0.1,
+        max_grad_norm=0.0,
+        max_steps=1,
+        gradient_accumulation_steps=1,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return UnlearnArguments(**kwargs)
+
+
+@pytest.fixture
+def args_factory(tmp_path: Path):
+    """``args_factory(**overrides)`` -> `UnlearnArguments` writing under this test's tmp dir."""
+
+    def factory(**overrides: Any):
+        return make_args(tmp_path / "out", **overrides)
+
+    return factory
+
+
+@pytest.fixture
+def tiny_model() -> TinyClassifier:
+    return make_model(seed=0)
+
+
+@pytest.fixture
+def tiny_bn_model() -> TinyClassifier:
+    return make_model(seed=0, batchnorm=True)
+
+
+@pytest.fixture
+def retain_dataset() -> TensorItems:
+    return make_dataset(8, seed=1)
+
+
+@pytest.fixture
+def forget_dataset() -> TensorItems:
+    return make_dataset(4, seed=2)
+
+
+# ------------------------------------------------------------------------ independent hand computations
+# These re-derive the SAM math from method-spec.md A with torch.autograd on a functional copy of the
+# model; they never call hf_unlearn, so they can serve as the expected values of the tests.
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def loss_and_grad(model: nn.Module, weights: dict[str, torch.Tensor], loss_fn) -> tuple[torch.Tensor, dict]:
+    """Loss and gradient of ``loss_fn(logits_fn)`` at ``weights``; ``logits_fn(x)`` runs the model with them.
+
+    The model's buffers are used (and, in train mode, updated): pass a copy when that matters.
+    """
+    w = {n: t.detach().clone().requires_grad_(True) for n, t in weights.items()}
+
+    def logits_fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, w, args=(), kwargs={"pixel_values": x}).logits
+
+    loss = loss_fn(logits_fn)
+    grads = torch.autograd.grad(loss, list(w.values()))
+    return loss.detach(), dict(zip(w, grads, strict=True))
+
+
+def hand_branch(
+    model: nn.Module,
+    weights: dict[str, torch.Tensor],
+    loss_fn,
+    kind: str,
+    rho: float,
+    direction: str = "min",
+    lam: float = 1.0,
+    mask: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One branch's final gradient, by the formulas of method-spec.md A / design.md:
+
+    g0 = grad L(w); eps = rho * T^2 * g0 / ||T * g0|| over the partition (T = |w| for ASAM, else 1);
+    g1 = grad L(w + eps); final = (g0 + sign * lam * (g1 - g0)) restricted to the partition.
+    """
+    m = {n: torch.ones_like(w) if mask is None else mask[n].to(w.dtype) for n, w in weights.items()}
+    _, g0 = loss_and_grad(model, weights, loss_fn)
+    if kind == "none":
+        return {n: g0[n] * m[n] for n in weights}
+    t = {n: weights[n].abs() if kind == "asam" else torch.ones_like(weights[n]) for n in weights}
+    norm = torch.sqrt(sum(((t[n] * g0[n] * m[n]) ** 2).sum() for n in weights))
+    eps = {n: rho * t[n] ** 2 * g0[n] * m[n] / norm for n in weights}
+    _, g1 = loss_and_grad(model, {n: weights[n] + eps[n] for n in weights}, loss_fn)
+    sign = 1.0 if direction == "min" else -1.0
+    return {n: (g0[n] + sign * lam * (g1[n] - g0[n])) * m[n] for n in weights}
+
+
+def ce_on(x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):
+    """``loss_fn`` for `loss_and_grad` / `hand_branch`: ``weight * mean CE`` on (x, y)."""
+    import torch.nn.functional as F
+
+    return lambda logits_fn: weight * F.cross_entropy(logits_fn(x).float(), y)

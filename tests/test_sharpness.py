@@ -1,0 +1,214 @@
+"""Unit tests of hf_unlearn.sharpness: perturbation, exact restore, BatchNorm guard, one branch's gradient.
+
+Expected values come from closed-form formulas or from `conftest.hand_branch` (torch.autograd on a
+functional copy of the model), never from the library itself.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
+from hf_unlearn.sharpness import (
+    SharpnessConfig,
+    branch_gradient,
+    frozen_batchnorm_stats,
+    perturbation,
+    perturbed,
+)
+
+
+def _tensors(seed: int, shapes=((3, 4), (4,), (2, 3))) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g) for s in shapes]
+
+
+# ------------------------------------------------------------------------------------------ perturbation
+@pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])
+def test_perturbation_matches_closed_form(adaptive: bool) -> None:
+    params, grads = _tensors(0), _tensors(1)
+    rho = 0.7
+    eps = perturbation(params, grads, [None] * 3, rho, adaptive)
+    # eps = rho * T^2 g / ||T g||, T = |w| (ASAM) or 1 (SAM), norm over every element of every parameter.
+    t = [p.abs() if adaptive else torch.ones_like(p) for p in params]
+    norm = torch.sqrt(sum(((ti * g) ** 2).sum() for ti, g in zip(t, grads)))
+    for e, ti, g in zip(eps, t, grads):
+        torch.testing.assert_close(e, rho * ti**2 * g / norm, rtol=1e-6, atol=1e-7)
+    if not adaptive:
+        total = torch.sqrt(sum((e**2).sum() for e in eps))
+        torch.testing.assert_close(total, torch.tensor(rho), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])
+def test_masked_perturbation_stays_in_partition_and_normalises_over_it(adaptive: bool) -> None:
+    params, grads = _tensors(2), _tensors(3)
+    g = torch.Generator().manual_seed(4)
+    masks = [torch.rand(p.shape, generator=g) < 0.5 for p in params]
+    masks[0][0, 0] = True  # the partition is never empty
+    rho = 0.3
+    eps = perturbation(params, grads, [m.float() for m in masks], rho, adaptive)
+    t = [p.abs() if adaptive else torch.ones_like(p) for p in params]
+    # The norm runs over the partition only: the gradient outside it does not shrink eps.
+    norm = torch.sqrt(sum(((ti * gi)[m] ** 2).sum() for ti, gi, m in zip(t, grads, masks)))
+    for e, ti, gi, m in zip(eps, t, grads, masks):
+        assert torch.all(e[~m] == 0), "eps leaks outside the partition"
+        torch.testing.assert_close(e[m], (rho * ti**2 * gi / norm)[m], rtol=1e-6, atol=1e-7)
+    unmasked = perturbation(params, grads, [None] * 3, rho, adaptive)
+    assert not torch.allclose(unmasked[0][masks[0]], eps[0][masks[0]]), "test is not discriminative"
+
+    # Weights outside the partition are untouched by the perturbed pass.
+    work = [p.clone() for p in params]
+    with perturbed(work, eps):
+        for w, p, e, m in zip(work, params, eps, masks):
+            assert torch.equal(w[~m], p[~m])
+            assert torch.equal(w[m], (p + e)[m])
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_perturbation_skipped_on_non_finite_gradient(bad: float) -> None:
+    params, grads = _tensors(5), _tensors(6)
+    grads[1][2] = bad
+    assert perturbation(params, grads, [None] * 3, 0.1, False) is None
+    assert perturbation(params, grads, [None] * 3, 0.1, True) is None
+
+
+def test_perturbation_skips_parameters_without_gradient() -> None:
+    params, grads = _tensors(7), _tensors(8)
+    assert perturbation(params, [None, None, None], [None] * 3, 0.1, False) is None
+    eps = perturbation(params, [grads[0], None, grads[2]], [None] * 3, 0.1, False)
+    assert eps[1] is None
+    norm = torch.sqrt((grads[0] ** 2).sum() + (grads[2] ** 2).sum())
+    torch.testing.assert_close(eps[0], 0.1 * grads[0] / norm)
+
+
+# ------------------------------------------------------------------------------------------- perturbed
+def test_perturbed_restores_weights_bit_exactly() -> None:
+    g = torch.Generator().manual_seed(9)
+    original = [torch.randn(50, generator=g) * 1e-3, torch.randn(7, 3, generator=g)]
+    eps = [torch.randn(50, generator=g) * 10.0, torch.randn(7, 3, generator=g) * 1e3]
+    # Subtracting eps again would not give the weights back (so the check below means something).
+    assert not all(torch.equal((o + e) - e, o) for o, e in zip(original, eps))
+    params = [nn.Parameter(o.clone()) for o in original]
+    with perturbed(params, eps):
+        for p, o, e in zip(params, original, eps):
+            assert torch.equal(p.detach(), o + e)
+    for p, o in zip(params, original):
+        assert torch.equal(p.detach(), o)
+        assert p.requires_grad
+
+    # Restored on an exception too, and parameters with eps None are never touched.
+    with pytest.raises(RuntimeError, match="boom"):
+        with perturbed(params, [eps[0], None]):
+            assert torch.equal(params[1].detach(), original[1])
+            raise RuntimeError("boom")
+    for p, o in zip(params, original):
+        assert torch.equal(p.detach(), o)
+
+
+# ------------------------------------------------------------------------------------- BatchNorm guard
+def test_frozen_batchnorm_stats_leaves_buffers_bit_identical() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    cumulative = nn.BatchNorm1d(5, momentum=None)  # cumulative moving average variant
+    model.append(cumulative)
+    model.train()
+    model(torch.randn(4, 2, 6, 6))  # non-trivial running statistics
+    model(torch.randn(4, 2, 6, 6))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bn_modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bn_modules]
+    x = torch.randn(6, 2, 6, 6) * 3 + 1
+    reference = copy.deepcopy(model)
+    with frozen_batchnorm_stats(model):
+        out = model(x)
+        out.sum().backward()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed"
+        assert v.dtype == before[k].dtype
+    assert [m.momentum for m in bn_modules] == momenta == [0.1, None]
+    # The frozen forward still normalises with batch statistics (train mode), as SAM's second pass must.
+    torch.testing.assert_close(out, reference(x))
+    # And after the context the statistics move again.
+    model(x)
+    assert not torch.equal(model[1].running_mean, before["1.running_mean"])
+    assert int(model[1].num_batches_tracked) == int(before["1.num_batches_tracked"]) + 1
+
+
+# ------------------------------------------------------------------------------------ branch_gradient
+def _branch(model, x, y, config, direction, masks=None):
+    params = [p for p in model.parameters() if p.requires_grad]
+    masks = masks if masks is not None else [None] * len(params)
+
+    def backward() -> torch.Tensor:
+        loss = F.cross_entropy(model(pixel_values=x).logits, y)
+        loss.backward()
+        return loss.detach()
+
+    return branch_gradient(model, params, masks, backward, config, direction)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+@pytest.mark.parametrize("direction", ["min", "max"])
+@pytest.mark.parametrize("kind", ["sam", "asam"])
+def test_branch_gradient_matches_hand_computation(kind: str, direction: str, lam: float) -> None:
+    model = make_model(seed=3)
+    data = make_dataset(6, seed=4)
+    x, y = data.x, data.y
+    w = weights_of(model)
+    rho = 0.5
+    grads, loss, ran = _branch(model, x, y, SharpnessConfig(kind, rho, lam), direction)
+    assert ran
+    torch.testing.assert_close(loss, F.cross_entropy(model(pixel_values=x).logits, y).detach())
+    expected = hand_branch(model, w, ce_on(x, y), kind, rho, direction, lam)
+    plain = hand_branch(model, w, ce_on(x, y), "none", rho)
+    names = list(w)
+    for n, g in zip(names, grads):
+        torch.testing.assert_close(g, expected[n], rtol=1e-5, atol=1e-7)
+    # min, lambda 1 is g1; max, lambda 1 is 2*g0 - g1: in any case far from the plain gradient.
+    assert max((expected[n] - plain[n]).abs().max() for n in names) > 1e-3
+    # Weights restored exactly, .grad cleared.
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), w[n])
+        assert p.grad is None
+
+
+def test_branch_gradient_masked_max_matches_hand_computation() -> None:
+    model = make_model(seed=5)
+    data = make_dataset(6, seed=6)
+    w = weights_of(model)
+    g = torch.Generator().manual_seed(7)
+    mask = {n: torch.rand(t.shape, generator=g) < 0.4 for n, t in w.items()}
+    grads, _, _ = _branch(
+        model, data.x, data.y, SharpnessConfig("asam", 0.8, 1.0), "max", [m.float() for m in mask.values()]
+    )
+    expected = hand_branch(model, w, ce_on(data.x, data.y), "asam", 0.8, "max", 1.0, mask=mask)
+    for (n, m), gr in zip(mask.items(), grads):
+        assert torch.all(gr[~m] == 0)
+        torch.testing.assert_close(gr, expected[n], rtol=1e-5, atol=1e-7)
+
+
+def test_branch_gradient_without_sharpness_is_the_plain_gradient() -> None:
+    model = make_model(seed=8)
+    data = make_dataset(5, seed=9)
+    w = weights_of(model)
+    grads, _, ran = _branch(model, data.x, data.y, SharpnessConfig("none", 0.1, 1.0), "min")
+    assert not ran
+    expected = hand_branch(model, w, ce_on(data.x, data.y), "none", 0.1)
+    for n, gr in zip(w, grads):
+        torch.testing.assert_close(gr, expected[n], rtol=1e-6, atol=1e-8)
+
+
+def test_branch_gradient_skips_perturbed_pass_on_non_finite_loss() -> None:
+    model = make_model(seed=10)
+    data = make_dataset(4, seed=11)
+    x = data.x.clone()
+    x[0, 0] = float("nan")
+    grads, _, ran = _branch(model, x, data.y, SharpnessConfig("sam", 0.1, 1.0), "min")
+    assert not ran
+    for n, p in model.named_parameters():
+        assert not torch.isnan(p).any(), f"{n} was perturbed with a NaN eps"
