@@ -17,6 +17,9 @@ METHOD_CHOICES: tuple[str, ...] = (
     "gradient_ascent",
     "random_label",
     "neggrad",
+    "salun",
+    "l1_sparse",
+    "scrub",
     "sharp_minmax",
 )
 
@@ -32,6 +35,9 @@ class UnlearnArguments(TrainingArguments):
         alpha: retain weight of NegGrad / Sharp MinMax, ``alpha * CE_R - (1 - alpha) * CE_F``.
         mask_ratio: fraction of parameter elements in the forget-saliency mask (Sharp MinMax).
         forget_direction: sharpness direction of Sharp MinMax's forget branch ("max" in the paper).
+        official: reproduce the official code (bottom-q mask, mask on g1 only, two sequential steps).
+        l1_weight: initial L1 penalty weight of L1-sparse (decays linearly to 0 per optimizer step).
+        msteps, kd_T, beta, gamma: SCRUB's max epochs, KL temperature, KL and CE weights of the min pass.
 
     Defaults that differ from `TrainingArguments` (the unlearning setting of the paper):
         optim="sgd" with optim_args="momentum=0.9", learning_rate=0.01, lr_scheduler_type="constant",
@@ -86,6 +92,38 @@ class UnlearnArguments(TrainingArguments):
             "choices": list(DIRECTION_CHOICES),
         },
     )
+    official: bool = field(
+        default=False,
+        metadata={
+            "help": "Reproduces the official code's behaviour (HaoranTang/sharp-unlearn) for sharp_minmax and salun: "
+            "bottom-q saliency mask, mask applied to the perturbed gradient g1 only, perturbation and its norm over "
+            "all parameters, and (sharp_minmax) two sequential optimizer steps per step. See docs/methods.md."
+        },
+    )
+    l1_weight: float = field(
+        default=5e-4,
+        metadata={
+            "help": "Initial weight of L1-sparse's penalty l1_weight * ||theta||_1; it decays linearly to 0 over the "
+            "run, per optimizer step (Jia et al., 2023 'Model sparsity can simplify machine unlearning'; SalUn/RUM "
+            "used 5e-4)."
+        },
+    )
+    msteps: int = field(
+        default=2,
+        metadata={
+            "help": "SCRUB: number of epochs (the first ones) that start with a max pass over the forget set "
+            "(Kurmanji et al., 2023; exactly msteps max epochs)."
+        },
+    )
+    kd_T: float = field(default=4.0, metadata={"help": "SCRUB: distillation temperature of the KL term (SCRUB, RUM)."})
+    beta: float = field(
+        default=0.001,
+        metadata={"help": "SCRUB: weight of the KL(student || teacher) term in the min pass on retain (SCRUB: 0.001)."},
+    )
+    gamma: float = field(
+        default=0.99,
+        metadata={"help": "SCRUB: weight of the cross-entropy term in the min pass on retain (SCRUB: 0.99)."},
+    )
 
     # Defaults that differ from TrainingArguments: the unlearning setting of the paper.
     optim: str = field(default="sgd", metadata={"help": "Optimizer (TrainingArguments.optim); SGD by default."})
@@ -126,6 +164,16 @@ class UnlearnArguments(TrainingArguments):
             raise ValueError(f"alpha must lie in [0, 1] (got {self.alpha}); it weighs retain against forget loss.")
         if not 0.0 < self.mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must lie in (0, 1] (got {self.mask_ratio}); it is a fraction of weights.")
+        if not (math.isfinite(self.l1_weight) and self.l1_weight >= 0):
+            raise ValueError(f"l1_weight must be a finite number >= 0 (got {self.l1_weight}); try 5e-4.")
+        if self.msteps < 0:
+            raise ValueError(f"msteps must be >= 0 (got {self.msteps}); it counts SCRUB's max epochs.")
+        if not (math.isfinite(self.kd_T) and self.kd_T > 0):
+            raise ValueError(f"kd_T must be a finite number > 0 (got {self.kd_T}); SCRUB uses 4.0.")
+        for name in ("beta", "gamma"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (got {value}).")
         if self.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns=True drops the nested 'retain'/'forget' batch columns; set it to False."

@@ -7,6 +7,7 @@ marks it finished; a rerun on the same output folder skips finished stages unles
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ UNLEARN_DEFAULTS: dict[str, Any] = {
 RECORDED = (
     "sharpness", "rho", "sam_lambda", "alpha", "mask_ratio", "forget_direction", "learning_rate", "num_train_epochs",
     "per_device_train_batch_size", "optim", "optim_args", "lr_scheduler_type", "weight_decay", "seed",
+    "official", "l1_weight", "msteps", "kd_T", "beta", "gamma",
 )
 
 
@@ -115,10 +117,11 @@ class Pipeline:
 
     def build_forget_set(self, splits: Splits) -> None:
         path = self.output_dir / "manifest.json"
-        if path.exists() and not self.force:
-            manifest = SplitManifest.from_json(path)
-        else:
-            spec = self.recipe["forget"]
+        spec = self.recipe["forget"]
+        # The forget set depends on its spec and, for proxies, on the original model's training.
+        origin = {"spec": spec, "original": self.finished_stage("original")["fingerprint"]}
+        manifest = SplitManifest.from_json(path) if path.exists() and not self.force else None
+        if manifest is None or manifest.details.get("origin") != origin:
             n_train = len(splits.train)
             size = forget_size(spec["size"], n_train)
             seed = self.seed if spec["seed"] is None else int(spec["seed"])
@@ -129,6 +132,7 @@ class Pipeline:
                 scores = np.load(self.output_dir / "models" / "original" / "learning_events.npy")
                 indices = lowest_score_indices(scores, size)
                 details = {"size_spec": spec["size"], "proxy": "mean true-class confidence over pretraining epochs"}
+            details["origin"] = origin
             manifest = SplitManifest.build(spec["kind"], n_train, indices, seed=seed, details=details)
             manifest.to_json(path)
         splits.manifest = manifest
@@ -144,9 +148,10 @@ class Pipeline:
     def original_model(self, splits: Splits) -> PreTrainedModel:
         """Pretrain on the whole training set, recording per-sample confidence (learning events)."""
         folder = self.stage_dir("original")
-        if self.is_finished("original"):
-            return load_saved_model(str(folder))
         settings = {**REFERENCE_DEFAULTS, **self.recipe["pretrain"]}
+        fingerprint = self.fingerprint("original", settings)
+        if self.is_finished("original", fingerprint):
+            return load_saved_model(str(folder))
         start = time.perf_counter()
         model = self.new_model(splits)
         recorder = ConfidenceRecorder(splits.train, batch_size=self.recipe["evaluation"]["batch_size"])
@@ -157,7 +162,9 @@ class Pipeline:
         logger.info("Stage original: pretraining on %d samples", len(splits.train))
         trainer.train()
         extra = {"learning_events.npy": recorder.mean_confidence()}
-        self.save_stage("original", model, args, time.perf_counter() - start, splits=None, extra_arrays=extra)
+        self.save_stage(
+            "original", model, args, time.perf_counter() - start, fingerprint, splits=None, extra_arrays=extra
+        )
         return model
 
     def retrain_settings(self) -> dict[str, Any]:
@@ -166,7 +173,8 @@ class Pipeline:
     def train_stage(
         self, name: str, settings: dict[str, Any], splits: Splits, original: PreTrainedModel
     ) -> dict[str, Any]:
-        if self.is_finished(name):
+        fingerprint = self.fingerprint(name, settings, splits.manifest.sha256)
+        if self.is_finished(name, fingerprint):
             return self.finished_stage(name)
         settings = dict(settings)
         method = settings.pop("method")
@@ -179,7 +187,7 @@ class Pipeline:
         )
         logger.info("Stage %s: %s (sharpness=%s)", name, method, args.sharpness)
         trainer.train()
-        self.save_stage(name, model, args, time.perf_counter() - start, splits=splits)
+        self.save_stage(name, model, args, time.perf_counter() - start, fingerprint, splits=splits)
         return self.finished_stage(name)
 
     def arguments(self, method: str, settings: dict[str, Any], stage: str | None = None):
@@ -214,8 +222,28 @@ class Pipeline:
     def stage_dir(self, name: str) -> Path:
         return self.output_dir / "models" / name
 
-    def is_finished(self, name: str) -> bool:
-        return not self.force and (self.stage_dir(name) / "stage.json").is_file()
+    def fingerprint(self, name: str, settings: dict[str, Any], forget_sha256: str | None = None) -> str:
+        """What a stage's result depends on; a finished stage with another fingerprint is redone."""
+        inputs = {
+            "stage": name,
+            "settings": settings,
+            "seed": self.seed,
+            "data": self.recipe["data"],
+            "model": self.recipe["model"],
+            "pretrain": self.recipe["pretrain"],
+            "forget_sha256": forget_sha256,
+            "evaluation": self.recipe["evaluation"],
+        }
+        return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+    def is_finished(self, name: str, fingerprint: str) -> bool:
+        path = self.stage_dir(name) / "stage.json"
+        if self.force or not path.is_file():
+            return False
+        if self.finished_stage(name).get("fingerprint") != fingerprint:
+            logger.info("Stage %s: settings changed since it was run; redoing it", name)
+            return False
+        return True
 
     def finished_stage(self, name: str) -> dict[str, Any]:
         with open(self.stage_dir(name) / "stage.json", encoding="utf-8") as handle:
@@ -227,6 +255,7 @@ class Pipeline:
         model: PreTrainedModel,
         args: Any,
         wall_seconds: float,
+        fingerprint: str,
         splits: Splits | None,
         extra_arrays: dict[str, np.ndarray] | None = None,
     ) -> None:
@@ -242,6 +271,7 @@ class Pipeline:
             "sharpness": args.sharpness,
             "hyperparameters": {key: getattr(args, key) for key in RECORDED},
             "wall_seconds": round(wall_seconds, 3),
+            "fingerprint": fingerprint,
         }
         if splits is not None:
             record.update(self.evaluate(model, splits))

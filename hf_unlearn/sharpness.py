@@ -160,12 +160,19 @@ def branch_gradient(
     backward: Callable[[], torch.Tensor],
     config: SharpnessConfig,
     direction: Direction = "min",
+    *,
+    mask_g1_only: bool = False,
 ) -> tuple[list[torch.Tensor | None], torch.Tensor, bool]:
     """Compute one branch's final gradient, restricted to its partition.
 
     ``backward`` runs forward + backward of the branch loss at the current weights and returns the
     detached loss; it must start from cleared gradients, which this function guarantees. Returns
     (gradients, loss at w, whether the perturbed pass ran). ``p.grad`` is left cleared.
+
+    ``mask_g1_only=True`` reproduces the official code (method-spec.md C.3): eps and its norm cover every
+    parameter, the partition mask multiplies g1 only and the result is ``g0 + sign * lambda * (g1 * m - g0)``,
+    which is *not* confined to the partition unless ``sign * lambda == 1``. Without a perturbed pass the
+    gradient is ``g0 * m`` in both modes.
     """
     _clear_grads(params)
     loss = backward()
@@ -174,18 +181,22 @@ def branch_gradient(
     perturbed_pass = False
     final = g0
     if config.enabled:
-        eps = perturbation(params, g0, masks, config.rho, config.adaptive)
+        eps_masks = [None] * len(params) if mask_g1_only else masks
+        eps = perturbation(params, g0, eps_masks, config.rho, config.adaptive)
         if eps is not None:
             with perturbed(params, eps), frozen_batchnorm_stats(model):
                 backward()
             g1 = [None if p.grad is None else p.grad.detach().clone() for p in params]
             _clear_grads(params)
+            if mask_g1_only:
+                g1 = [None if g is None else _masked(g, m) for g, m in zip(g1, masks, strict=True)]
             sign = direction_sign(direction)
             final = [
                 _merge(a, b, sign, config.lam) for a, b in zip(g0, g1, strict=True)
             ]
             perturbed_pass = True
-    final = [None if g is None else _masked(g, m) for g, m in zip(final, masks, strict=True)]
+    if not (mask_g1_only and perturbed_pass):
+        final = [None if g is None else _masked(g, m) for g, m in zip(final, masks, strict=True)]
     return final, loss, perturbed_pass
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from .base import Branch, UnlearnTrainer
 from .finetune import FinetuneTrainer
 from .gradient_ascent import GradientAscentTrainer
+from .l1_sparse import L1SparseTrainer
 from .neggrad import NegGradTrainer
 from .pretrain import PretrainTrainer
 from .random_label import RandomLabelTrainer
 from .retrain import RetrainTrainer
+from .salun import SalUnTrainer
+from .scrub import ScrubTrainer
 from .sharp_minmax import SharpMinMaxTrainer
 
 TRAINERS: dict[str, type[UnlearnTrainer]] = {
@@ -20,6 +23,9 @@ TRAINERS: dict[str, type[UnlearnTrainer]] = {
         GradientAscentTrainer,
         RandomLabelTrainer,
         NegGradTrainer,
+        SalUnTrainer,
+        L1SparseTrainer,
+        ScrubTrainer,
         SharpMinMaxTrainer,
     )
 }

@@ -43,6 +43,8 @@ class Branch:
     loss: LossFn
     direction: Direction = "min"
     partition: Partition = "all"
+    # The official code's masking (``official=True``): eps over all parameters, the mask on g1 only.
+    mask_g1_only: bool = False
 
 
 def logits_of(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -157,7 +159,8 @@ class UnlearnTrainer(Trainer):
                     return loss.detach()
 
                 grads, loss, _ = branch_gradient(
-                    base_model, params, masks, backward, self.sharpness_config, branch.direction
+                    base_model, params, masks, backward, self.sharpness_config, branch.direction,
+                    mask_g1_only=branch.mask_g1_only,
                 )
                 total_loss = total_loss + loss.float()
                 composed = [_add(c, g) for c, g in zip(composed, grads, strict=True)]
@@ -165,6 +168,7 @@ class UnlearnTrainer(Trainer):
             p.grad = _add(before, new)
         if self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
             self._average_gradients_across_processes(params)
+            self._broadcast_buffers_from_main_process(model, base_model)
         return total_loss * scale
 
     def compute_loss(
@@ -223,11 +227,31 @@ class UnlearnTrainer(Trainer):
         self._mask_cache.clear()
 
     def _no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.MULTI_GPU:
-            return self.accelerator.no_sync(model)
-        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.MULTI_CPU:
+        # Any DDP flavour (MULTI_GPU, MULTI_CPU, MULTI_XPU, ...); DeepSpeed and FSDP are refused at start-up.
+        if self.accelerator.num_processes > 1:
             return self.accelerator.no_sync(model)
         return contextlib.nullcontext()
+
+    def _broadcast_buffers_from_main_process(self, model: nn.Module, base_model: nn.Module) -> None:
+        """Give every process the main process's buffers (BatchNorm running statistics), once per step.
+
+        DDP broadcasts buffers only in forwards that sync gradients; every hf_unlearn pass runs under
+        ``no_sync``, so without this the running statistics of the replicas would drift apart. Rank 0's
+        statistics are what plain DDP training keeps too. ``ddp_broadcast_buffers=False`` turns it off.
+        """
+        if not getattr(model, "broadcast_buffers", True):
+            return
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for buffer in base_model.buffers():
+            by_dtype.setdefault(buffer.dtype, []).append(buffer)
+        for buffers in by_dtype.values():
+            flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            with torch.no_grad():
+                for b in buffers:
+                    b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                    offset += b.numel()
 
     def _average_gradients_across_processes(self, params: list[torch.Tensor]) -> None:
         """One all-reduce (mean) of the composed gradient per optimizer step."""
@@ -243,14 +267,27 @@ class UnlearnTrainer(Trainer):
 
     def _check_distributed_support(self) -> None:
         distributed = self.accelerator.distributed_type
-        if distributed in (DistributedType.DEEPSPEED, DistributedType.FSDP) and self.needs_two_pass_support:
-            name = "DeepSpeed" if distributed == DistributedType.DEEPSPEED else "FSDP"
+        if distributed not in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            return
+        name = "DeepSpeed" if distributed == DistributedType.DEEPSPEED else "FSDP"
+        use_instead = (
+            "Use DDP instead: accelerate launch --config_file accelerate_configs/multi_gpu.yaml "
+            "-m hf_unlearn.cli run RECIPE (see docs/distributed.md)."
+        )
+        if self.needs_two_pass_support:
             raise ValueError(
                 f"{self.method_name} with sharpness={self.args.sharpness!r} is not supported under {name}: "
-                "SAM needs several backward passes per optimizer step over the full, unsharded gradient "
-                "(DeepSpeed steps the optimizer inside every backward; FSDP shards the gradient norm). "
-                "Use DDP (accelerate_configs/multi_gpu.yaml) or sharpness='none'."
+                "SAM and masked methods need several backward passes per optimizer step over the full, unsharded "
+                "gradient (DeepSpeed steps the optimizer inside every backward; FSDP shards the gradient and its "
+                f"norm). {use_instead}"
             )
+        # Every method composes its step's gradient in p.grad and averages it across processes itself
+        # (training_step); DeepSpeed (ZeRO owns the gradients) and FSDP (sharded gradients) break that too.
+        raise ValueError(
+            f"{self.method_name} is not supported under {name}: hf_unlearn composes each step's gradient in "
+            f"p.grad and averages it across processes itself, and {name} owns (and shards) the gradients. "
+            f"{use_instead}"
+        )
 
     @property
     def needs_two_pass_support(self) -> bool:

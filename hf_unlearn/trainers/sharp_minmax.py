@@ -4,11 +4,27 @@ The retain branch minimises ``alpha * CE_R`` with sharpness *minimisation* on th
 mask; the forget branch minimises ``-(1 - alpha) * CE_F`` with sharpness *maximisation* on the mask. The
 mask (top ``mask_ratio`` of |sum of forget gradients|) confines each branch's perturbation, its norm
 and its final gradient, and both branches feed one optimizer step over disjoint partitions.
+
+``official=True`` reproduces the official code (method-spec.md C.2-C.4): the mask marks the *bottom*
+``mask_ratio`` of the saliency; each branch perturbs every parameter with the norm over every parameter and
+masks only its perturbed gradient g1 (retain: ``g1 * (1 - m)``; forget, sign -1, lambda 1: ``2 * g0 - g1 * m``,
+so the forget branch moves every weight); and the branches are two sequential optimizer updates: the retain
+update is applied inside `training_step` by a second optimizer (``retain_optimizer``, built like the Trainer's
+and with its own state: momentum / Adam moments), then the forget branch is computed at the updated weights and
+the Trainer's own optimizer applies it. Both optimizers apply weight decay, so every weight is decayed twice per
+step, as in the official code; the retain optimizer copies the Trainer optimizer's learning rate before each
+update, so both follow the Trainer's schedule (stepped once per Trainer step); gradient clipping
+(``max_grad_norm``) applies to each update. Without SAM each branch's gradient is masked (``g0 * partition``).
+It needs ``gradient_accumulation_steps=1`` and no fp16 loss scaling; ``retain_optimizer`` is not saved in
+checkpoints.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
+from torch import nn
 
 from ..masks import forget_saliency_mask
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
@@ -21,11 +37,18 @@ class SharpMinMaxTrainer(UnlearnTrainer):
 
     def __init__(self, *args: Any, mask: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.args.official and self.args.gradient_accumulation_steps != 1:
+            raise ValueError("sharp_minmax with official=True steps once per micro-batch: use gradient_accumulation_steps=1.")
+        if self.args.official and self.args.fp16:
+            raise ValueError("sharp_minmax with official=True does not support fp16 loss scaling; use bf16 or fp32.")
+        self.retain_optimizer: torch.optim.Optimizer | None = None
+        self._official_branch: str | None = None
         if mask is None:
             mask = forget_saliency_mask(
                 self.model,
                 self.forget_dataset,
                 self.args.mask_ratio,
+                largest=not self.args.official,  # the official code keeps the least salient weights
                 batch_size=self.args.per_device_eval_batch_size,
             )
         self.set_mask(mask)
@@ -37,7 +60,50 @@ class SharpMinMaxTrainer(UnlearnTrainer):
         return -(1.0 - self.args.alpha) * cross_entropy(model, batch["forget"])
 
     def branches(self, inputs: Batch) -> list[Branch]:
-        return [
-            Branch("retain", self.retain_loss, direction="min", partition="complement"),
-            Branch("forget", self.forget_loss, direction=self.args.forget_direction, partition="mask"),
+        official = self.args.official
+        branches = [
+            Branch("retain", self.retain_loss, direction="min", partition="complement", mask_g1_only=official),
+            Branch(
+                "forget", self.forget_loss, direction=self.args.forget_direction, partition="mask",
+                mask_g1_only=official,
+            ),
         ]
+        if self._official_branch is not None:  # official: one branch per optimizer update
+            return [b for b in branches if b.name == self._official_branch]
+        return branches
+
+    # ----------------------------------------------- official: two sequential optimizer updates
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model)
+        if self.args.official and self.retain_optimizer is None:
+            main, self.optimizer = self.optimizer, None
+            try:  # a second optimizer built exactly like the Trainer's, with its own state
+                self.retain_optimizer = super().create_optimizer(model)
+            finally:
+                self.optimizer = main
+        return optimizer
+
+    def training_step(self, model: nn.Module, inputs: Batch, num_items_in_batch: Any = None) -> torch.Tensor:
+        if not self.args.official:
+            return super().training_step(model, inputs, num_items_in_batch)
+        try:
+            self._official_branch = "retain"
+            retain_loss = super().training_step(model, inputs, num_items_in_batch)
+            self._step_retain_optimizer()
+            # The forget branch at the updated weights; the Trainer's loop applies it with its own optimizer.
+            self._official_branch = "forget"
+            forget_loss = super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            self._official_branch = None
+        return retain_loss + forget_loss
+
+    def _step_retain_optimizer(self) -> None:
+        if self.retain_optimizer is None:
+            raise RuntimeError("official sharp_minmax: the retain optimizer was not built (create_optimizer).")
+        for main_group, group in zip(self.optimizer.param_groups, self.retain_optimizer.param_groups, strict=True):
+            group["lr"] = main_group["lr"]
+        if self.args.max_grad_norm and self.args.max_grad_norm > 0:
+            params = [p for group in self.retain_optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm)
+        self.retain_optimizer.step()
+        self.retain_optimizer.zero_grad(set_to_none=True)
