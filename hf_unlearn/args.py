@@ -160,6 +160,8 @@ class UnlearnArguments(TrainingArguments):
             )
         if not (math.isfinite(self.rho) and self.rho > 0):
             raise ValueError(f"rho must be a finite number > 0 (got {self.rho}); try 0.05-0.1 for SAM, 1.0 for ASAM.")
+        if not (math.isfinite(self.sam_lambda) and self.sam_lambda >= 0):
+            raise ValueError(f"sam_lambda must be a finite number >= 0 (got {self.sam_lambda}); 1.0 is standard SAM.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1] (got {self.alpha}); it weighs retain against forget loss.")
         if not 0.0 < self.mask_ratio <= 1.0:

@@ -22,7 +22,8 @@ def forget_saliency(model: nn.Module, forget_dataset: Dataset, batch_size: int =
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     device = next(iter(params.values())).device
     saved_grads = {name: p.grad for name, p in params.items()}
-    was_training = model.training
+    # Restore each module's own mode afterwards (a user may keep e.g. a frozen BatchNorm in eval).
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     total = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     try:
@@ -38,7 +39,8 @@ def forget_saliency(model: nn.Module, forget_dataset: Dataset, batch_size: int =
     finally:
         for name, p in params.items():
             p.grad = saved_grads[name]
-        model.train(was_training)
+        for module, mode in modes.items():
+            module.training = mode
     return {name: t.abs() for name, t in total.items()}
 
 
