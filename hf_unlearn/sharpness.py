@@ -91,13 +91,15 @@ def perturbation(
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s) for s in present]))
     if not torch.isfinite(norm):
         return None
+    factor = rho / (norm + _NORM_EPS)
     eps: list[torch.Tensor | None] = []
     for p, s in zip(params, scaled, strict=True):
         if s is None:
             eps.append(None)
             continue
         # ASAM: eps = rho * T^2 g / ||T g||; s already holds T g (masked), so multiply by T once more.
-        e = s * (p.detach().abs().float() if adaptive else 1.0) * (rho / (norm + _NORM_EPS))
+        # One multiplication per tensor for SAM (``s`` may be the caller's gradient itself: never in place).
+        e = (s * p.detach().abs().float()).mul_(factor) if adaptive else s * factor
         eps.append(e.to(p.dtype))
     return eps
 
@@ -123,6 +125,7 @@ def perturbed(params: Sequence[torch.Tensor], eps: Sequence[torch.Tensor | None]
                 continue
             saved.append((p, p.detach().clone()))
             p.add_(e)
+    del eps  # applied; the restore uses the saved copy, so eps need not stay alive during the pass
     try:
         yield
     finally:
@@ -169,6 +172,10 @@ def branch_gradient(
     detached loss; it must start from cleared gradients, which this function guarantees. Returns
     (gradients, loss at w, whether the perturbed pass ran). ``p.grad`` is left cleared.
 
+    The gradient tensors that ``backward`` leaves in ``p.grad`` are taken over, not copied (`_take_grads`),
+    and combined and masked in place: the returned tensors belong to the caller, and a SAM step costs no more
+    full-model copies than the saved weights (the same results, bit for bit, as out-of-place arithmetic).
+
     ``mask_g1_only=True`` reproduces the official code (method-spec.md C.3): eps and its norm cover every
     parameter, the partition mask multiplies g1 only and the result is ``g0 + sign * lambda * (g1 * m - g0)``,
     which is *not* confined to the partition unless ``sign * lambda == 1``. Without a perturbed pass the
@@ -176,8 +183,7 @@ def branch_gradient(
     """
     _clear_grads(params)
     loss = backward()
-    g0 = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    _clear_grads(params)
+    g0 = _take_grads(params)
     perturbed_pass = False
     final = g0
     if config.enabled:
@@ -185,29 +191,55 @@ def branch_gradient(
         eps = perturbation(params, g0, eps_masks, config.rho, config.adaptive)
         if eps is not None:
             with perturbed(params, eps), frozen_batchnorm_stats(model):
+                eps = None  # free the perturbation before the perturbed pass allocates its gradients
                 backward()
-            g1 = [None if p.grad is None else p.grad.detach().clone() for p in params]
-            _clear_grads(params)
+            g1 = _take_grads(params)
             if mask_g1_only:
-                g1 = [None if g is None else _masked(g, m) for g, m in zip(g1, masks, strict=True)]
+                g1 = [None if g is None else _mask_(g, m) for g, m in zip(g1, masks, strict=True)]
             sign = direction_sign(direction)
             final = [
                 _merge(a, b, sign, config.lam) for a, b in zip(g0, g1, strict=True)
             ]
             perturbed_pass = True
     if not (mask_g1_only and perturbed_pass):
-        final = [None if g is None else _masked(g, m) for g, m in zip(final, masks, strict=True)]
+        final = [None if g is None else _mask_(g, m) for g, m in zip(final, masks, strict=True)]
     return final, loss, perturbed_pass
 
 
+def _take_grads(params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Hand each ``p.grad`` over to the caller and clear it (the next backward allocates a fresh one).
+
+    A gradient that is a view into another buffer (DDP's ``gradient_as_bucket_view``) is copied, since its
+    storage is reused.
+    """
+    grads: list[torch.Tensor | None] = []
+    for p in params:
+        g = p.grad
+        if g is not None:
+            g = g.detach()
+            if g._base is not None:
+                g = g.clone()
+        grads.append(g)
+        p.grad = None
+    return grads
+
+
+def _mask_(g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Restrict an owned gradient to the partition, in place."""
+    return g if mask is None else g.mul_(mask)
+
+
 def _merge(g0: torch.Tensor | None, g1: torch.Tensor | None, sign: float, lam: float) -> torch.Tensor | None:
+    """`combine` on owned gradients, in place in ``g1`` (bit-identical to the out-of-place formula)."""
     if g0 is None and g1 is None:
         return None
     if g0 is None:
         g0 = torch.zeros_like(g1)
     if g1 is None:
         g1 = torch.zeros_like(g0)
-    return combine(g0, g1, sign, lam)
+    if sign == 1.0 and lam == 1.0:
+        return g1  # standard SAM: exactly g1
+    return g1.sub_(g0).mul_(sign * lam).add_(g0)  # g0 + sign * lam * (g1 - g0)
 
 
 def _clear_grads(params: Sequence[torch.Tensor]) -> None:
