@@ -1,15 +1,19 @@
-"""Image classification sources, each returned as a `datasets.Dataset` with `image` and `label` columns.
+"""Image classification sources, each returned as `datasets.Dataset`s with `image` and `label` columns.
 
 `digits` is embedded (scikit-learn ships it), so it works without network access; it is the default for tests
-and demos. Hub data sets are added to `SOURCES` by name, one line each.
+and demos. Any other source is a Hub data set id (`datasets.load_dataset`), a folder written by `save_to_disk`
+(`datasets.load_from_disk`) or a folder of images in class sub-folders (the "imagefolder" builder); see
+`load_source_splits` and docs/datasets.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Image
+from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
 DIGITS_CLASS_NAMES: list[str] = [str(d) for d in range(10)]
@@ -62,3 +66,97 @@ def load_source(name: str) -> Dataset:
             "Pick one of these, or register a loader in hf_unlearn.data.sources.SOURCES."
         ) from None
     return loader()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hub data sets and local folders
+# ----------------------------------------------------------------------------------------------------------------
+def _is_saved_dataset(folder: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def load_source_splits(
+    source: str,
+    *,
+    config: str | None = None,
+    revision: str | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    """Every split of a source, with the image column renamed to `image` and the label column to `label`.
+
+    `source` is a registered name (`digits`: one split, "train"), a local folder (a `save_to_disk` folder, or a
+    folder of images in class sub-folders, loaded as "imagefolder"), the literal ``imagefolder:PATH``, or a Hub
+    data set id (`datasets.load_dataset(source, config, revision=revision)`). Integer labels that are not a
+    `ClassLabel` become one (names "0".."K-1") so that splits can be stratified. Other columns are kept (an id
+    column can name samples to forget). Returns (splits, description) where the description says what was loaded.
+    """
+    import datasets
+
+    description: dict[str, Any] = {"source": source, "config": config, "revision": revision}
+    if source in SOURCES:
+        loaded: Any = {"train": load_source(source)}
+        description["loader"] = "embedded"
+    else:
+        path = Path(source[len("imagefolder:"):] if source.startswith("imagefolder:") else source).expanduser()
+        if path.is_dir() and not source.startswith("imagefolder:") and _is_saved_dataset(path):
+            loaded = datasets.load_from_disk(str(path))
+            description["loader"] = "load_from_disk"
+        elif path.is_dir():
+            loaded = datasets.load_dataset("imagefolder", data_dir=str(path))
+            description["loader"] = "imagefolder"
+        elif source.startswith("imagefolder:") or source.startswith((".", "/", "~")):
+            raise ValueError(
+                f"data.source {source!r} is not a folder. Give a folder written by save_to_disk, a folder of images "
+                "in class sub-folders, or a Hub data set id such as uoft-cs/cifar100."
+            )
+        else:
+            try:
+                loaded = datasets.load_dataset(source, config, revision=revision)
+            except Exception as error:  # the Hub client raises many types; the user needs the same advice for each
+                raise ValueError(
+                    f"Could not load the data set {source!r} from the Hub ({type(error).__name__}: {error}). Check the "
+                    "id, that the Hub is reachable (HF_HUB_OFFLINE unset) and, for gated sets such as "
+                    "ILSVRC/imagenet-1k, that you accepted its terms and are logged in (hf auth login); or give a "
+                    "local folder (save_to_disk or imagefolder)."
+                ) from error
+            description["loader"] = "load_dataset"
+    if isinstance(loaded, Dataset):
+        loaded = {"train": loaded}
+    splits = {name: _standard_columns(ds, image_column, label_column, name) for name, ds in dict(loaded).items()}
+    description["splits"] = {name: len(ds) for name, ds in splits.items()}
+    return splits, description
+
+
+def _standard_columns(dataset: Dataset, image_column: str, label_column: str, split: str) -> Dataset:
+    missing = [c for c in (image_column, label_column) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"Split {split!r} has no column {missing[0]!r}; its columns are {dataset.column_names}. Set "
+            "data.image_column / data.label_column to the names this data set uses (e.g. img / fine_label for "
+            "uoft-cs/cifar100)."
+        )
+    renames = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
+    for new in renames.values():
+        if new in dataset.column_names:  # e.g. a data set with both "img" and an unrelated "image"
+            dataset = dataset.remove_columns(new)
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    label = dataset.features["label"]
+    if not isinstance(label, ClassLabel):
+        if not (isinstance(label, Value) and label.dtype.startswith(("int", "uint"))):
+            raise ValueError(
+                f"Label column {label_column!r} of split {split!r} holds {label}; hf_unlearn needs integer class "
+                "labels (a ClassLabel or ints)."
+            )
+        values = np.asarray(dataset.with_format("numpy")["label"])
+        num_classes = int(values.max()) + 1 if len(values) else 0
+        dataset = dataset.cast_column("label", ClassLabel(names=[str(i) for i in range(num_classes)]))
+    return dataset
+
+
+def class_names_of(dataset: Dataset) -> list[str]:
+    """The label names of a `ClassLabel` column named `label`."""
+    return list(dataset.features["label"].names)
+

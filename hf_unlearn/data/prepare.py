@@ -1,0 +1,216 @@
+"""From a recipe's `data` section to model inputs: load the source, split it, transform the images.
+
+Row ids. Every training sample keeps its row number in the source's *pool* (the source's train split before any
+test or validation split is carved out of it; for digits, the whole data set of 1,797 images). Memorization scores
+and user files of indices are keyed by these row ids, so one score file serves every split of the same source:
+`PreparedData.train_rows[i]` is the pool row of training sample i, whatever the seed or test_size.
+
+Inputs are either computed once and kept in memory (`TensorImageDataset`, the default when they take at most
+`PRECOMPUTE_MAX_BYTES`, e.g. digits or CIFAR at 32x32), or computed per batch when read (`datasets` format
+transform, e.g. ImageNet at 224x224).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset
+
+from .sources import class_names_of, load_source_splits
+from .splits import stratified_split
+from .transforms import manual_image_transform, materialize, on_the_fly, processor_image_transform
+
+logger = logging.getLogger(__name__)
+
+ROW_COLUMN = "__row__"
+PRECOMPUTE_MAX_BYTES = 1 << 30
+TRANSFORM_CHOICES = ("auto", "manual", "processor")
+
+# The keys of a recipe's `data` section and their defaults (hf_unlearn.recipe validates them).
+DATA_DEFAULTS: dict[str, Any] = {
+    "source": "digits",
+    "config": None,
+    "revision": None,
+    "image_column": "image",
+    "label_column": "label",
+    "train_split": "train",
+    "test_split": "test",
+    "validation_split": "validation",
+    "test_size": 0.2,
+    "validation_size": None,
+    "transforms": "auto",
+    "precompute": None,
+    "image_size": 16,
+    "num_channels": 1,
+    "mean": [0.5],
+    "std": [0.5],
+}
+
+
+@dataclass
+class PreparedData:
+    """Model inputs of train / (validation) / test plus what ties them to the source."""
+
+    train: Any
+    test: Any
+    class_names: list[str]
+    train_rows: np.ndarray
+    validation: Any = None
+    pool_size: int = 0
+    pool_fingerprint: str = ""
+    description: dict[str, Any] = field(default_factory=dict)
+    raw_train: Dataset | None = field(default=None, repr=False)
+
+    def train_column(self, name: str) -> list[Any]:
+        """Values of a source column (e.g. an id or a file name) for every training sample, in train order."""
+        if self.raw_train is None or name not in self.raw_train.column_names:
+            known = [] if self.raw_train is None else [c for c in self.raw_train.column_names if c != ROW_COLUMN]
+            raise ValueError(f"The training split has no column {name!r}; its columns are {known}.")
+        return list(self.raw_train.with_format(None)[name])
+
+
+def labels_fingerprint(labels: np.ndarray) -> str:
+    """sha256 of the pool's size and labels: identifies the data a score file was computed on (cheap even for
+    ImageNet, unlike hashing every image). A different data set, order or label mapping changes it."""
+    arr = np.ascontiguousarray(np.asarray(labels, dtype=np.int64))
+    digest = hashlib.sha256(f"n={arr.size};".encode())
+    digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def resolve_transform(data: dict[str, Any], model: dict[str, Any] | None = None):
+    """The image transform named by `data.transforms`: the model's image processor, or the manual settings."""
+    kind = data.get("transforms", "auto")
+    if kind not in TRANSFORM_CHOICES:
+        raise ValueError(f"data.transforms must be one of {', '.join(TRANSFORM_CHOICES)}, got {kind!r}.")
+    manual = dict(image_size=data["image_size"], num_channels=data["num_channels"], mean=data["mean"], std=data["std"])
+    name = (model or {}).get("name_or_path")
+    from_scratch = (model or {}).get("config") is not None
+    if kind == "manual" or (kind == "auto" and (name is None or from_scratch)):
+        return manual_image_transform(**manual)
+    if name is None:
+        raise ValueError("data.transforms: processor needs model.name_or_path (the processor is loaded from it).")
+    trust = bool((model or {}).get("trust_remote_code", False))
+    if kind == "processor":
+        return processor_image_transform(name, trust_remote_code=trust)
+    try:
+        return processor_image_transform(name, trust_remote_code=trust)
+    except ValueError as error:
+        logger.warning("%s Falling back to data.image_size / num_channels / mean / std.", error)
+        return manual_image_transform(**manual)
+
+
+def _aligned_labels(split: Dataset, names: list[str], split_name: str) -> Dataset:
+    """Give a separately loaded split the pool's ClassLabel (ints cast per split may have fewer classes)."""
+    own = split.features["label"]
+    if own.names == names:
+        return split
+    if own.names == [str(i) for i in range(own.num_classes)] and own.num_classes <= len(names):
+        return split.cast_column("label", ClassLabel(names=names))
+    raise ValueError(
+        f"The {split_name!r} split's label names differ from the training split's; check data.label_column "
+        f"and the splits ({own.names[:5]}... vs {names[:5]}...)."
+    )
+
+
+def _to_inputs(dataset: Dataset, transform, precompute: bool, class_names: list[str]):
+    if precompute:
+        return materialize(dataset, transform, class_names=class_names)
+    return on_the_fly(dataset.select_columns(["image", "label"]), transform)
+
+
+def _decide_precompute(data: dict[str, Any], pool: Dataset, transform) -> bool:
+    if data.get("precompute") is not None:
+        return bool(data["precompute"])
+    sample = transform([pool.with_format(None)[0]["image"]])
+    return sample.nbytes * len(pool) <= PRECOMPUTE_MAX_BYTES
+
+
+def load_pool(data: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset], dict[str, Any]]:
+    """The source's pool (its train split) with a row-id column, the other splits, and a description."""
+    spec = {**DATA_DEFAULTS, **data}
+    splits, description = load_source_splits(
+        spec["source"], config=spec["config"], revision=spec["revision"],
+        image_column=spec["image_column"], label_column=spec["label_column"],
+    )
+    if spec["train_split"] not in splits:
+        raise ValueError(
+            f"data.train_split {spec['train_split']!r} is not a split of {spec['source']!r}; it has "
+            f"{sorted(splits)}. Set data.train_split."
+        )
+    pool = splits.pop(spec["train_split"])
+    if len(pool) < 2:
+        raise ValueError(f"The training split of {spec['source']!r} has {len(pool)} rows; at least 2 are needed.")
+    pool = pool.add_column(ROW_COLUMN, np.arange(len(pool), dtype=np.int64))
+    labels = np.asarray(pool.with_format("numpy")["label"])
+    description["pool_fingerprint"] = labels_fingerprint(labels)
+    description["pool_size"] = len(pool)
+    return pool, splits, description
+
+
+def prepare_pool(data: dict[str, Any], model: dict[str, Any] | None = None) -> PreparedData:
+    """Model inputs of the whole pool (row i = pool row i): what the memorization estimator trains and scores on."""
+    spec = {**DATA_DEFAULTS, **data}
+    pool, _, description = load_pool(spec)
+    names = class_names_of(pool)
+    transform = resolve_transform(spec, model)
+    precompute = _decide_precompute(spec, pool, transform)
+    description["transform"] = getattr(transform, "description", {})
+    inputs = _to_inputs(pool, transform, precompute, names)
+    return PreparedData(
+        train=inputs, test=None, class_names=names, train_rows=np.arange(len(pool), dtype=np.int64),
+        pool_size=len(pool), pool_fingerprint=description["pool_fingerprint"], description=description, raw_train=pool,
+    )
+
+
+def prepare_splits(data: dict[str, Any], seed: int, model: dict[str, Any] | None = None) -> PreparedData:
+    """Train / (validation) / test model inputs for a recipe's `data` section.
+
+    The test split is the source's `test_split` when it has one, else `test_size` carved out of the pool
+    (stratified, seeded: digits). The validation split is the source's `validation_split` when it has one, else
+    `validation_size` carved out of what is left for training (stratified, seeded), else none.
+    """
+    spec = {**DATA_DEFAULTS, **data}
+    if spec["test_split"] is not None and spec["test_split"] == spec["validation_split"]:
+        raise ValueError(
+            f"data.test_split and data.validation_split both name {spec['test_split']!r}; set data.validation_split: "
+            "null (or to another split) so that no sample is both validation and test."
+        )
+    pool, others, description = load_pool(spec)
+    names = class_names_of(pool)
+    if spec["test_split"] is not None and spec["test_split"] in others:
+        rest, test = pool, _aligned_labels(others[spec["test_split"]], names, spec["test_split"])
+        description["test"] = f"split {spec['test_split']!r}"
+    else:
+        rest, test = stratified_split(pool, test_size=spec["test_size"], seed=seed)
+        description["test"] = f"carved from the training split (test_size {spec['test_size']}, seed {seed})"
+    validation = None
+    if spec["validation_split"] is not None and spec["validation_split"] in others:
+        validation = _aligned_labels(others[spec["validation_split"]], names, spec["validation_split"])
+        train = rest
+        description["validation"] = f"split {spec['validation_split']!r}"
+    elif spec["validation_size"] is not None:
+        train, validation = stratified_split(rest, test_size=spec["validation_size"], seed=seed)
+        description["validation"] = f"carved from the training split (validation_size {spec['validation_size']})"
+    else:
+        train = rest
+        description["validation"] = None
+    transform = resolve_transform(spec, model)
+    precompute = _decide_precompute(spec, pool, transform)
+    description["transform"] = getattr(transform, "description", {})
+    description["precompute"] = precompute
+    return PreparedData(
+        train=_to_inputs(train, transform, precompute, names),
+        test=_to_inputs(test, transform, precompute, names),
+        validation=None if validation is None else _to_inputs(validation, transform, precompute, names),
+        class_names=names,
+        train_rows=np.asarray(train.with_format("numpy")[ROW_COLUMN], dtype=np.int64),
+        pool_size=len(pool),
+        pool_fingerprint=description["pool_fingerprint"],
+        description=description,
+        raw_train=train,
+    )
