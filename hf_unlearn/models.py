@@ -1,12 +1,28 @@
-"""Build or load image classifiers: any `AutoModelForImageClassification` (timm checkpoints via TimmWrapper)."""
+"""Build, load and save image classifiers: any `AutoModelForImageClassification` (ResNet, ConvNeXt, ViT, Swin ...)
+and timm checkpoints through transformers' `TimmWrapperForImageClassification`.
+
+* `load_pretrained_model(hub_id_or_folder, class_names)` resizes the classification head to the data set's labels
+  (the old head is dropped: ``ignore_mismatched_sizes``). It works offline from a local folder, and with
+  ``HF_HUB_OFFLINE=1`` from the Hugging Face cache.
+* `build_model_from_config({"model_type": ..., ...}, class_names, seed)` builds a randomly initialised model; a timm
+  architecture is ``{"model_type": "timm_wrapper", "architecture": "resnet18", "model_args": {"in_chans": 1}}``.
+* `save_model(model, folder)` writes safetensors weights and ``config.json``. transformers models are saved with
+  ``save_pretrained``; timm models in timm's own layout (``timm.models.save_for_hf``), which both
+  ``timm.create_model("hf-hub:<repo>" or "local-dir:<folder>", pretrained=True)`` and
+  ``AutoModelForImageClassification.from_pretrained`` load.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
+
+TIMM_MODEL_TYPE = "timm_wrapper"
 
 
 def label_maps(class_names: list[str]) -> dict[str, dict]:
@@ -17,31 +33,82 @@ def label_maps(class_names: list[str]) -> dict[str, dict]:
     }
 
 
+def is_timm_model(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a timm model inside transformers' TimmWrapper."""
+    return getattr(getattr(model, "config", None), "model_type", None) == TIMM_MODEL_TYPE
+
+
 def build_model_from_config(config: Mapping[str, Any], class_names: list[str], seed: int) -> PreTrainedModel:
     """A randomly initialised classifier from a config dict with a ``model_type`` (e.g. ``resnet``)."""
     settings = dict(config)
     model_type = settings.pop("model_type", None)
     if model_type is None:
-        raise ValueError("model.config needs a 'model_type' (e.g. 'resnet', 'convnext', 'vit').")
+        raise ValueError("model.config needs a 'model_type' (e.g. 'resnet', 'convnext', 'vit', 'timm_wrapper').")
     hf_config = AutoConfig.for_model(model_type, num_labels=len(class_names), **label_maps(class_names), **settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoModelForImageClassification.from_config(hf_config)
 
 
+def _fix_timm_config(config: Any, class_names: list[str]) -> None:
+    """Make a timm checkpoint's config describe the resized head.
+
+    * timm >= 1.0.2x records ``num_classes`` inside ``model_args``; TimmWrapper passes ``num_classes`` itself, so
+      the duplicate makes ``timm.create_model`` fail ("got multiple values for keyword argument 'num_classes'").
+    * ``label_names`` (timm's label list) survives a ``num_labels`` override and would be saved with the new
+      model, so a reload would get the old labels: replace it with the data set's class names.
+    """
+    if getattr(config, "model_args", None):
+        config.model_args = {k: v for k, v in config.model_args.items() if k != "num_classes"}
+    config.label_names = list(class_names)
+
+
 def load_pretrained_model(
     name_or_path: str, class_names: list[str], *, trust_remote_code: bool = False
 ) -> PreTrainedModel:
-    """Load a Hub id or local folder, resizing the classification head to ``class_names``."""
+    """Load a Hub id or local folder (transformers or timm checkpoint), resizing the head to ``class_names``."""
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    labels = label_maps(class_names)
+    config.id2label, config.label2id = labels["id2label"], labels["label2id"]  # also sets num_labels
+    if config.model_type == TIMM_MODEL_TYPE:
+        _fix_timm_config(config, class_names)
     return AutoModelForImageClassification.from_pretrained(
-        name_or_path,
-        num_labels=len(class_names),
-        ignore_mismatched_sizes=True,
-        trust_remote_code=trust_remote_code,
-        **label_maps(class_names),
+        name_or_path, config=config, ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
+        use_safetensors=True,  # never unpickle downloaded weights (docs/reliability.md)
     )
 
 
 def load_saved_model(folder: str) -> PreTrainedModel:
     """Reload a model that hf_unlearn saved (safetensors only, never pickles)."""
-    return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
+    config = AutoConfig.from_pretrained(folder)
+    if config.model_type == TIMM_MODEL_TYPE and getattr(config, "model_args", None):
+        config.model_args = {k: v for k, v in config.model_args.items() if k != "num_classes"}
+    return AutoModelForImageClassification.from_pretrained(folder, config=config, use_safetensors=True)
+
+
+def class_names_of(model: PreTrainedModel) -> list[str]:
+    """The label names of a classifier, in class-index order."""
+    id2label = model.config.id2label
+    return [str(id2label[i]) for i in range(model.config.num_labels)]
+
+
+def save_model(model: PreTrainedModel, folder: str | Path) -> Path:
+    """Save weights (safetensors) and config so that transformers, and for timm models timm too, can load them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not is_timm_model(model):
+        model.save_pretrained(folder, safe_serialization=True)
+        return folder
+    from timm.models import save_for_hf
+
+    save_for_hf(
+        model.timm_model, str(folder), model_config={"label_names": class_names_of(model)}, safe_serialization=True
+    )
+    # timm's exporter records num_classes in model_args too, which transformers' TimmWrapper cannot load
+    # (see _fix_timm_config); timm reads the top-level num_classes, so drop the duplicate.
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("model_args"), dict):
+        config["model_args"].pop("num_classes", None)
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder

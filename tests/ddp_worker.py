@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -25,8 +24,19 @@ from torch import nn  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from hf_unlearn.trainers import TRAINERS, get_trainer_class  # noqa: E402
+from hf_unlearn.trainers import base as trainer_base  # noqa: E402
 
 STEPS = 3
+ALL_REDUCE_CALLS = [0]
+
+
+def _counting_all_reduce(tensor, *args, **kwargs):
+    """hf_unlearn's own gradient all-reduce, counted (DDP's reducer would not go through here)."""
+    ALL_REDUCE_CALLS[0] += 1
+    return _all_reduce(tensor, *args, **kwargs)
+
+
+_all_reduce = dist.all_reduce
 
 
 def tiny_resnet(seed: int) -> nn.Module:
@@ -38,7 +48,7 @@ def tiny_resnet(seed: int) -> nn.Module:
     return ResNetForImageClassification(config)
 
 
-def state_digest(model: nn.Module) -> tuple[str, list[float]]:
+def state_digest(model: nn.Module) -> tuple[str, torch.Tensor]:
     """sha256 over the bytes of every parameter and buffer, and the flat parameters (for diagnostics)."""
     h = hashlib.sha256()
     flat = []
@@ -55,15 +65,23 @@ class ReplicaCheck(TrainerCallback):
 
     def __init__(self) -> None:
         self.steps: list[dict] = []
+        self.all_reduce_seen = ALL_REDUCE_CALLS[0]
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        all_reduces = ALL_REDUCE_CALLS[0] - self.all_reduce_seen
+        self.all_reduce_seen = ALL_REDUCE_CALLS[0]
         digest, flat = state_digest(model)
         digests = [None] * dist.get_world_size()
         dist.all_gather_object(digests, digest)
         gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, flat)
         max_diff = max(float((g - gathered[0]).abs().max()) for g in gathered)
-        self.steps.append({"step": state.global_step, "identical": len(set(digests)) == 1, "max_abs_diff": max_diff})
+        self.steps.append({
+            "step": state.global_step,
+            "identical": len(set(digests)) == 1,
+            "max_abs_diff": max_diff,
+            "all_reduces": all_reduces,
+        })
 
 
 def gather_list(values: list) -> list:
@@ -72,18 +90,25 @@ def gather_list(values: list) -> list:
     return out
 
 
+# Settings shared with the 1-process comparison in test_distributed.py.
+COMMON = {"per_device_train_batch_size": 4, "max_steps": STEPS, "optim_args": "momentum=0.9"}
+# Jobs compared with a 1-process run with gradient accumulation 2: name -> (method, model seed, overrides).
+COMPARED = {
+    "finetune_none": ("finetune", 3, {}),
+    "finetune_sam": ("finetune", 3, {"sharpness": "sam", "rho": 0.5}),
+}
+TINY_SHAPE = (6,)
+
+
+def datasets(shape):
+    return conftest.make_dataset(16, seed=1, shape=shape), conftest.make_dataset(8, seed=2, shape=shape)
+
+
 def run_job(name: str, method: str, out: Path, *, model: nn.Module, shape, save: bool = False, **overrides) -> dict:
-    retain = conftest.make_dataset(16, seed=1, shape=shape)
-    forget = conftest.make_dataset(8, seed=2, shape=shape)
+    retain, forget = datasets(shape)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = conftest.make_args(
-        Path(tempfile.mkdtemp()) / name,
-        method=method,
-        per_device_train_batch_size=4,
-        max_steps=STEPS,
-        optim_args="momentum=0.9",
-        **overrides,
-    )
+    initial_digest = state_digest(model)[0]
+    args = conftest.make_args(Path(tempfile.mkdtemp()) / name, method=method, **COMMON, **overrides)
     check = ReplicaCheck()
     cls = get_trainer_class(method)
     trainer = cls(model=model, args=args, retain_dataset=retain, forget_dataset=forget, callbacks=[check])
@@ -94,7 +119,12 @@ def run_job(name: str, method: str, out: Path, *, model: nn.Module, shape, save:
     moved = max(float((p.detach() - before[n]).abs().max()) for n, p in unwrapped.named_parameters())
     # Any other module the trainer holds (SCRUB's teacher, a reference model) must not be wrapped in DDP.
     extra_modules = {
-        key: type(value).__name__
+        key: {
+            "type": type(value).__name__,
+            "ddp_wrapped": isinstance(value, nn.parallel.DistributedDataParallel),
+            "unchanged": state_digest(value)[0] == initial_digest,
+            "trainable": any(p.requires_grad for p in value.parameters()),
+        }
         for key, value in vars(trainer).items()
         if isinstance(value, nn.Module) and value is not trainer.model and value is not trainer.model_wrapped
     }
@@ -115,18 +145,47 @@ def run_job(name: str, method: str, out: Path, *, model: nn.Module, shape, save:
     return result
 
 
+# A whole `hf-unlearn run` under DDP: every process runs the pipeline, only the main one writes stages.
+PIPELINE_RECIPE = {
+    "name": "ddp",
+    "data": {"source": "digits", "image_size": 8, "transforms": "manual"},
+    "forget": {"kind": "random", "size": 0.1},
+    "model": {"config": {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8, 16],
+                         "depths": [1, 1], "layer_type": "basic"}},
+    "pretrain": {"epochs": 1, "batch_size": 128},
+    "retrain": {"epochs": 1},
+    "unlearn": {"defaults": {"epochs": 1, "batch_size": 128},
+                "runs": [{"method": "neggrad", "sharpness": "sam", "rho": 0.1, "alpha": 0.95}]},
+    "evaluation": {"mia_shadow_size": 100},
+}
+
+
+def run_pipeline(out: Path) -> dict:
+    from hf_unlearn.pipeline import Pipeline
+    from hf_unlearn.recipe import validate
+
+    start = time.perf_counter()
+    report = Pipeline(validate(PIPELINE_RECIPE), out, use_cpu=True).run()
+    text = json.dumps({k: v for k, v in report.items() if k != "models"}, sort_keys=True, default=str)
+    accuracies = json.dumps({k: m["accuracy"] for k, m in report["models"].items()}, sort_keys=True)
+    return {
+        "output_dir": str(out),
+        "runs": sorted(report["models"]),
+        "reports": gather_list([hashlib.sha256((text + accuracies).encode()).hexdigest()]),
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
+    trainer_base.dist.all_reduce = _counting_all_reduce
     jobs: dict[str, dict] = {}
     image = (1, 8, 8)
-    jobs["finetune_none"] = run_job(
-        "finetune_none", "finetune", out, model=conftest.make_model(seed=3), shape=(6,), save=True
-    )
-    jobs["finetune_sam"] = run_job(
-        "finetune_sam", "finetune", out, model=conftest.make_model(seed=3), shape=(6,), save=True,
-        sharpness="sam", rho=0.5,
-    )
+    for name, (method, seed, overrides) in COMPARED.items():
+        jobs[name] = run_job(
+            name, method, out, model=conftest.make_model(seed=seed), shape=TINY_SHAPE, save=True, **overrides
+        )
     jobs["neggrad_sam"] = run_job(
         "neggrad_sam", "neggrad", out, model=tiny_resnet(4), shape=image, sharpness="sam", rho=0.1, alpha=0.9
     )
@@ -138,6 +197,7 @@ def main() -> None:
         jobs["scrub_sam"] = run_job(
             "scrub_sam", "scrub", out, model=tiny_resnet(6), shape=image, sharpness="sam", rho=0.1
         )
+    jobs["pipeline"] = run_pipeline(out / "pipeline")
     if dist.get_rank() == 0:
         with open(out / "results.json", "w", encoding="utf-8") as handle:
             json.dump({"world_size": dist.get_world_size(), "jobs": jobs}, handle, indent=2)

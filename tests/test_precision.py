@@ -17,8 +17,18 @@ from torch import nn
 from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
 from hf_unlearn.sharpness import SharpnessConfig, branch_gradient, perturbation
 from hf_unlearn.trainers import TRAINERS, get_trainer_class
-from hf_unlearn.trainers.base import Branch, cross_entropy
+from hf_unlearn.trainers.base import Branch, logits_of
 from hf_unlearn.trainers.finetune import FinetuneTrainer
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make them
+    10x slower; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 LR = 0.1
 SCALE = 2.0**12
@@ -104,14 +114,28 @@ def test_fp16_sam_step_equals_the_unscaled_step(args_factory, max_grad_norm: flo
     assert max(float((p.detach() - w[n]).abs().max()) for n, p in model.named_parameters()) > 1e-2
 
 
+class _InfGradient(torch.autograd.Function):
+    """Identity forward, infinite gradient backward: an fp16 overflow in the scaled backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.inf
+
+
 class _OverflowOnce(FinetuneTrainer):
-    """Finetune whose very first forward overflows (loss * inf), as an fp16 overflow would."""
+    """Finetune whose very first backward overflows (the loss itself stays finite, as with a too-large scale)."""
 
     def branches(self, inputs):
         def loss(model, batch):
-            value = cross_entropy(model, batch["retain"])
             self.calls.append(self.state.global_step)
-            return value * math.inf if len(self.calls) == 1 else value
+            logits = logits_of(model, batch["retain"])
+            if len(self.calls) == 1:
+                logits = _InfGradient.apply(logits)
+            return torch.nn.functional.cross_entropy(logits, batch["retain"]["labels"])
 
         return [Branch("retain", loss)]
 
@@ -134,8 +158,8 @@ def test_fp16_overflow_skips_the_perturbation_and_the_scaler_skips_the_step(args
     trainer.calls = []
     _with_cpu_grad_scaler(trainer)
     trainer.train()
-    # Step 1: one pass only (the non-finite first-pass norm skipped the perturbation), then the scaler
-    # found inf, skipped optimizer.step() and halved the scale. Step 2: the usual two SAM passes.
+    # Step 1: one pass only (the non-finite first-pass gradient norm skipped the perturbation), then the
+    # scaler found inf, skipped optimizer.step() and halved the scale. Step 2: the usual two SAM passes.
     assert trainer.calls == [0, 1, 1]
     assert trainer.accelerator.scaler.get_scale() == SCALE / 2
     for n in w:

@@ -1,0 +1,313 @@
+"""Export an unlearned model with a model card, and push it to the Hugging Face Hub.
+
+``hf-unlearn push RUN_DIR --repo-id ID [--run NAME]`` (or ``hub: {push: true, repo_id: ID}`` in a recipe) uploads
+one run of a finished ``hf-unlearn run``:
+
+* the weights in safetensors and ``config.json`` (timm models in timm's layout, which ``timm.create_model(
+  "hf-hub:ID", pretrained=True)`` and ``AutoModelForImageClassification.from_pretrained(ID)`` both load);
+* the base model's image processor, when it has one (``preprocessor_config.json``);
+* ``README.md``, a model card built with `huggingface_hub.ModelCard` / `ModelCardData` / `EvalResult`: base model,
+  data set, method and hyperparameters, retain / forget / test accuracy, ToW, MIA, and the forget set's kind,
+  size and sha256.
+
+Nothing else from the run folder is uploaded: never the split manifest (it lists the forgotten samples), the
+learning-event scores, checkpoints, or any data. The upload goes through `huggingface_hub.HfApi`
+(``create_repo`` + ``upload_folder``) of a folder that holds only the files above.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .models import is_timm_model, load_saved_model, save_model
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_RUNS = ("original", "retrain")
+# Files an export may contain; anything else in the folder is a bug (tests check it).
+WEIGHT_FILE = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$|^model\.safetensors\.index\.json$")
+METADATA_FILES = {"config.json", "preprocessor_config.json", "README.md"}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+ACCURACY_NAMES = {"retain": "Retain accuracy", "forget": "Forget accuracy", "test": "Test accuracy"}
+
+
+class HubError(ValueError):
+    """A push that cannot go ahead; the message says why and what to do."""
+
+
+# ------------------------------------------------------------------------------------------- run folder
+def read_report(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise HubError(f"{path} not found: give the output folder of a finished `hf-unlearn run`.")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def unlearning_runs(report: dict[str, Any]) -> list[str]:
+    return [name for name in report["models"] if name not in REFERENCE_RUNS]
+
+
+def select_run(report: dict[str, Any], run: str | None) -> str:
+    """The run to push: ``run`` if given (any model of the report), else the only unlearning run."""
+    names = list(report["models"])
+    if run is not None:
+        if run not in report["models"]:
+            raise HubError(f"Run {run!r} is not in the report; its models are: {', '.join(names)}.")
+        return run
+    candidates = unlearning_runs(report)
+    if len(candidates) == 1:
+        return candidates[0]
+    raise HubError(
+        f"The report has {len(candidates)} unlearning runs ({', '.join(candidates)}); name the one to push "
+        "with --run NAME (or hub.run in the recipe)."
+    )
+
+
+def _is_hub_id(name: str | None) -> bool:
+    """A Hub repo id (``owner/name`` or a canonical ``name``), not a local folder."""
+    return bool(name) and not Path(name).exists() and bool(_REPO_ID.match(name))
+
+
+# ------------------------------------------------------------------------------------------- model card
+def build_model_card(
+    report: dict[str, Any], run: str, *, model_name: str, base_model: str | None = None, library_name: str = "transformers"
+):
+    """A `huggingface_hub.ModelCard` for one run of ``report`` (design.md "Evaluation and report")."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    entry = report["models"][run]
+    dataset = str(report["dataset"])
+    forget_set = report["forget_set"]
+
+    def result(metric_type: str, value: float, name: str, split: str | None, config: str | None = None):
+        return EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification (machine unlearning)",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=metric_type,
+            metric_value=float(value),
+            metric_name=name,
+            metric_config=config,
+        )
+
+    eval_results = [
+        result("accuracy", entry["accuracy"][split], ACCURACY_NAMES[split], split) for split in ("retain", "forget", "test")
+    ]
+    if entry.get("tow") is not None:
+        eval_results.append(result("tow", entry["tow"], "ToW (tug of war vs the retrained model)", None))
+    for attack, value in (entry.get("mia") or {}).items():
+        if value is not None:
+            eval_results.append(result("mia_efficacy", value, f"MIA-efficacy ({attack})", "forget", attack))
+
+    hub_base = base_model if _is_hub_id(base_model) else None
+    tags = ["hf_unlearn", "machine-unlearning", "image-classification", f"unlearning-{entry['method']}"]
+    if entry.get("sharpness", "none") != "none":
+        tags.append("sharpness-aware-minimization")
+    if library_name == "timm":
+        tags += ["timm", "transformers"]
+    references = {
+        name: {"accuracy": report["models"][name]["accuracy"], "tow": report["models"][name].get("tow")}
+        for name in REFERENCE_RUNS
+        if name in report["models"]
+    }
+    card_data = ModelCardData(
+        model_name=model_name,
+        base_model=hub_base,
+        datasets=[dataset] if _is_hub_id(dataset) and "/" in dataset else None,
+        library_name=library_name,
+        pipeline_tag="image-classification",
+        metrics=["accuracy"],
+        tags=tags,
+        eval_results=eval_results,
+        hf_unlearn={
+            "run": run,
+            "method": entry["method"],
+            "sharpness": entry.get("sharpness"),
+            "hyperparameters": entry.get("hyperparameters", {}),
+            "dataset": dataset,
+            "seed": report.get("seed"),
+            # kind, size, sha256 (and band / name ...): scalars only, so never a list of indices.
+            "forget_set": {k: v for k, v in forget_set.items() if v is None or isinstance(v, (str, int, float, bool))},
+            "accuracy": entry["accuracy"],
+            "tow": entry.get("tow"),
+            "mia": entry.get("mia"),
+            "references": references,
+        },
+    )
+    body = _card_body(report, run, model_name=model_name, base_model=base_model, library_name=library_name)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model: str | None, library_name: str) -> str:
+    entry = report["models"][run]
+    forget = report["forget_set"]
+    if base_model is None:
+        origin = "trained from scratch"
+    elif _is_hub_id(base_model):
+        origin = f"fine-tuned from [{base_model}](https://huggingface.co/{base_model})"
+    else:
+        origin = f"fine-tuned from a model loaded from a local folder (`{Path(base_model).name}`)"
+    sharpness = entry.get("sharpness", "none")
+    lines = [
+        f"# {model_name}",
+        "",
+        f"An image classifier {origin} on `{report['dataset']}` and then made to forget "
+        f"{forget['size']} of its training samples with hf_unlearn: method `{entry['method']}`"
+        + (f" with sharpness-aware updates (`{sharpness}`)." if sharpness != "none" else "."),
+        "",
+        "## Results",
+        "",
+        "Accuracy on the retained training samples, on the forgotten ones and on the test split; ToW (tug of war: the "
+        "product of 1 - |accuracy difference| against a model retrained without the forget set, 1 = as if never "
+        "trained on it); MIA-efficacy (the fraction of forget samples a membership-inference attack calls "
+        "non-members).",
+        "",
+        "| model | retain acc | forget acc | test acc | ToW | " + " | ".join(f"MIA ({k})" for k in entry.get("mia", {})) + " |",
+        "|---|---|---|---|---|" + "---|" * len(entry.get("mia", {})),
+    ]
+    for name in (run, *[r for r in REFERENCE_RUNS if r in report["models"] and r != run]):
+        m = report["models"][name]
+        label = f"**{name}** (this model)" if name == run else f"{name} (reference)"
+        mia = [_fmt(m.get("mia", {}).get(k)) for k in entry.get("mia", {})]
+        acc = m["accuracy"]
+        lines.append(
+            f"| {label} | {_fmt(acc['retain'])} | {_fmt(acc['forget'])} | {_fmt(acc['test'])} | {_fmt(m.get('tow'))} | "
+            + " | ".join(mia) + " |"
+        )
+    hyper = entry.get("hyperparameters", {})
+    lines += [
+        "",
+        "## Unlearning",
+        "",
+        f"- method: `{entry['method']}`, sharpness: `{sharpness}`",
+        f"- data set: `{report['dataset']}`, seed {report.get('seed')}",
+        "- hyperparameters:",
+        "",
+        "```json",
+        json.dumps(hyper, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "## Forget set",
+        "",
+        f"- kind: `{forget['kind']}`, size: {forget['size']} samples",
+        f"- sha256: `{forget['sha256']}`",
+        "",
+        "The sha256 identifies the forget set without revealing it: it is the SHA-256 of the sorted indices of the "
+        "forgotten training samples, written in decimal and joined by `,`. The samples and their indices are not "
+        "published with this model.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModelForImageClassification",
+        "",
+        f'model = AutoModelForImageClassification.from_pretrained("{model_name}")',
+        "```",
+    ]
+    if library_name == "timm":
+        lines += ["", "```python", "import timm", "", f'model = timm.create_model("hf-hub:{model_name}", pretrained=True)', "```"]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ export
+def _save_image_processor(base_model: str | None, folder: Path) -> bool:
+    """Copy the base model's image processor into ``folder`` when it has one."""
+    if not base_model:
+        return False
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(base_model)
+    except (OSError, ValueError, KeyError) as error:
+        logger.info("No image processor saved (none found for %s: %s)", base_model, error)
+        return False
+    processor.save_pretrained(folder)
+    return True
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    run: str | None = None,
+    *,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+) -> Path:
+    """Write the upload folder of one run: weights, config, image processor (if any) and README.md."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    report = read_report(run_dir)
+    name = select_run(report, run)
+    if report["models"][name].get("status") == "diverged":  # docs/reliability.md
+        raise HubError(
+            f"Run {name!r} diverged (see its 'divergence' entry in report.json): its weights are those of its last "
+            "good checkpoint, not a finished run. Fix its settings (e.g. a lower learning rate) and rerun first."
+        )
+    model_dir = run_dir / "models" / name
+    if not (model_dir / "config.json").is_file():
+        raise HubError(f"{model_dir} holds no saved model (config.json missing); rerun the recipe.")
+    base_model = base_model if base_model is not None else report.get("base_model")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise HubError(f"{out_dir} is not empty; export into a new folder.")
+    model = load_saved_model(str(model_dir))
+    save_model(model, out_dir)
+    _save_image_processor(base_model, out_dir)
+    library = "timm" if is_timm_model(model) else "transformers"
+    card = build_model_card(
+        report, name, model_name=repo_id or f"{report.get('name', 'hf_unlearn')}-{name}", base_model=base_model,
+        library_name=library,
+    )
+    card.save(out_dir / "README.md")
+    unexpected = [p.name for p in out_dir.iterdir() if p.name not in METADATA_FILES and not WEIGHT_FILE.match(p.name)]
+    if unexpected:  # never upload anything but the model, its configs and the card
+        raise HubError(f"Refusing to upload unexpected files {unexpected} from {out_dir}.")
+    return out_dir
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    run: str | None = None,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    export_dir: str | Path | None = None,
+) -> str:
+    """Export one run and upload it to ``repo_id`` (created if needed); returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    if not _is_hub_id(repo_id) or "/" not in repo_id:
+        raise HubError(f"repo_id {repo_id!r} is not a Hub repo id: use OWNER/NAME, e.g. my-user/resnet18-unlearned.")
+    tmp = None
+    if export_dir is None:
+        tmp = tempfile.mkdtemp(prefix="hf_unlearn_push_")
+        export_dir = tmp
+    try:
+        folder = export_run(run_dir, export_dir, run, repo_id=repo_id)
+        name = select_run(read_report(run_dir), run)
+        api = HfApi(token=token, library_name="hf_unlearn")
+        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=str(folder),
+            commit_message=commit_message or f"Upload {name} (hf_unlearn)",
+        )
+        return str(getattr(info, "commit_url", info))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
