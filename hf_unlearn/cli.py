@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,135 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="Redo finished stages instead of reusing them.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    add_push_parser(commands)
+    add_memorization_parsers(commands)
     return parser
+
+
+def add_push_parser(commands) -> None:
+    push = commands.add_parser(
+        "push",
+        help="Push one unlearned model of a finished run to the Hugging Face Hub, with a model card.",
+        description="Upload the weights (safetensors), config, image processor and a model card (metrics, method, "
+        "hyperparameters, forget-set size and sha256; never the forget samples or their indices) of one run.",
+    )
+    push.add_argument("run_dir", type=Path, help="Output folder of `hf-unlearn run` (holds report.json).")
+    push.add_argument("--repo-id", default=None, help="Hub repository OWNER/NAME (created if missing).")
+    push.add_argument("--run", default=None, help="Which run to push (default: the only unlearning run).")
+    push.add_argument("--private", action="store_true", help="Create the repository as private.")
+    push.add_argument("--token", default=None, help="Hub token (default: the one saved by `hf auth login`).")
+    push.add_argument("--commit-message", default=None, help="Commit message of the upload.")
+    push.add_argument(
+        "--export-dir", type=Path, default=None,
+        help="Write the upload folder here (it must be new or empty); without --repo-id, export only, no upload.",
+    )
+
+
+def add_memorization_parsers(commands) -> None:
+    mem = commands.add_parser(
+        "memorization",
+        help="Estimate Feldman-Zhang memorization scores of a recipe's training data (K subset models).",
+        description="Train K models of the recipe's model, each on a random subset of the training pool, with the "
+        "recipe's pretraining settings, and score every sample by P(correct | in subset) - P(correct | not in "
+        "subset). Resumable (finished models are kept in --work-dir); --shard I/N splits the work over processes or "
+        "machines (merge with memorization-merge); under accelerate launch / torchrun the processes share the "
+        "models. See docs/forget-sets.md.",
+    )
+    mem.add_argument("recipe", help="Path of a YAML recipe, or the name of a built-in one (its data, model, pretrain).")
+    mem.add_argument("--num-models", "-K", type=int, required=True, help="K, the number of subset models.")
+    mem.add_argument("--output", type=Path, required=True, help="Score file to write (.npz).")
+    mem.add_argument("--subset-ratio", type=float, default=0.7, help="Fraction of the pool in each subset (0.7).")
+    mem.add_argument("--seed", type=int, default=0, help="Seed of the subsets and the models (default 0).")
+    mem.add_argument(
+        "--shard", default=None, metavar="I/N", help="Train only shard I of N (models k with k %% N == I)."
+    )
+    mem.add_argument(
+        "--epochs", type=int, default=None, help="Epochs per subset model (default: the recipe's pretrain.epochs)."
+    )
+    mem.add_argument("--work-dir", type=Path, default=None, help="Per-model results (default: OUTPUT.work/).")
+    mem.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="Override a recipe key, e.g. --set pretrain.batch_size=128 (repeatable).",
+    )
+    mem.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    mem.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    merge = commands.add_parser(
+        "memorization-merge",
+        help="Merge the shard files of one memorization estimation into one score file.",
+        description="Sum the per-sample counts of shard files written by `hf-unlearn memorization --shard I/N` "
+        "(same recipe, K, ratio and seed) into one score file, equal to an unsharded run.",
+    )
+    merge.add_argument("shards", nargs="+", type=Path, help="Shard files.")
+    merge.add_argument("--output", type=Path, required=True, help="Merged score file to write (.npz).")
+
+
+def memorization_command(args: argparse.Namespace) -> int:
+    from .memorization import detach_from_launcher, parse_shard
+
+    # First, before anything touches CUDA or builds a Trainer: launched processes become independent workers.
+    rank, world = detach_from_launcher()
+    from .memorization import MemorizationEstimator, write_scores
+    from .pipeline import REFERENCE_DEFAULTS
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    settings = {**REFERENCE_DEFAULTS, **recipe["pretrain"]}
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
+    start = time.perf_counter()
+    estimator = MemorizationEstimator(
+        recipe, settings, num_models=args.num_models, work_dir=work_dir, subset_ratio=args.subset_ratio,
+        seed=args.seed, shard=parse_shard(args.shard), use_cpu=args.cpu, progress=not args.no_progress,
+        rank=rank, world_size=world, eval_batch_size=recipe["evaluation"]["batch_size"],
+    )
+    table = estimator.run()
+    if table is None:  # not process 0: its models are saved; process 0 writes the file
+        return 0
+    import numpy as np
+
+    write_scores(args.output, table)
+    scores = table.scores
+    defined = scores[~np.isnan(scores)]
+    what = "scores" if table.metadata["complete"] else f"shard {args.shard} (merge the shards with memorization-merge)"
+    print(
+        f"Wrote {args.output}: {what} of {len(scores)} samples from {len(table.arrays['model_ids'])} of "
+        f"{args.num_models} models in {time.perf_counter() - start:.1f} s; mean "
+        f"{defined.mean() if defined.size else float('nan'):.4f}, "
+        f"{int((defined > 0.5).sum())} above 0.5, {int(np.isnan(scores).sum())} undefined."
+    )
+    return 0
+
+
+def memorization_merge_command(args: argparse.Namespace) -> int:
+    from .memorization import merge_score_files, write_scores
+
+    table = merge_score_files(args.shards)
+    write_scores(args.output, table)
+    state = "complete" if table.metadata["complete"] else "still incomplete (shards missing)"
+    print(f"Wrote {args.output}: {len(table.arrays['model_ids'])} of {table.metadata['num_models']} models, {state}.")
+    return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    from .hub import HubError, export_run, push_run
+
+    try:
+        if args.repo_id is None:
+            if args.export_dir is None:
+                raise HubError("give --repo-id OWNER/NAME to push (or --export-dir DIR to only write the folder)")
+            folder = export_run(args.run_dir, args.export_dir, args.run)
+            print(f"Wrote {folder} (not pushed: no --repo-id).")
+            return 0
+        url = push_run(
+            args.run_dir, args.repo_id, args.run, private=args.private, token=args.token,
+            commit_message=args.commit_message, export_dir=args.export_dir,
+        )
+    except HubError as error:
+        print(f"hf-unlearn push: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Pushed to https://huggingface.co/{args.repo_id} ({url})")
+    return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -44,9 +173,31 @@ def run_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     output_dir = args.output_dir or Path("runs") / recipe["name"]
     start = time.perf_counter()
-    report = Pipeline(recipe, output_dir, force=args.force, use_cpu=args.cpu).run()
-    print(format_table(report))
-    print(f"\nWrote {output_dir / 'report.json'}, report.md and the plot in {time.perf_counter() - start:.1f} s.")
+    if recipe.get("seeds") or recipe.get("analysis"):  # several seeds / analysis section: hf_unlearn.aggregate
+        from .aggregate import format_aggregate, run_recipe
+
+        result = run_recipe(recipe, output_dir, force=args.force, use_cpu=args.cpu)
+        if "seeds" in result:
+            print(format_aggregate(result))
+            print(f"\nWrote {output_dir}/report.json (aggregate over seeds {result['seeds']}), report.md, the ToW "
+                  f"plot and seed-<s>/ in {time.perf_counter() - start:.1f} s.")
+            return 0
+    else:
+        result = Pipeline(recipe, output_dir, force=args.force, use_cpu=args.cpu).run()
+    # Several forget sets: one report per set, in a subfolder named after it (docs/forget-sets.md).
+    reports = result["forget_sets"] if "forget_sets" in result else {None: result}
+    for set_name, report in reports.items():
+        if set_name is not None:
+            print(f"\nForget set {set_name} ({report['forget_set']['size']} samples):")
+        print(format_table(report))
+    where = output_dir / "report.json" if None in reports else f"{output_dir}/<forget set>/report.json"
+    print(f"\nWrote {where}, report.md and the plots in {time.perf_counter() - start:.1f} s.")
+    for set_name, report in reports.items():
+        for name, entry in report["models"].items():
+            if entry.get("status") == "diverged":  # recorded, not fatal: the other runs finished (docs/reliability.md)
+                run = name if set_name is None else f"{set_name}/{name}"
+                print(f"hf-unlearn: warning: run {run!r} diverged: {entry['divergence']['message']} Its report entry "
+                      "has status 'diverged'.", file=sys.stderr)
     return 0
 
 
@@ -54,13 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from .recipe import RecipeError
+    from .errors import HfUnlearnError
 
     try:
         if args.command == "run":
             return run_command(args)
-    except RecipeError as error:
-        print(f"hf-unlearn: error: {error}", file=sys.stderr)
+        if args.command == "push":
+            return push_command(args)
+        if args.command == "memorization":
+            return memorization_command(args)
+        if args.command == "memorization-merge":
+            return memorization_merge_command(args)
+    except (HfUnlearnError, ValueError) as error:  # bad input (RecipeError, ValidationError ...), divergence
+        if os.environ.get("HF_UNLEARN_DEBUG"):
+            raise
+        hint = "" if isinstance(error, HfUnlearnError) else " (set HF_UNLEARN_DEBUG=1 to see the traceback)"
+        print(f"hf-unlearn: error: {error}{hint}", file=sys.stderr)
         return 2
     return 1
 

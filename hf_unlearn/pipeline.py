@@ -2,6 +2,12 @@
 
 Every stage writes its outputs atomically (a temporary folder, then a rename) and a ``stage.json`` that
 marks it finished; a rerun on the same output folder skips finished stages unless ``force`` is set.
+
+Output layout. One forget set (``forget:`` a mapping): everything at the top of the output folder
+(``manifest.json``, ``models/<stage>/``, ``report.json``, ``report.md``, the plot). Several forget sets (``forget:``
+a list): the original model is shared (``models/original/``); each forget set gets a subfolder named after it
+with its own ``manifest.json``, ``models/retrain/``, ``models/<run>/``, ``report.json``, ``report.md`` and plot,
+and the top folder holds one combined ``report.md``.
 """
 
 from __future__ import annotations
@@ -22,22 +28,35 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, set_seed
 
-from .data import (
-    SplitManifest,
-    forget_size,
-    load_source,
-    lowest_score_indices,
-    random_forget_indices,
-    split_retain_forget,
-    stratified_split,
-    to_model_inputs,
+from .data import SplitManifest, split_retain_forget
+from .data.forget_sets import (
+    classwise_forget_set,
+    file_forget_set,
+    low_confidence_forget_set,
+    memorization_forget_set,
+    random_forget_set,
 )
+from .data.prepare import PreparedData, prepare_splits
+from .data.score_files import load_scores
+from .checkpoints import CHECKPOINT_SETTINGS, HistoryCheckpoint, StageCheckpoints, train_resumable
+from .errors import DivergenceError, located
 from .memorization import ConfidenceRecorder
 from .metrics import accuracy, mia_efficacy, predict_probabilities, sample_shadow_members, tug_of_war
 from .models import build_model_from_config, load_pretrained_model, load_saved_model
-from .recipe import training_arguments
-from .report import write_report
+from .recipe import forget_sets, training_arguments
+from .report import write_combined_markdown, write_report
 from .trainers import get_trainer_class
+from .validation import (
+    StagePlan,
+    check_labels,
+    check_manifest_file,
+    check_model_config,
+    check_pretrained_model,
+    check_forget_sizes,
+    check_stages,
+    diagnose_source,
+    pretrained_load_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +96,12 @@ class Splits:
     retain: Any = None
     forget: Any = None
     manifest: SplitManifest | None = None
+    prepared: PreparedData | None = None  # row ids, validation split, source description
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        """Row of each training sample in the source's pool (what score files and index files refer to)."""
+        return self.prepared.train_rows
 
 
 class Pipeline:
@@ -88,62 +113,137 @@ class Pipeline:
         self.force = force
         self.use_cpu = use_cpu or not torch.cuda.is_available()
         self.seed = int(recipe["seed"])
+        self.several = isinstance(recipe["forget"], list)
+        self.set_dir = self.output_dir  # the folder of the forget set being run (a subfolder when there are several)
 
     # ----------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
+        self.check_stages()  # every stage's settings, before anything is written or trained
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.check_existing_outputs()
         set_seed(self.seed)
-        splits = self.prepare_data()
+        with located("data"), diagnose_source(self.source_splits):
+            splits = self.prepare_data()
+        check_labels({"train": splits.train, "test": splits.test}, len(splits.class_names), self.source_splits)
+        check_forget_sizes(self.recipe["forget"], len(splits.train))  # empty / whole-set forget sets fail now
+        self.check_forget_sets(splits)  # bad index files etc. fail before pretraining, not after it
         original = self.original_model(splits)
-        self.build_forget_set(splits)
+        reports: dict[str, dict[str, Any]] = {}
+        for spec in forget_sets(self.recipe):
+            # The original is shared; retrain and the unlearning runs belong to one forget set.
+            self.set_dir = self.output_dir / spec["name"] if self.several else self.output_dir
+            self.set_dir.mkdir(parents=True, exist_ok=True)
+            with located("forget"):
+                set_splits = self.build_forget_set(splits, spec)
+            reports[spec["name"]] = report = self.run_forget_set(set_splits, original, spec)
+            write_report(report, self.set_dir)
+        self.set_dir = self.output_dir
+        if self.several:
+            write_combined_markdown(self.recipe["name"], reports, self.output_dir)
+            return {"name": self.recipe["name"], "forget_sets": reports}
+        self.push_to_hub()
+        return reports[forget_sets(self.recipe)[0]["name"]]
+
+    def run_forget_set(self, splits: Splits, original: PreTrainedModel, spec: dict[str, Any]) -> dict[str, Any]:
+        """Retrain and every unlearning run on one forget set; its report."""
         results: dict[str, dict[str, Any]] = {}
         results["retrain"] = self.train_stage("retrain", self.retrain_settings(), splits, original)
         results["original"] = self.finished_stage("original")
         for run in self.recipe["unlearn"]["runs"]:
             settings = {**UNLEARN_DEFAULTS, **self.recipe["unlearn"]["defaults"], **run}
             results[run["name"]] = self.train_stage(run["name"], settings, splits, original)
-        report = self.assemble_report(results, splits)
-        write_report(report, self.output_dir)
-        return report
+        return self.assemble_report(results, splits, spec)
+
+    def push_to_hub(self) -> str | None:
+        """Final stage (``hub.push``): upload one run with its model card, from the main process only."""
+        hub = self.recipe.get("hub") or {}
+        if not hub.get("push"):
+            return None
+        from accelerate import PartialState
+
+        from .hub import push_run
+
+        if not PartialState().is_main_process:
+            return None
+        url = push_run(self.output_dir, hub["repo_id"], hub.get("run"), private=bool(hub.get("private")))
+        logger.info("Pushed %s to %s", hub.get("run") or "the unlearned model", url)
+        return url
 
     # ------------------------------------------------------------------- data
     def prepare_data(self) -> Splits:
-        data = self.recipe["data"]
-        dataset = load_source(data["source"])
-        train, test = stratified_split(dataset, test_size=data["test_size"], seed=self.seed)
-        convert = dict(image_size=data["image_size"], num_channels=data["num_channels"], mean=data["mean"], std=data["std"])
-        train, test = to_model_inputs(train, **convert), to_model_inputs(test, **convert)
-        return Splits(train=train, test=test, class_names=list(train.features["labels"].names))
+        """Train / (validation) / test inputs of the recipe's data (hf_unlearn.data.prepare), with row ids."""
+        prepared = prepare_splits(self.recipe["data"], self.seed, self.recipe["model"])
+        return Splits(train=prepared.train, test=prepared.test, class_names=prepared.class_names, prepared=prepared)
 
-    def build_forget_set(self, splits: Splits) -> None:
-        path = self.output_dir / "manifest.json"
-        spec = self.recipe["forget"]
-        # The forget set depends on its spec and, for proxies, on the original model's training.
-        origin = {"spec": spec, "original": self.finished_stage("original")["fingerprint"]}
-        manifest = SplitManifest.from_json(path) if path.exists() and not self.force else None
-        if manifest is None or manifest.details.get("origin") != origin:
-            n_train = len(splits.train)
-            size = forget_size(spec["size"], n_train)
-            seed = self.seed if spec["seed"] is None else int(spec["seed"])
-            if spec["kind"] == "random":
-                indices = random_forget_indices(n_train, size, seed)
-                details = {"size_spec": spec["size"]}
-            else:
-                scores = np.load(self.output_dir / "models" / "original" / "learning_events.npy")
-                indices = lowest_score_indices(scores, size)
-                details = {"size_spec": spec["size"], "proxy": "mean true-class confidence over pretraining epochs"}
-            details["origin"] = origin
-            manifest = SplitManifest.build(spec["kind"], n_train, indices, seed=seed, details=details)
+    def make_manifest(self, splits: Splits, spec: dict[str, Any]) -> SplitManifest:
+        """Build one forget set from its recipe spec (hf_unlearn.data.forget_sets); deterministic in the seed."""
+        n_train = len(splits.train)
+        seed = self.seed if spec["seed"] is None else int(spec["seed"])
+        kind = spec["kind"]
+        if kind == "random":
+            manifest = random_forget_set(n_train, spec["size"], seed)
+        elif kind == "classwise":
+            labels = np.asarray(splits.prepared.raw_train.with_format("numpy")["label"])
+            manifest = classwise_forget_set(
+                labels, classes=spec["classes"], fraction=spec["fraction"], seed=seed, class_names=splits.class_names
+            )
+        elif kind == "memorization":
+            table = load_scores(spec["scores"], spec["scores_key"])
+            scores = table.for_rows(splits.train_rows, pool_fingerprint=splits.prepared.pool_fingerprint)
+            manifest = memorization_forget_set(
+                scores, spec["size"], spec["band"], seed=seed, midpoint=spec["midpoint"],
+                details={"scores": table.summary()},
+            )
+        elif kind == "low_confidence":
+            if not self.learning_events_path().is_file():
+                raise ValueError(
+                    "forget.kind: low_confidence ranks samples by their confidence during pretraining, and this "
+                    "recipe's original model was not pretrained here (pretrain.epochs: 0); use kind memorization "
+                    "(with a score file), random, classwise or file."
+                )
+            confidence = np.load(self.learning_events_path(), allow_pickle=False)
+            manifest = low_confidence_forget_set(confidence, spec["size"], spec["band"], seed=seed)
+        else:  # file
+            ids = splits.prepared.train_column(spec["id_column"]) if spec["index"] == "id" else None
+            manifest = file_forget_set(
+                spec["path"], n_train=n_train, index=spec["index"], train_rows=splits.train_rows, train_ids=ids
+            )
+        manifest.details["name"] = spec["name"]
+        manifest.details["spec"] = spec
+        return manifest
+
+    def build_forget_set(self, splits: Splits, spec: dict[str, Any] | None = None) -> Splits:
+        """The forget set of ``spec`` (default: the recipe's only one) as ``set_dir/manifest.json`` and retain /
+        forget subsets. The manifest is rebuilt from the recipe every run (it is cheap and deterministic) and only
+        rewritten when it changed, so finished stages stay valid."""
+        spec = spec if spec is not None else forget_sets(self.recipe)[0]
+        path = self.set_dir / "manifest.json"
+        manifest = self.make_manifest(splits, spec)
+        existing = SplitManifest.from_json(path) if path.exists() and not self.force else None  # --force rebuilds
+        if existing is None or self.force or existing != _json_roundtrip(manifest):
             manifest.to_json(path)
-        splits.manifest = manifest
-        splits.retain, splits.forget = split_retain_forget(splits.train, manifest)
+        out = copy.copy(splits)
+        out.manifest = manifest
+        out.retain, out.forget = split_retain_forget(splits.train, manifest)
+        return out
 
     # ----------------------------------------------------------------- models
     def new_model(self, splits: Splits) -> PreTrainedModel:
         spec = self.recipe["model"]
         if spec["config"] is not None:
-            return build_model_from_config(spec["config"], splits.class_names, self.seed)
-        return load_pretrained_model(spec["name_or_path"], splits.class_names, trust_remote_code=spec["trust_remote_code"])
+            check_model_config(spec["config"], splits.class_names)
+            with located("model.config"):
+                return build_model_from_config(spec["config"], splits.class_names, self.seed)
+        check_pretrained_model(
+            spec["name_or_path"], splits.class_names, trust_remote_code=spec["trust_remote_code"],
+            ignore_mismatched_sizes=bool(spec.get("ignore_mismatched_sizes")),
+        )
+        try:
+            return load_pretrained_model(
+                spec["name_or_path"], splits.class_names, trust_remote_code=spec["trust_remote_code"]
+            )
+        except (OSError, ValueError) as error:
+            raise pretrained_load_error(spec["name_or_path"], error) from error
 
     def original_model(self, splits: Splits) -> PreTrainedModel:
         """Pretrain on the whole training set, recording per-sample confidence (learning events)."""
@@ -160,11 +260,28 @@ class Pipeline:
             model=model, args=args, retain_dataset=splits.train, callbacks=[recorder]
         )
         logger.info("Stage original: pretraining on %d samples", len(splits.train))
-        trainer.train()
-        extra = {"learning_events.npy": recorder.mean_confidence()}
+        history = HistoryCheckpoint(recorder)
+        checkpoints = StageCheckpoints(args.output_dir, "original", fingerprint, extra_files=(history.filename,))
+        diverged = train_resumable(trainer, checkpoints, force=self.force, history=history)
+        if diverged is not None:
+            checkpoints.remove()
+            raise DivergenceError(
+                f"pretrain: {diverged} Every later stage starts from the pretrained model, so the recipe stops "
+                "here; fix pretrain.learning_rate (or the data) and rerun.",
+                step=diverged.step, epoch=diverged.epoch, loss=diverged.loss,
+            )
+        # pretrain.epochs: 0 keeps a loaded (Hub) model as the original: no epochs, so no learning events.
+        extra = {"learning_events.npy": recorder.mean_confidence()} if recorder.history else {}
+        if extra and not np.isfinite(extra["learning_events.npy"]).all():
+            checkpoints.remove()
+            raise DivergenceError(
+                "pretrain: the pretrained model's predictions are not finite (its weights or BatchNorm statistics "
+                "overflow); the run diverged. Every later stage starts from it: lower pretrain.learning_rate."
+            )
         self.save_stage(
             "original", model, args, time.perf_counter() - start, fingerprint, splits=None, extra_arrays=extra
         )
+        checkpoints.remove()
         return model
 
     def retrain_settings(self) -> dict[str, Any]:
@@ -186,20 +303,118 @@ class Pipeline:
             model=model, args=args, retain_dataset=splits.retain, forget_dataset=splits.forget
         )
         logger.info("Stage %s: %s (sharpness=%s)", name, method, args.sharpness)
-        trainer.train()
-        self.save_stage(name, model, args, time.perf_counter() - start, fingerprint, splits=splits)
+        checkpoints = StageCheckpoints(args.output_dir, name, fingerprint)
+        diverged = train_resumable(trainer, checkpoints, force=self.force)
+        if diverged is None:
+            try:
+                self.save_stage(name, model, args, time.perf_counter() - start, fingerprint, splits=splits)
+            except DivergenceError as error:  # finite losses, but the predictions overflow (e.g. BatchNorm stats)
+                diverged = error
+        if diverged is not None:
+            self.save_diverged_stage(name, args, time.perf_counter() - start, fingerprint, splits, checkpoints, diverged)
+        checkpoints.remove()
         return self.finished_stage(name)
+
+    def save_diverged_stage(
+        self, name: str, args: Any, wall_seconds: float, fingerprint: str, splits: Splits,
+        checkpoints: StageCheckpoints, diverged: DivergenceError,
+    ) -> None:
+        """Record a diverged run: the weights of its last checkpoint (saved before the divergence, checked finite)
+        with their metrics, or, without a usable checkpoint, no weights and null metrics."""
+        good = checkpoints.latest()
+        record = {**diverged.record(), "weights_from_step": None if good is None else int(good.name.split("-")[-1])}
+        try:
+            model = None if good is None else load_saved_model(str(good))
+            self.save_stage(name, model, args, wall_seconds, fingerprint, splits=splits, status="diverged",
+                            details={"divergence": record})
+        except DivergenceError:  # the checkpoint's predictions are not finite either
+            record["weights_from_step"] = None
+            self.save_stage(name, None, args, wall_seconds, fingerprint, splits=splits, status="diverged",
+                            details={"divergence": record})
+        kept = record["weights_from_step"]
+        logger.warning("Stage %s diverged: %s %s", name, diverged, f"Its entry keeps the weights of step {kept}."
+                       if kept is not None else "It has no usable checkpoint: no weights, null metrics.")
 
     def arguments(self, method: str, settings: dict[str, Any], stage: str | None = None):
         return training_arguments(
-            settings,
+            {**CHECKPOINT_SETTINGS, **settings},  # a checkpoint per epoch, to resume after a crash
             method=method,
-            output_dir=str(self.output_dir / "checkpoints" / (stage or method)),
+            output_dir=str((self.output_dir if stage is None else self.set_dir) / "checkpoints" / (stage or method)),
             use_cpu=self.use_cpu,
             report_to="none",
             seed=settings.get("seed", self.seed),
             log_level="warning",
         )
+
+    # ------------------------------------------------------------ reliability
+    def stage_plans(self) -> list[StagePlan]:
+        """Every training stage with its merged settings and the recipe sections they come from."""
+        recipe = self.recipe
+        plans = [
+            StagePlan("original", "pretrain", "pretrain", {**REFERENCE_DEFAULTS, **recipe["pretrain"]},
+                      [("pretrain", recipe["pretrain"])]),
+            StagePlan("retrain", "retrain", "retrain", self.retrain_settings(),
+                      [("retrain", recipe["retrain"]), ("pretrain", recipe["pretrain"])]),
+        ]
+        defaults = recipe["unlearn"]["defaults"]
+        for i, run in enumerate(recipe["unlearn"]["runs"]):
+            plans.append(StagePlan(
+                run["name"], f"unlearn.runs[{i}] ({run['name']})", run["method"], {**UNLEARN_DEFAULTS, **defaults, **run},
+                [(f"unlearn.runs[{i}]", run), ("unlearn.defaults", defaults)],
+            ))
+        return plans
+
+    def check_stages(self) -> None:
+        """Build every stage's arguments up front: a bad value in the last run fails before pretraining."""
+
+        def make(plan: StagePlan):
+            settings = {k: v for k, v in plan.settings.items() if k not in ("method", "name")}
+            return self.arguments(plan.method, settings, stage=plan.stage)
+
+        check_stages(self.stage_plans(), make)
+
+    def check_existing_outputs(self) -> None:
+        """Remove what a killed run left half-written; refuse a split manifest that was modified."""
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            for path in [*self.output_dir.glob("models/.*-*"), *self.output_dir.glob("*/models/.*-*")]:
+                shutil.rmtree(path, ignore_errors=True)  # save_stage's temporary folders
+            prefixes = (".report.", ".manifest.", ".learning_events.", ".accuracy_tow.")
+            for path in self.output_dir.iterdir():  # atomic writers' temporary files
+                if path.is_file() and path.name.startswith(prefixes):
+                    path.unlink(missing_ok=True)
+        if not self.force:
+            manifests = (
+                *sorted(self.output_dir.glob("manifests/*.json")), *sorted(self.output_dir.glob("*/manifest.json"))
+            )
+            for path in (self.output_dir / "manifest.json", *manifests):
+                check_manifest_file(path)
+
+    def check_forget_sets(self, splits: Splits) -> None:
+        """Build every forget set that does not depend on pretraining once, before it (cheap, deterministic):
+        a bad index file, class list or score file fails in seconds. Low-confidence sets need the pretrained
+        model's learning events, so they are checked when they are built."""
+        for spec in forget_sets(self.recipe):
+            if spec["kind"] != "low_confidence":
+                with located("forget"):
+                    self.make_manifest(splits, spec)
+
+    def source_splits(self) -> dict[str, Any]:
+        """The raw source splits, to find the row that made data preparation fail."""
+        from .data.sources import load_source_splits
+
+        data = self.recipe["data"]
+        splits, _ = load_source_splits(
+            data["source"], config=data.get("config"), revision=data.get("revision"),
+            image_column=data.get("image_column", "image"), label_column=data.get("label_column", "label"),
+        )
+        return splits
+
+    def learning_events_path(self) -> Path:
+        """Per-sample confidence over pretraining. It ranks the training samples (it picks low_confidence forget
+        sets), so it is private run state beside manifest.json, never inside a (shareable) model folder."""
+        return self.output_dir / "learning_events.npy"
 
     # ------------------------------------------------------------- evaluation
     def evaluate(self, model: torch.nn.Module, splits: Splits) -> dict[str, Any]:
@@ -208,6 +423,12 @@ class Pipeline:
             name: predict_probabilities(model, dataset, batch_size=batch_size)
             for name, dataset in (("retain", splits.retain), ("forget", splits.forget), ("test", splits.test))
         }
+        for name, (p, _) in probs.items():
+            if not np.isfinite(p).all():
+                raise DivergenceError(
+                    f"the model's predictions on the {name} split are not finite (its weights or BatchNorm statistics "
+                    "overflow); the run diverged. Lower the learning rate."
+                )
         accuracies = {name: accuracy(p, y) for name, (p, y) in probs.items()}
         shadow_size = self.recipe["evaluation"]["mia_shadow_size"] or len(splits.test)
         members = sample_shadow_members(len(splits.retain), shadow_size, self.recipe["evaluation"]["mia_seed"])
@@ -220,7 +441,8 @@ class Pipeline:
 
     # ---------------------------------------------------------------- stages
     def stage_dir(self, name: str) -> Path:
-        return self.output_dir / "models" / name
+        """``models/<name>`` of the current forget set; the shared original sits at the top of the output folder."""
+        return (self.output_dir if name == "original" else self.set_dir) / "models" / name
 
     def fingerprint(self, name: str, settings: dict[str, Any], forget_sha256: str | None = None) -> str:
         """What a stage's result depends on; a finished stage with another fingerprint is redone."""
@@ -258,46 +480,90 @@ class Pipeline:
         fingerprint: str,
         splits: Splits | None,
         extra_arrays: dict[str, np.ndarray] | None = None,
+        status: str = "finished",
+        details: dict[str, Any] | None = None,
     ) -> None:
-        """Write weights (safetensors), metrics and ``stage.json`` to a temporary folder, then rename it."""
-        models_dir = self.output_dir / "models"
+        """Write weights (safetensors), metrics and ``stage.json`` to a temporary folder, then rename it.
+
+        ``model`` is None for a run that diverged before its first checkpoint (no weights, null metrics).
+        ``extra_arrays`` (per-sample data) go to the run folder, atomically, never into the model folder.
+        Under DDP (``accelerate launch`` / ``torchrun``) only the main process evaluates and writes; the others wait.
+        """
+        if not _is_main_process():
+            _barrier()
+            return
+        models_dir = self.stage_dir(name).parent
         models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
-        model.save_pretrained(tmp, safe_serialization=True)
         for filename, array in (extra_arrays or {}).items():
-            np.save(tmp / filename, array)
+            fd, tmp_file = tempfile.mkstemp(prefix=f".{Path(filename).stem}.", suffix=".npy", dir=self.output_dir)
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, array)
+            os.replace(tmp_file, self.output_dir / filename)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
+        if model is not None:
+            model.save_pretrained(tmp, safe_serialization=True)
         record = {
             "method": args.method,
             "sharpness": args.sharpness,
             "hyperparameters": {key: getattr(args, key) for key in RECORDED},
             "wall_seconds": round(wall_seconds, 3),
             "fingerprint": fingerprint,
+            "status": status,
+            **(details or {}),
         }
         if splits is not None:
-            record.update(self.evaluate(model, splits))
+            record.update(self.evaluate(model, splits) if model is not None else {"accuracy": None, "mia": None})
         with open(tmp / "stage.json", "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2, default=str)
         final = self.stage_dir(name)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _barrier()  # the other processes read stage.json next
 
-    def assemble_report(self, results: dict[str, dict[str, Any]], splits: Splits) -> dict[str, Any]:
+    def assemble_report(
+        self, results: dict[str, dict[str, Any]], splits: Splits, spec: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         if "accuracy" not in results["original"]:
             # The original is saved before the forget set exists; evaluate it now, once.
             results["original"].update(self.evaluate(load_saved_model(str(self.stage_dir("original"))), splits))
-        reference = results["retrain"]["accuracy"]
+        reference = results["retrain"].get("accuracy")  # None when the retrain diverged before a checkpoint
         models = {}
         for name in ["original", "retrain", *[r["name"] for r in self.recipe["unlearn"]["runs"]]]:
             entry = dict(results[name])
-            entry["tow"] = None if name == "retrain" else tug_of_war(entry["accuracy"], reference)
+            entry.setdefault("status", "finished")
+            comparable = name != "retrain" and reference is not None and entry.get("accuracy") is not None
+            entry["tow"] = tug_of_war(entry["accuracy"], reference) if comparable else None
             models[name] = entry
         return {
             "name": self.recipe["name"],
             "dataset": self.recipe["data"]["source"],
             "seed": self.seed,
-            "forget_set": splits.manifest.summary(),
+            "forget_set": {
+                **splits.manifest.summary(),
+                "band": splits.manifest.details.get("band"),
+                "name": (spec or {}).get("name") if self.several else None,
+            },
+            "base_model": self.recipe["model"]["name_or_path"],  # Hub id or folder; None when built from a config
             "sizes": {"train": len(splits.train), "retain": len(splits.retain), "forget": len(splits.forget),
                       "test": len(splits.test)},
             "models": models,
         }
+
+
+def _is_main_process() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _json_roundtrip(manifest: SplitManifest) -> SplitManifest:
+    """The manifest as `from_json` would read it back (tuples become lists ...), to compare with a saved one."""
+    from dataclasses import asdict
+
+    from .data.manifest import _json_default
+
+    return SplitManifest(**json.loads(json.dumps(asdict(manifest), default=_json_default)))

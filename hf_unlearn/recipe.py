@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .args import METHOD_CHOICES, UnlearnArguments
+from .errors import ValidationError
 
 TRAINING_ALIASES = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
 # Set by the pipeline for every stage; a recipe must not set them.
@@ -24,42 +25,82 @@ TRAINING_KEYS = ({f.name for f in dataclasses.fields(UnlearnArguments) if f.init
     TRAINING_ALIASES
 )
 
-FORGET_KINDS = ("random", "low_confidence")
+FORGET_KINDS = ("random", "classwise", "memorization", "low_confidence", "file")
+_REQUIRED = "<required>"
+# The keys of each forget-set kind (besides kind, name and seed) with their defaults; see docs/forget-sets.md.
+FORGET_KEYS: dict[str, dict[str, Any]] = {
+    "random": {"size": 0.1},
+    "classwise": {"classes": None, "fraction": 1.0},
+    "memorization": {"band": _REQUIRED, "size": 0.1, "scores": _REQUIRED, "scores_key": None, "midpoint": 0.5},
+    "low_confidence": {"band": "high", "size": 0.1},
+    "file": {"path": _REQUIRED, "index": "row", "id_column": None},
+}
+FORGET_TYPES: dict[str, Any] = {
+    "kind": str, "name": str, "seed": int, "size": float, "classes": list, "fraction": float, "band": str,
+    "scores": str, "scores_key": str, "midpoint": float, "path": str, "index": str, "id_column": str,
+}
+FORGET_CHOICES = {"band": ("low", "mid", "high"), "index": ("row", "train", "id")}
+DATA_TRANSFORMS = ("auto", "manual", "processor")
 
 SCHEMA: dict[str, Any] = {
     "name": str,
     "seed": int,
     "data": {
         "source": str,
+        "config": str,
+        "revision": str,
+        "image_column": str,
+        "label_column": str,
+        "train_split": str,
+        "test_split": str,
+        "validation_split": str,
         "test_size": float,
+        "validation_size": float,
+        "transforms": str,
+        "precompute": bool,
         "image_size": int,
         "num_channels": int,
         "mean": list,
         "std": list,
     },
-    "forget": {"kind": str, "size": float, "seed": int},
-    "model": {"config": dict, "name_or_path": str, "trust_remote_code": bool},
+    "forget": "forget",  # one forget set (a mapping) or several (a list of mappings); see _check_forget
+    "model": {"config": dict, "name_or_path": str, "trust_remote_code": bool, "ignore_mismatched_sizes": bool},
     "pretrain": "training",
     "retrain": "training",
     "unlearn": {"defaults": "training", "runs": "runs"},
     "evaluation": {"batch_size": int, "mia_shadow_size": int, "mia_seed": int},
+    "hub": {"push": bool, "repo_id": str, "run": str, "private": bool},
+    # Several seeds and the analysis section: hf_unlearn.aggregate (absent = one seed, no analysis, as before).
+    "seeds": list,
+    "analysis": {"entanglement": bool, "landscape": bool, "embedding": bool, "landscape_steps": int,
+                 "landscape_seed": int, "max_samples": int},
 }
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "seed": 0,
-    "data": {"source": "digits", "test_size": 0.2, "image_size": 16, "num_channels": 1, "mean": [0.5], "std": [0.5]},
+    # Data: hf_unlearn.data.prepare (docs/datasets.md). test_split / validation_split are used when the source
+    # has them; otherwise test_size / validation_size are carved out of the training split (stratified, seeded).
+    "data": {
+        "source": "digits", "config": None, "revision": None, "image_column": "image", "label_column": "label",
+        "train_split": "train", "test_split": "test", "validation_split": "validation", "test_size": 0.2,
+        "validation_size": None, "transforms": "auto", "precompute": None,
+        "image_size": 16, "num_channels": 1, "mean": [0.5], "std": [0.5],
+    },
     "forget": {"kind": "low_confidence", "size": 0.1, "seed": None},
-    "model": {"config": None, "name_or_path": None, "trust_remote_code": False},
+    # ignore_mismatched_sizes: replace a pretrained head whose label count differs from the data set's classes.
+    "model": {"config": None, "name_or_path": None, "trust_remote_code": False, "ignore_mismatched_sizes": False},
     "pretrain": {},
     "retrain": {},
     "unlearn": {"defaults": {}, "runs": []},
     "evaluation": {"batch_size": 256, "mia_shadow_size": None, "mia_seed": 0},
+    # After the report: push one unlearning run (hub.run, or the only one) with a model card (hf_unlearn.hub).
+    "hub": {"push": False, "repo_id": None, "run": None, "private": False},
 }
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message says which key and how to fix it."""
+class RecipeError(ValidationError):
+    """A recipe that cannot run; the message says which key and how to fix it (a ValueError, as before)."""
 
 
 def _unknown(key: str, where: str, known: set[str] | list[str]) -> RecipeError:
@@ -81,11 +122,15 @@ def _check_runs(runs: Any, where: str) -> None:
         raise RecipeError(f"{where.rstrip('.')}: expected a list of runs")
     names = set()
     for i, run in enumerate(runs):
-        here = f"{where}[{i}]."
+        here = f"{where.rstrip('.')}[{i}]."  # unlearn.runs[2].alpha
         if not isinstance(run, dict) or "method" not in run:
             raise RecipeError(f"{here.rstrip('.')}: every run needs at least a 'method' (one of {', '.join(METHOD_CHOICES)})")
         if run["method"] not in METHOD_CHOICES:
-            raise _unknown(str(run["method"]), f"{here}method=", METHOD_CHOICES)
+            close = difflib.get_close_matches(str(run["method"]), METHOD_CHOICES, n=1)
+            raise RecipeError(
+                f"{here}method: unknown method {run['method']!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                f"Choose one of: {', '.join(METHOD_CHOICES)}."
+            )
         name = run.get("name") or default_run_name(run)
         if name in names or name in ("original", "retrain"):
             raise RecipeError(f"{here}name: run name {name!r} is used twice (or reserved); give each run a unique name")
@@ -98,6 +143,8 @@ def _check(node: Any, schema: Any, where: str) -> None:
         _check_training(node, where)
     elif schema == "runs":
         _check_runs(node, where)
+    elif schema == "forget":
+        _check_forget(node, where)
     elif isinstance(schema, dict):
         if not isinstance(node, dict):
             raise RecipeError(f"{where.rstrip('.') or 'recipe'}: expected a mapping")
@@ -113,6 +160,68 @@ def _check(node: Any, schema: Any, where: str) -> None:
         raise RecipeError(f"{where.rstrip('.')}: expected {schema.__name__}, got {node!r}")
 
 
+def _check_forget(node: Any, where: str) -> None:
+    """A forget set is a mapping with a kind and that kind's keys; several forget sets are a list of them."""
+    items = node if isinstance(node, list) else [node]
+    if isinstance(node, list) and not node:
+        raise RecipeError("forget: the list of forget sets is empty; give at least one {kind: ...}")
+    for i, item in enumerate(items):
+        here = f"forget[{i}]." if isinstance(node, list) else "forget."
+        if not isinstance(item, dict):
+            raise RecipeError(f"{here.rstrip('.')}: a forget set is a mapping such as {{kind: random, size: 0.1}}")
+        kind = item.get("kind", DEFAULTS["forget"]["kind"])
+        if kind not in FORGET_KINDS:
+            raise _unknown(str(kind), f"{here}kind=", FORGET_KINDS)
+        allowed = {"kind", "name", "seed", *FORGET_KEYS[kind]}
+        for key, value in item.items():
+            if key not in allowed:
+                if key in FORGET_TYPES:
+                    raise RecipeError(
+                        f"{here}{key}: a {kind} forget set does not take {key!r}; its keys are "
+                        f"{', '.join(sorted(allowed))}"
+                    )
+                raise _unknown(key, here, allowed)
+            if value is not None:
+                _check(value, FORGET_TYPES[key], f"{here}{key}.")
+            if key in FORGET_CHOICES and value is not None and value not in FORGET_CHOICES[key]:
+                raise _unknown(str(value), f"{here}{key}=", FORGET_CHOICES[key])
+        for key, default in FORGET_KEYS[kind].items():
+            if default == _REQUIRED and item.get(key) is None:
+                raise RecipeError(f"{here}{key}: a {kind} forget set needs {key!r} (see docs/forget-sets.md)")
+
+
+def normalize_forget(node: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """Fill each forget set's defaults and name; a list stays a list (several forget sets), a mapping a mapping.
+
+    A set's name defaults to its band (memorization, low_confidence) or its kind; names are folder names.
+    """
+    items = node if isinstance(node, list) else [node]
+    out = []
+    for item in items:
+        kind = item.get("kind", DEFAULTS["forget"]["kind"])
+        spec = {"kind": kind, "seed": None, **FORGET_KEYS[kind], **item}
+        if kind == "classwise" and spec["classes"] is None and float(spec["fraction"]) >= 1.0:
+            raise RecipeError("forget.classes: a class-wise forget set of every class is the whole training set; "
+                              "name the classes to forget, or give a fraction below 1")
+        spec.setdefault("name", spec.get("band") or kind)
+        spec["name"] = str(spec["name"])
+        if not spec["name"].replace("-", "").replace("_", "").replace(".", "").isalnum() or spec["name"] in (
+            "models", "checkpoints"
+        ):
+            raise RecipeError(f"forget.name: {spec['name']!r} must be a plain folder name (letters, digits, - _ .)")
+        out.append(spec)
+    names = [spec["name"] for spec in out]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"forget: two forget sets are named alike ({', '.join(names)}); give each a unique 'name'")
+    return out if isinstance(node, list) else out[0]
+
+
+def forget_sets(recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recipe's forget sets as a list (one for a mapping)."""
+    node = recipe["forget"]
+    return list(node) if isinstance(node, list) else [node]
+
+
 def default_run_name(run: dict[str, Any]) -> str:
     sharpness = run.get("sharpness", "none")
     return run["method"] if sharpness == "none" else f"{run['method']}_{sharpness}"
@@ -121,7 +230,7 @@ def default_run_name(run: dict[str, Any]) -> str:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("config",):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("config", "forget"):
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -132,15 +241,49 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     """Check a raw recipe and return it merged over the defaults."""
     _check(recipe, SCHEMA, "")
     merged = _merge(DEFAULTS, recipe)
-    if merged["forget"]["kind"] not in FORGET_KINDS:
-        raise _unknown(merged["forget"]["kind"], "forget.kind=", FORGET_KINDS)
+    merged["forget"] = normalize_forget(merged["forget"])
+    if merged["data"]["transforms"] not in DATA_TRANSFORMS:
+        raise _unknown(merged["data"]["transforms"], "data.transforms=", DATA_TRANSFORMS)
     if merged["model"]["config"] is None and merged["model"]["name_or_path"] is None:
         raise RecipeError("model: give either model.config (build from scratch) or model.name_or_path (Hub id or folder)")
     if not merged["unlearn"]["runs"]:
         raise RecipeError("unlearn.runs: the recipe lists no unlearning run; add at least one {method: ...}")
     for run in merged["unlearn"]["runs"]:
         run.setdefault("name", default_run_name(run))
+    _check_hub(merged)
+    _check_seeds(merged)
     return merged
+
+
+def _check_seeds(recipe: dict[str, Any]) -> None:
+    """``seeds``: a non-empty list of distinct integers; each runs the whole recipe (hf_unlearn.aggregate)."""
+    seeds = recipe.get("seeds")
+    if seeds is None:
+        return
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise RecipeError(f"seeds: expected a non-empty list of distinct integers such as [0, 1, 2], got {seeds!r}")
+    if recipe["hub"]["push"]:
+        raise RecipeError("hub.push: a recipe with several seeds has one run per seed; push one of them after the "
+                          "run with hf-unlearn push OUTPUT/seed-<s> --repo-id OWNER/NAME")
+
+
+def _check_hub(recipe: dict[str, Any]) -> None:
+    """Fail before any training when ``hub.push`` cannot go ahead at the end."""
+    hub = recipe["hub"]
+    names = [run["name"] for run in recipe["unlearn"]["runs"]]
+    if hub["run"] is not None and hub["run"] not in names:
+        close = difflib.get_close_matches(hub["run"], names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RecipeError(f"hub.run: no unlearning run is named {hub['run']!r} (runs: {', '.join(names)}){hint}")
+    if not hub["push"]:
+        return
+    if isinstance(recipe["forget"], list):
+        raise RecipeError("hub.push: the recipe has several forget sets; push one of them after the run with "
+                          "hf-unlearn push OUTPUT/<forget set> --repo-id OWNER/NAME")
+    if not hub["repo_id"] or "/" not in hub["repo_id"]:
+        raise RecipeError("hub.repo_id: hub.push needs a Hub repo id OWNER/NAME, e.g. my-user/resnet18-unlearned")
+    if hub["run"] is None and len(names) > 1:
+        raise RecipeError(f"hub.run: the recipe has {len(names)} unlearning runs; name the one to push ({', '.join(names)})")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -174,9 +317,18 @@ def _list_index(items: list[Any], part: str, where: str) -> int:
     if part.isdigit() and int(part) < len(items):
         return int(part)
     for i, item in enumerate(items):
-        if isinstance(item, dict) and (item.get("name") or default_run_name(item)) == part:
+        if isinstance(item, dict) and _entry_name(item) == part:
             return i
     raise RecipeError(f"--set {where}: no list entry {part!r} (use an index below {len(items)} or a run name)")
+
+
+def _entry_name(item: dict[str, Any]) -> str | None:
+    """A list entry's name: a run's (method[_sharpness]) or a forget set's (band or kind)."""
+    if item.get("name"):
+        return item["name"]
+    if "method" in item:
+        return default_run_name(item)
+    return item.get("band") or item.get("kind")
 
 
 def builtin_recipe_path(name: str) -> Path | None:

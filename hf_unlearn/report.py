@@ -37,10 +37,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, m in report["models"].items():
-        acc = m["accuracy"]
+        # A diverged run keeps its last good checkpoint's metrics, or null ones (docs/reliability.md).
+        acc, mia = m.get("accuracy") or {}, m.get("mia") or {}
+        label = name if m.get("status", "finished") == "finished" else f"{name} ({m['status']})"
         rows.append([
-            name, m["method"], m["sharpness"], _fmt(acc["retain"]), _fmt(acc["forget"]), _fmt(acc["test"]),
-            _fmt(m["tow"]), _fmt(m["mia"].get("confidence")), _fmt(m["mia"].get("entropy")), f"{m['wall_seconds']:.1f}",
+            label, m["method"], m["sharpness"], _fmt(acc.get("retain")), _fmt(acc.get("forget")),
+            _fmt(acc.get("test")), _fmt(m["tow"]), _fmt(mia.get("confidence")), _fmt(mia.get("entropy")),
+            f"{m['wall_seconds']:.1f}",
         ])
     return rows
 
@@ -63,7 +66,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"# hf_unlearn report: {report['name']}",
         "",
         f"- data set: `{report['dataset']}`, seed {report['seed']}",
-        f"- forget set: {forget['kind']}, {forget['size']} samples, sha256 `{forget['sha256']}`",
+        f"- forget set: {forget['kind']}{' (' + forget['band'] + ' band)' if forget.get('band') else ''}, "
+        f"{forget['size']} samples, sha256 `{forget['sha256']}`",
         "- ToW: product of (1 - |accuracy difference|) against the retrained model on retain, forget and test "
         "(RUM's definition; 1 = identical to retraining). MIA: MIA-efficacy on the forget set (fraction predicted "
         "non-member by an SVC trained on retain vs test confidence / entropy).",
@@ -82,7 +86,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, (ax_acc, ax_tow) = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.27
     for i, split in enumerate(("retain", "forget", "test")):
-        values = [report["models"][n]["accuracy"][split] for n in names]
+        values = [(report["models"][n].get("accuracy") or {}).get(split, float("nan")) for n in names]
         ax_acc.bar([x + (i - 1) * width for x in range(len(names))], values, width, label=split)
     ax_acc.set_xticks(range(len(names)), names, rotation=35, ha="right")
     ax_acc.set_ylabel("accuracy")
@@ -92,7 +96,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     tow_names = [n for n in names if report["models"][n]["tow"] is not None]
     ax_tow.bar(tow_names, [report["models"][n]["tow"] for n in tow_names], color="tab:purple")
     ax_tow.set_xticks(range(len(tow_names)), tow_names, rotation=35, ha="right")
-    lowest = min(report["models"][n]["tow"] for n in tow_names)
+    lowest = min((report["models"][n]["tow"] for n in tow_names), default=0.0)
     ax_tow.set_ylim(max(0.0, lowest - 0.05), 1.0)
     ax_tow.set_title("ToW against the retrained model (higher is better)")
     fig.tight_layout()
@@ -108,3 +112,42 @@ def write_report(report: dict[str, Any], output_dir: Path) -> None:
     atomic_write_text(output_dir / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     plot(report, output_dir / PLOT_NAME)
     atomic_write_text(output_dir / "report.md", markdown(report))
+
+
+def combined_markdown(name: str, reports: dict[str, dict[str, Any]]) -> str:
+    """One report.md for a recipe with several forget sets: a section per set, linking its own folder."""
+    lines = [
+        f"# hf_unlearn report: {name} ({len(reports)} forget sets)",
+        "",
+        "The original model is shared; the retrained reference and every unlearning run are per forget set, and ToW "
+        "compares each run with the retrained model of its own forget set. Each forget set's folder holds its "
+        "report.json, report.md and plot.",
+        "",
+        "| forget set | kind | band | size | retrain forget acc | original forget acc |",
+        "|---|---|---|---|---|---|",
+    ]
+    for set_name, report in reports.items():
+        forget, models = report["forget_set"], report["models"]
+        retrain_acc = (models["retrain"].get("accuracy") or {}).get("forget")
+        original_acc = (models["original"].get("accuracy") or {}).get("forget")
+        lines.append(
+            f"| [{set_name}]({set_name}/report.md) | {forget['kind']} | {forget.get('band') or '—'} | {forget['size']} "
+            f"| {_fmt(retrain_acc)} | {_fmt(original_acc)} |"
+        )
+    for set_name, report in reports.items():
+        forget = report["forget_set"]
+        lines += [
+            "",
+            f"## {set_name}: {forget['kind']}{' ' + forget['band'] if forget.get('band') else ''}, {forget['size']} "
+            f"samples (sha256 `{forget['sha256'][:16]}...`)",
+            "",
+            "| " + " | ".join(HEADER) + " |",
+            "|" + "---|" * len(HEADER),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+        lines += ["", f"![accuracy and ToW, {set_name}]({set_name}/{PLOT_NAME})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_combined_markdown(name: str, reports: dict[str, dict[str, Any]], output_dir: Path) -> None:
+    atomic_write_text(Path(output_dir) / "report.md", combined_markdown(name, reports))

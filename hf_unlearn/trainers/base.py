@@ -23,6 +23,7 @@ from transformers import Trainer
 
 from ..args import UnlearnArguments
 from ..data.pairing import PairedDataset
+from ..errors import DivergenceError
 from ..sharpness import Direction, SharpnessConfig, branch_gradient
 
 Batch = dict[str, Any]
@@ -164,11 +165,14 @@ class UnlearnTrainer(Trainer):
                 )
                 total_loss = total_loss + loss.float()
                 composed = [_add(c, g) for c, g in zip(composed, grads, strict=True)]
+        self._check_loss(total_loss)  # one process: stops here, before any gradient reaches p.grad
         for p, before, new in zip(params, accumulated, composed, strict=True):
             p.grad = _add(before, new)
         if self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
-            self._average_gradients_across_processes(params)
+            diverged = self._average_gradients_across_processes(params)
             self._broadcast_buffers_from_main_process(model, base_model)
+            if diverged:  # some process saw a non-finite loss: every process stops at the same step
+                self._raise_diverged()
         return total_loss * scale
 
     def compute_loss(
@@ -253,17 +257,50 @@ class UnlearnTrainer(Trainer):
                     b.copy_(flat[offset : offset + b.numel()].view_as(b))
                     offset += b.numel()
 
-    def _average_gradients_across_processes(self, params: list[torch.Tensor]) -> None:
-        """One all-reduce (mean) of the composed gradient per optimizer step."""
+    def _average_gradients_across_processes(self, params: list[torch.Tensor]) -> bool:
+        """One all-reduce (mean) of the composed gradient per optimizer step.
+
+        The same all-reduce carries one more element, this process's "saw a non-finite loss" flag; returns
+        whether any process saw one (so divergence costs no extra collective).
+        """
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        flag = 1.0 if getattr(self, "_nonfinite_loss", None) is not None else 0.0
+        flat = torch.cat([*(g.reshape(-1) for g in grads), grads[0].new_full((1,), flag)])
         dist.all_reduce(flat)
-        flat /= self.accelerator.num_processes
+        diverged = bool(flat[-1] > 0)
+        flat = flat[:-1] / self.accelerator.num_processes
         offset = 0
         for p, g in zip(params, grads, strict=True):
             n = g.numel()
             p.grad = flat[offset : offset + n].view_as(g).clone()
             offset += n
+        return diverged
+
+    def _check_loss(self, loss: torch.Tensor) -> None:
+        """Note a non-finite loss; with one process stop at once (`DivergenceError`), with several at the
+        step's gradient all-reduce, which carries the flag (docs/reliability.md).
+
+        Reading the loss on the host every micro-batch adds no synchronisation worth counting: the Trainer
+        already does it for ``logging_nan_inf_filter``.
+        """
+        if bool(torch.isfinite(loss.detach())):
+            return
+        if getattr(self, "_nonfinite_loss", None) is None:
+            self._nonfinite_loss = (float(loss.detach().float()), self.state.global_step + 1, self.state.epoch)
+        if self.accelerator.num_processes == 1:
+            self._raise_diverged()
+
+    def _raise_diverged(self) -> None:
+        seen = getattr(self, "_nonfinite_loss", None)
+        value, step, epoch = seen if seen is not None else (None, self.state.global_step + 1, self.state.epoch)
+        self._nonfinite_loss = None
+        where = "" if seen is not None else " on another process"
+        hint = " or raise alpha" if self.method_name in ("neggrad", "sharp_minmax") else ""
+        raise DivergenceError(
+            f"non-finite training loss ({value}{where}) at step {step} (epoch {epoch or 0:.2f}) of "
+            f"{self.method_name}; the run diverged. Lower the learning rate{hint}.",
+            step=step, epoch=epoch, loss=value,
+        )
 
     def _check_distributed_support(self) -> None:
         distributed = self.accelerator.distributed_type
