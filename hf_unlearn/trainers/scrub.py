@@ -54,7 +54,7 @@ FORGET, RETAIN = "forget", "retain"
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """RepDistiller's DistillKL: ``KL(softmax(t/T) || softmax(s/T)) * T^2``, summed over classes, mean over the batch."""
+    """RepDistiller's DistillKL: ``KL(softmax(t/T) || softmax(s/T)) * T^2``, summed over classes, batch mean."""
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()

@@ -38,7 +38,9 @@ class SharpMinMaxTrainer(UnlearnTrainer):
     def __init__(self, *args: Any, mask: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.args.official and self.args.gradient_accumulation_steps != 1:
-            raise ValueError("sharp_minmax with official=True steps once per micro-batch: use gradient_accumulation_steps=1.")
+            raise ValueError(
+                "sharp_minmax with official=True steps once per micro-batch: use gradient_accumulation_steps=1."
+            )
         if self.args.official and self.args.fp16:
             raise ValueError("sharp_minmax with official=True does not support fp16 loss scaling; use bf16 or fp32.")
         self.retain_optimizer: torch.optim.Optimizer | None = None
