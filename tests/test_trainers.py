@@ -24,6 +24,10 @@ from conftest import (
     make_model,
     weights_of,
 )
+from math_helpers import assert_weights as _assert_weights
+from math_helpers import max_diff as _max_diff
+from math_helpers import random_mask as _random_mask
+from math_helpers import sgd_step
 from hf_unlearn.args import METHOD_CHOICES, UnlearnArguments
 from hf_unlearn.trainers import TRAINERS, UnlearnTrainer, get_trainer_class
 from hf_unlearn.trainers.random_label import random_wrong_labels
@@ -33,26 +37,8 @@ from hf_unlearn.trainers.sharp_minmax import SharpMinMaxTrainer
 LR = 0.1
 
 
-def _assert_weights(model: nn.Module, expected: dict[str, torch.Tensor], rtol=1e-5, atol=1e-6) -> None:
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.detach(), expected[n], rtol=rtol, atol=atol, msg=lambda m, n=n: f"{n}: {m}")
-
-
 def _sgd(w: dict[str, torch.Tensor], *grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {n: w[n] - LR * sum(g[n] for g in grads) for n in w}
-
-
-def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max(float((a[n] - b[n]).abs().max()) for n in a)
-
-
-def _random_mask(weights: dict[str, torch.Tensor], ratio: float, seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    mask = {n: torch.rand(t.shape, generator=g) < ratio for n, t in weights.items()}
-    for m in mask.values():  # both partitions non-empty in every tensor
-        m.view(-1)[0] = True
-        m.view(-1)[-1] = False
-    return mask
+    return sgd_step(w, *grads, lr=LR)
 
 
 # ------------------------------------------------------------------------------- registry and arguments

@@ -22,6 +22,7 @@ from torch.utils.data import ConcatDataset, Dataset, default_collate
 from transformers import Trainer
 
 from ..args import UnlearnArguments
+from ..masks import forget_saliency_mask
 from ..data.pairing import PairedDataset
 from ..errors import DivergenceError
 from ..sharpness import Direction, SharpnessConfig, branch_gradient
@@ -220,6 +221,16 @@ class UnlearnTrainer(Trainer):
                 masks.append((m if partition == "mask" else ~m).to(p.dtype))
             self._mask_cache[key] = masks
         return self._mask_cache[key]
+
+    def forget_saliency_mask(self) -> dict[str, torch.Tensor]:
+        """The top ``mask_ratio`` forget-salient elements (bottom ones with ``official=True``, as the official code)."""
+        return forget_saliency_mask(
+            self.model,
+            self.forget_dataset,
+            self.args.mask_ratio,
+            largest=not self.args.official,
+            batch_size=self.args.per_device_eval_batch_size,
+        )
 
     def set_mask(self, mask: dict[str, torch.Tensor]) -> None:
         """Install a parameter mask (name -> bool tensor, True = forget partition)."""

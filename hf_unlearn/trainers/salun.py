@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..masks import forget_saliency_mask
 from .base import Batch, Branch
 from .random_label import RandomLabelTrainer
 
@@ -63,15 +62,7 @@ class SalUnTrainer(RandomLabelTrainer):
 
     def __init__(self, *args: Any, mask: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if mask is None:
-            mask = forget_saliency_mask(
-                self.model,
-                self.forget_dataset,
-                self.args.mask_ratio,
-                largest=not self.args.official,  # the official code keeps the least salient weights
-                batch_size=self.args.per_device_eval_batch_size,
-            )
-        self.set_mask(mask)
+        self.set_mask(mask if mask is not None else self.forget_saliency_mask())
         self._freeze_hooked: set[int] = set()
 
     def branches(self, inputs: Batch) -> list[Branch]:

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..masks import forget_saliency_mask
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
 
 
@@ -45,15 +44,7 @@ class SharpMinMaxTrainer(UnlearnTrainer):
             raise ValueError("sharp_minmax with official=True does not support fp16 loss scaling; use bf16 or fp32.")
         self.retain_optimizer: torch.optim.Optimizer | None = None
         self._official_branch: str | None = None
-        if mask is None:
-            mask = forget_saliency_mask(
-                self.model,
-                self.forget_dataset,
-                self.args.mask_ratio,
-                largest=not self.args.official,  # the official code keeps the least salient weights
-                batch_size=self.args.per_device_eval_batch_size,
-            )
-        self.set_mask(mask)
+        self.set_mask(mask if mask is not None else self.forget_saliency_mask())
 
     def retain_loss(self, model, batch: Batch):
         return self.args.alpha * cross_entropy(model, batch["retain"])
