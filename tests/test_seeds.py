@@ -1,0 +1,125 @@
+"""Several seeds (aggregate mean / std / 95% t-interval), the analysis section, and benchmarks/claims.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_unlearn.aggregate import summary, t_critical
+from hf_unlearn.cli import main
+from hf_unlearn.recipe import RecipeError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "name": "tiny-seeds",
+    "seeds": [0, 1],
+    "data": {"source": "digits", "test_size": 0.2, "image_size": 8},
+    "forget": {"kind": "low_confidence", "size": 0.05},
+    "model": {"config": {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8, 16],
+                         "depths": [1, 1], "layer_type": "basic"}},
+    "pretrain": {"epochs": 2, "batch_size": 128},
+    "retrain": {"epochs": 1},
+    "unlearn": {"defaults": {"epochs": 1, "batch_size": 128},
+                "runs": [{"method": "neggrad", "sharpness": "sam"}]},
+    "analysis": {"entanglement": True},
+}
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("seeds")
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    assert main(["run", str(recipe), "--output-dir", str(folder / "out"), "--cpu"]) == 0
+    return folder / "out"
+
+
+def test_aggregate_matches_a_hand_computation(two_seeds):
+    agg = json.loads((two_seeds / "report.json").read_text())
+    assert agg["seeds"] == [0, 1]
+    per_seed = [json.loads((two_seeds / f"seed-{s}" / "report.json").read_text()) for s in (0, 1)]
+    assert [r["seed"] for r in per_seed] == [0, 1]
+    (set_name, block), = agg["forget_sets"].items()
+    assert set(block["models"]) == {"original", "retrain", "neggrad_sam"}
+    t = 12.706204736174698  # t_{0.975, 1}
+    for run in ("neggrad_sam", "original"):
+        for metric, get in (("tow", lambda m: m["tow"]), ("mia_confidence", lambda m: m["mia"]["confidence"]),
+                            ("test_accuracy", lambda m: m["accuracy"]["test"]),
+                            ("forget_accuracy", lambda m: m["accuracy"]["forget"]),
+                            ("entanglement", lambda m: m["analysis"]["entanglement"]["global"])):
+            a, b = (get(r["models"][run]) for r in per_seed)
+            stat = block["models"][run][metric]
+            mean, std = (a + b) / 2, abs(a - b) / math.sqrt(2)
+            assert stat["n"] == 2 and stat["values"] == [a, b]
+            assert stat["mean"] == pytest.approx(mean) and stat["std"] == pytest.approx(std)
+            half = t * std / math.sqrt(2)
+            assert stat["ci95"] == pytest.approx([mean - half, mean + half])
+    assert block["models"]["retrain"]["tow"]["mean"] is None  # retrain has no ToW against itself
+    md = (two_seeds / "report.md").read_text()
+    assert "over 2 seeds" in md and "](tow.png)" in md and "| neggrad_sam |" in md
+    assert (two_seeds / "tow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analysis_section_writes_entanglement(two_seeds):
+    report = json.loads((two_seeds / "seed-0" / "report.json").read_text())
+    for run, entry in report["models"].items():
+        ent = entry["analysis"]["entanglement"]
+        assert math.isfinite(ent["global"]) and ent["global"] > 0
+        assert math.isfinite(ent["classwise"]) and ent["classwise"] > 0
+        assert "landscape" not in entry["analysis"]  # off unless asked for
+    assert "## Analysis" in (two_seeds / "seed-0" / "report.md").read_text()
+
+
+def test_summary_and_t_table():
+    assert t_critical(5) == pytest.approx(2.776445, abs=1e-6)
+    s = summary([1.0, 2.0, 3.0, None, float("nan")])
+    assert s["n"] == 3 and s["missing"] == 2 and s["mean"] == 2.0 and s["std"] == pytest.approx(1.0)
+    half = 4.302652729911275 / math.sqrt(3)
+    assert s["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
+    assert summary([0.5])["ci95"] == [0.5, 0.5] and summary([])["mean"] is None
+
+
+def test_seeds_validation():
+    base = {k: v for k, v in TINY.items() if k not in ("seeds", "analysis")}
+    assert "seeds" not in validate(dict(base)) and "analysis" not in validate(dict(base))  # single seed unchanged
+    with pytest.raises(RecipeError, match="seeds"):
+        validate({**base, "seeds": [0, 0]})
+    with pytest.raises(RecipeError, match="did you mean 'landscape'"):
+        validate({**base, "analysis": {"landscap": True}})
+
+
+def _claims():
+    spec = importlib.util.spec_from_file_location("claims", ROOT / "benchmarks" / "claims.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_claims_pure_functions():
+    claims = _claims()
+    assert claims.verdict([True, True, False]) == "holds here"
+    assert claims.verdict([True, False]) == "does not hold here" and claims.verdict([]) == "does not hold here"
+    d = claims.paired_difference([0.9, 0.8, None], [0.7, 0.7, 0.5])
+    assert d["n"] == 2 and d["mean"] == pytest.approx(0.15)
+    table = {"neggrad": ({"method": "neggrad"}, "alpha", [0.9, 0.95])}
+    tuning = [{"runs": {"s/neggrad__alpha0.9": {"tow": 0.8}, "s/neggrad__alpha0.95": {"tow": 0.9}}},
+              {"runs": {"s/neggrad__alpha0.9": {"tow": 0.85}, "s/neggrad__alpha0.95": {"tow": None}}}]
+    chosen = claims.select(tuning, "s", table)["neggrad"]  # a diverged run counts as ToW 0: 0.45 < 0.825
+    assert chosen["value"] == 0.9 and chosen["settings"] == {"method": "neggrad", "alpha": 0.9}
+
+
+def test_claims_smoke_end_to_end(tmp_path):
+    claims = _claims()
+    docs = tmp_path / "results.md"
+    assert claims.main(["--smoke", "--root", str(tmp_path / "w"), "--sets", "lowconf", "--tune-seeds", "0",
+                        "--eval-seeds", "1", "--workers", "1", "--write-docs", "--docs", str(docs)]) == 0
+    result = json.loads((tmp_path / "w" / "claims.json").read_text())
+    assert [c["claim"] for c in result["claims"]][0] == "SAM improves NegGrad's ToW" and len(result["claims"]) == 6
+    assert all(c["verdict"].startswith(("holds here", "does not hold here")) for c in result["claims"])
+    text = docs.read_text()
+    assert "## Verdicts" in text and "## Protocol" in text and "sharp_minmax_official_sam" in text
