@@ -23,7 +23,7 @@ import torch.distributed as dist  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from hf_unlearn.trainers import TRAINERS, get_trainer_class  # noqa: E402
+from hf_unlearn.trainers import get_trainer_class  # noqa: E402
 from hf_unlearn.trainers import base as trainer_base  # noqa: E402
 
 STEPS = 3
@@ -193,10 +193,9 @@ def main() -> None:
         "sharp_minmax_asam", "sharp_minmax", out, model=tiny_resnet(5), shape=image,
         sharpness="asam", rho=1.0, alpha=0.9, mask_ratio=0.5,
     )
-    if "scrub" in TRAINERS:
-        jobs["scrub_sam"] = run_job(
-            "scrub_sam", "scrub", out, model=tiny_resnet(6), shape=image, sharpness="sam", rho=0.1
-        )
+    jobs["scrub_sam"] = run_job(
+        "scrub_sam", "scrub", out, model=tiny_resnet(6), shape=image, sharpness="sam", rho=0.1
+    )
     jobs["pipeline"] = run_pipeline(out / "pipeline")
     if dist.get_rank() == 0:
         with open(out / "results.json", "w", encoding="utf-8") as handle:

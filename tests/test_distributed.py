@@ -28,15 +28,14 @@ import torch
 
 import ddp_worker
 from conftest import make_args, make_dataset, make_model
-from hf_unlearn.trainers import TRAINERS, get_trainer_class
+from hf_unlearn.trainers import get_trainer_class
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 CONFIGS = REPO / "accelerate_configs"
 
-EXPECTED_JOBS = {"finetune_none", "finetune_sam", "neggrad_sam", "sharp_minmax_asam"} | (
-    {"scrub_sam"} if "scrub" in TRAINERS else set()
-)  # (plus "pipeline": a whole recipe, checked separately)
+EXPECTED_JOBS = {"finetune_none", "finetune_sam", "neggrad_sam", "sharp_minmax_asam", "scrub_sam"}
+# (plus "pipeline": a whole recipe, checked separately)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +114,6 @@ def test_sam_perturbs_per_process_not_with_the_averaged_gradient(ddp, tmp_path) 
     assert diff > 1e-4
 
 
-@pytest.mark.skipif("scrub" not in TRAINERS, reason="SCRUB is not registered yet")
 def test_scrub_teacher_is_not_wrapped_and_stays_frozen(ddp) -> None:
     modules = ddp[0]["jobs"]["scrub_sam"]["extra_modules"]
     assert modules, "SCRUB holds no teacher module"

@@ -222,7 +222,8 @@ def test_predict_probabilities_restores_modes_and_sums_to_one():
 
 
 def test_predict_probabilities_on_a_torch_formatted_hf_dataset():
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     torch.manual_seed(0)
     model = _TinyClassifier()
     x = torch.randn(6, 4)
