@@ -343,8 +343,9 @@ class UnlearnTrainer(Trainer):
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """``a + b`` accumulated into ``a`` (both are gradient buffers this step owns; no model-sized temporary)."""
     if a is None:
         return b
     if b is None:
         return a
-    return a + b
+    return a.add_(b)
