@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,7 +42,7 @@ from torch.utils.data import Dataset
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from .data.prepare import PreparedData, prepare_pool
-from .data.score_files import COUNT_ARRAYS, SCORE_FORMAT, ScoreTable, load_scores, save_scores
+from .data.score_files import COUNT_ARRAYS, SCORE_FORMAT, ScoreTable, atomic_savez, load_scores, save_scores
 from .metrics import predict_probabilities
 from .models import build_model_from_config, load_pretrained_model
 from .recipe import training_arguments
@@ -151,17 +150,6 @@ def detach_from_launcher() -> tuple[int, int]:
         elif visible is None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(local)
     return rank, world
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def new_model(model_spec: dict[str, Any], class_names: list[str], seed: int):
@@ -294,7 +282,7 @@ class MemorizationEstimator:
         try:
             for k in todo:
                 correct = self.train_one(k)
-                _atomic_savez(
+                atomic_savez(
                     self.model_path(k), correct=correct, fingerprint=np.array(self.fingerprint), k=np.array(k),
                     wall_seconds=np.array(time.perf_counter() - start),
                 )

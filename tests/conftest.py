@@ -195,3 +195,13 @@ def ce_on(x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):
     import torch.nn.functional as F
 
     return lambda logits_fn: weight * F.cross_entropy(logits_fn(x).float(), y)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make them
+    10x slower; restore the setting afterwards. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

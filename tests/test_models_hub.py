@@ -21,14 +21,7 @@ from hf_unlearn.hub import HubError, build_model_card, export_run, push_run, sel
 from hf_unlearn.models import build_model_from_config, is_timm_model, load_pretrained_model, load_saved_model, save_model
 from hf_unlearn.trainers import get_trainer_class
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make them
-    10x slower; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CLASSES = ["zero", "one", "two"]

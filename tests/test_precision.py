@@ -20,14 +20,7 @@ from hf_unlearn.trainers import TRAINERS, get_trainer_class
 from hf_unlearn.trainers.base import Branch, logits_of
 from hf_unlearn.trainers.finetune import FinetuneTrainer
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make them
-    10x slower; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 LR = 0.1

@@ -177,12 +177,17 @@ def save_scores(path: str | os.PathLike, table: ScoreTable) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"scores": table.scores, "row_ids": table.row_ids, **table.arrays}
     arrays["metadata"] = np.array(json.dumps(table.metadata, sort_keys=True, default=str))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.npz", dir=target.parent)
+    atomic_savez(target, **arrays)
+    return target
+
+
+def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` to a temporary file in the same folder, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
     os.close(fd)
     try:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
