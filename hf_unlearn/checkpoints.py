@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ import torch
 from transformers import TrainerCallback
 
 from .errors import DivergenceError
+from .report import atomic_save_npy, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +82,7 @@ class DivergenceGuard(TrainerCallback):
         if control.should_save:
             self._check(state, model, "before saving a checkpoint")
 
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if control.should_save:
-            self._check(state, model, "before saving a checkpoint")
+    on_epoch_end = on_step_end  # a save can be decided at either point
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._check(state, model, "at the end of training")
@@ -108,10 +105,7 @@ class HistoryCheckpoint(TrainerCallback):
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         history = np.stack(self.recorder.history) if self.recorder.history else np.zeros((0, 0))
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.filename}-", suffix=".npy", dir=folder)
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, history)
-        os.replace(tmp, folder / self.filename)
+        atomic_save_npy(folder / self.filename, history)
 
     def restore(self, checkpoint: Path) -> None:
         history = np.load(Path(checkpoint) / self.filename, allow_pickle=False)
@@ -174,7 +168,7 @@ class StageCheckpoints:
                 shutil.rmtree(checkpoint, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self.owned():
-            _atomic_json(self.folder / MARKER, {"stage": self.stage, "fingerprint": self.fingerprint})
+            atomic_write_text(self.folder / MARKER, json.dumps({"stage": self.stage, "fingerprint": self.fingerprint}))
         if resume is not None:
             logger.info("Stage %s: resuming from %s", self.stage, resume.name)
         return resume
@@ -213,9 +207,3 @@ def train_resumable(trainer: Any, checkpoints: StageCheckpoints, *, force: bool 
         return error
     return None
 
-
-def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)

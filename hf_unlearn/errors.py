@@ -12,6 +12,7 @@ exits with status 2, without a traceback. This module imports nothing of hf_unle
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 
@@ -35,9 +36,7 @@ class DivergenceError(HfUnlearnError, RuntimeError):
 
     def record(self) -> dict[str, float | int | str | None]:
         """What the report stores about the divergence (JSON-safe: a non-finite loss becomes its name)."""
-        loss = self.loss if self.loss is None or abs(self.loss) < float("inf") else str(self.loss)
-        if isinstance(loss, float) and loss != loss:  # NaN
-            loss = "nan"
+        loss = self.loss if self.loss is None or math.isfinite(self.loss) else str(self.loss)  # "nan", "inf"
         return {"step": self.step, "epoch": self.epoch, "loss": loss, "message": str(self)}
 
 

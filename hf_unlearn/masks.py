@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from .metrics.inference import eval_mode
+
 Mask = dict[str, torch.Tensor]
 
 
@@ -22,25 +24,21 @@ def forget_saliency(model: nn.Module, forget_dataset: Dataset, batch_size: int =
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     device = next(iter(params.values())).device
     saved_grads = {name: p.grad for name, p in params.items()}
-    # Restore each module's own mode afterwards (a user may keep e.g. a frozen BatchNorm in eval).
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     total = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
     try:
-        for batch in DataLoader(forget_dataset, batch_size=batch_size, collate_fn=default_collate):
-            for p in params.values():
-                p.grad = None
-            logits = model(pixel_values=batch["pixel_values"].to(device)).logits
-            loss = F.cross_entropy(logits.float(), batch["labels"].to(device), reduction="sum")
-            loss.backward()
-            for name, p in params.items():
-                if p.grad is not None:
-                    total[name] += p.grad.float()
+        with eval_mode(model):
+            for batch in DataLoader(forget_dataset, batch_size=batch_size, collate_fn=default_collate):
+                for p in params.values():
+                    p.grad = None
+                logits = model(pixel_values=batch["pixel_values"].to(device)).logits
+                loss = F.cross_entropy(logits.float(), batch["labels"].to(device), reduction="sum")
+                loss.backward()
+                for name, p in params.items():
+                    if p.grad is not None:
+                        total[name] += p.grad.float()
     finally:
         for name, p in params.items():
             p.grad = saved_grads[name]
-        for module, mode in modes.items():
-            module.training = mode
     return {name: t.abs() for name, t in total.items()}
 
 

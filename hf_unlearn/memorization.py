@@ -401,5 +401,4 @@ def merge_score_files(paths: Iterable[str | Path]) -> ScoreTable:
     return ScoreTable(scores_from_counts(counts), first.row_ids, metadata, arrays, origin="merged")
 
 
-def write_scores(path: str | Path, table: ScoreTable) -> Path:
-    return save_scores(path, table)
+write_scores = save_scores  # the CLI's name for it

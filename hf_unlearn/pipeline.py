@@ -44,7 +44,7 @@ from .memorization import ConfidenceRecorder
 from .metrics import accuracy, mia_efficacy, predict_probabilities, sample_shadow_members, tug_of_war
 from .models import build_model_from_config, load_pretrained_model, load_saved_model
 from .recipe import forget_sets, training_arguments
-from .report import write_combined_markdown, write_report
+from .report import atomic_save_npy, write_combined_markdown, write_report
 from .trainers import get_trainer_class
 from .validation import (
     StagePlan,
@@ -142,7 +142,7 @@ class Pipeline:
             write_combined_markdown(self.recipe["name"], reports, self.output_dir)
             return {"name": self.recipe["name"], "forget_sets": reports}
         self.push_to_hub()
-        return reports[forget_sets(self.recipe)[0]["name"]]
+        return next(iter(reports.values()))
 
     def run_forget_set(self, splits: Splits, original: PreTrainedModel, spec: dict[str, Any]) -> dict[str, Any]:
         """Retrain and every unlearning run on one forget set; its report."""
@@ -220,7 +220,7 @@ class Pipeline:
         path = self.set_dir / "manifest.json"
         manifest = self.make_manifest(splits, spec)
         existing = SplitManifest.from_json(path) if path.exists() and not self.force else None  # --force rebuilds
-        if existing is None or self.force or existing != _json_roundtrip(manifest):
+        if existing is None or existing != _json_roundtrip(manifest):
             manifest.to_json(path)
         out = copy.copy(splits)
         out.manifest = manifest
@@ -381,7 +381,8 @@ class Pipeline:
             for path in [*self.output_dir.glob("models/.*-*"), *self.output_dir.glob("*/models/.*-*")]:
                 shutil.rmtree(path, ignore_errors=True)  # save_stage's temporary folders
             prefixes = (".report.", ".manifest.", ".learning_events.", ".accuracy_tow.")
-            for path in self.output_dir.iterdir():  # atomic writers' temporary files
+            # Atomic writers' temporary files, at the top and in each forget set's folder.
+            for path in [*self.output_dir.glob(".*"), *self.output_dir.glob("*/.*")]:
                 if path.is_file() and path.name.startswith(prefixes):
                     path.unlink(missing_ok=True)
         if not self.force:
@@ -495,10 +496,7 @@ class Pipeline:
         models_dir = self.stage_dir(name).parent
         models_dir.mkdir(parents=True, exist_ok=True)
         for filename, array in (extra_arrays or {}).items():
-            fd, tmp_file = tempfile.mkstemp(prefix=f".{Path(filename).stem}.", suffix=".npy", dir=self.output_dir)
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, array)
-            os.replace(tmp_file, self.output_dir / filename)
+            atomic_save_npy(self.output_dir / filename, array)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
         if model is not None:
             model.save_pretrained(tmp, safe_serialization=True)
@@ -525,7 +523,7 @@ class Pipeline:
         self, results: dict[str, dict[str, Any]], splits: Splits, spec: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         if "accuracy" not in results["original"]:
-            # The original is saved before the forget set exists; evaluate it now, once.
+            # The original is saved before the forget set exists; evaluate it now, once per forget set.
             results["original"].update(self.evaluate(load_saved_model(str(self.stage_dir("original"))), splits))
         reference = results["retrain"].get("accuracy")  # None when the retrain diverged before a checkpoint
         models = {}

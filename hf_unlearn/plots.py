@@ -9,8 +9,6 @@ their mean with an error bar: the 95% t-interval by default (``error="ci95"``), 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +17,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+from .data.atomic import atomic_path
 
 ErrorKind = Literal["ci95", "std", "none"]
 EmbeddingMethod = Literal["auto", "umap", "tsne"]
@@ -29,17 +29,10 @@ SPLITS = ("retain", "forget", "test")
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG atomically and return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    # mkstemp creates 0600; a report's figures are meant to be read
+    with atomic_path(path, suffix=".png", mode=0o644) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report's figures are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # reports are written on headless machines
-import matplotlib.pyplot as plt  # noqa: E402
+from .data.atomic import atomic_path
 
 PLOT_NAME = "accuracy_tow.png"
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file under a temporary name in the same folder, then rename it over the target."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -82,8 +86,15 @@ def markdown(report: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Accuracy triplets per run next to ToW per run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .plots import save_figure
+
     names = list(report["models"])
-    fig, (ax_acc, ax_tow) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    FigureCanvasAgg(fig)  # no pyplot: no global backend, safe on headless machines
+    ax_acc, ax_tow = fig.subplots(1, 2)
     width = 0.27
     for i, split in enumerate(("retain", "forget", "test")):
         values = [(report["models"][n].get("accuracy") or {}).get(split, float("nan")) for n in names]
@@ -100,11 +111,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax_tow.set_ylim(max(0.0, lowest - 0.05), 1.0)
     ax_tow.set_title("ToW against the retrained model (higher is better)")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 def write_report(report: dict[str, Any], output_dir: Path) -> None:

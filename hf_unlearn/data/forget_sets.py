@@ -55,6 +55,17 @@ def forget_size(spec: int | float, n_train: int) -> int:
     return size
 
 
+def _checked_scores(scores: np.ndarray, size: int, nan_hint: str) -> np.ndarray:
+    """One float64 score per training sample (1-D, no NaN), with a valid forget-set size for them."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"scores must be one value per training sample (1-D), got shape {values.shape}.")
+    if np.isnan(values).any():
+        raise ValueError(f"scores contain NaN; {nan_hint}")
+    _check_size(size, values.size)
+    return values
+
+
 def random_forget_indices(n_train: int, size: int, seed: int) -> np.ndarray:
     """`size` distinct indices drawn uniformly from range(n_train) with a seeded Generator, sorted."""
     _check_size(size, n_train)
@@ -69,12 +80,9 @@ def lowest_score_indices(scores: np.ndarray, size: int) -> np.ndarray:
     Used with the average true-class confidence over pretraining: low confidence marks hard, highly
     memorized samples, which make an informative forget set.
     """
-    values = np.asarray(scores, dtype=np.float64)
-    if values.ndim != 1:
-        raise ValueError(f"scores must be one value per training sample (1-D), got shape {values.shape}.")
-    if np.isnan(values).any():
-        raise ValueError("scores contain NaN; fix or drop the failed score computations before choosing a forget set.")
-    _check_size(size, values.size)
+    values = _checked_scores(
+        scores, size, "fix or drop the failed score computations before choosing a forget set."
+    )
     order = np.argsort(values, kind="stable")
     return np.sort(order[:size]).astype(np.int64)
 
@@ -115,12 +123,7 @@ def band_indices(
     """
     if band not in BANDS:
         raise ValueError(f"band must be one of {', '.join(BANDS)}, got {band!r}.")
-    values = np.asarray(scores, dtype=np.float64)
-    if values.ndim != 1:
-        raise ValueError(f"scores must be one value per training sample (1-D), got shape {values.shape}.")
-    if np.isnan(values).any():
-        raise ValueError("scores contain NaN; estimate with more models, or drop the failed computations.")
-    _check_size(size, values.size)
+    values = _checked_scores(scores, size, "estimate with more models, or drop the failed computations.")
     oriented = values if higher_is_more_memorized else -values
     if band == "mid":
         centre = float(np.median(oriented)) if midpoint == "median" else float(midpoint)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
+
+from .atomic import atomic_path
 
 
 def indices_sha256(indices: Iterable[int]) -> str:
@@ -148,21 +149,12 @@ class SplitManifest:
         The file is readable by its owner only (mkstemp's mode), since it names the samples to forget.
         """
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         # Serialise first, so an unserialisable `details` fails before anything touches the disk.
         text = json.dumps(asdict(self), indent=2, default=_json_default) + "\n"
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-            raise
-        _fsync_dir(target.parent)
+        with atomic_path(target, sync_dir=True) as tmp_name, open(tmp_name, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         return target
 
     @classmethod
@@ -207,16 +199,3 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     raise TypeError(f"details contains a {type(value).__name__}, which JSON cannot store; use plain values.")
 
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (POSIX); not supported on every platform, so best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

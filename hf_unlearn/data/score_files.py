@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_path
 
 SCORE_FORMAT = "hf_unlearn.memorization/1"
 FOREIGN_KEYS = ("scores", "memorization", "tr_mem")
@@ -174,7 +175,6 @@ def load_scores(
 def save_scores(path: str | os.PathLike, table: ScoreTable) -> Path:
     """Write a score table in the estimator's format, atomically (temporary file, then rename)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"scores": table.scores, "row_ids": table.row_ids, **table.arrays}
     arrays["metadata"] = np.array(json.dumps(table.metadata, sort_keys=True, default=str))
     atomic_savez(target, **arrays)
@@ -183,11 +183,5 @@ def save_scores(path: str | os.PathLike, table: ScoreTable) -> Path:
 
 def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     """``np.savez_compressed`` to a temporary file in the same folder, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.npz") as tmp:  # the .npz suffix stops numpy from appending one
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

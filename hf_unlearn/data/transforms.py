@@ -73,26 +73,16 @@ def to_model_inputs(
     Inputs are computed once, deliberately: the data sets are small, and a fixed tensor per sample makes runs
     deterministic. There is no random augmentation in v1.
     """
-    if num_channels not in _MODES:
-        raise ValueError(f"num_channels must be 1 (grey) or 3 (RGB), got {num_channels}.")
-    if image_size < 1:
-        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+    transform = manual_image_transform(image_size=image_size, num_channels=num_channels, mean=mean, std=std)
     for column in (image_column, label_column):
         if column not in dataset.column_names:
             raise ValueError(
                 f"Column {column!r} not found; the dataset has {dataset.column_names}. "
                 "Pass image_column= / label_column= to name the right columns."
             )
-    mean_arr = _per_channel(mean, num_channels, "mean")
-    std_arr = _per_channel(std, num_channels, "std")
-    if np.any(std_arr == 0):
-        raise ValueError(f"std must be non-zero for every channel, got {tuple(std)}.")
-    mode = _MODES[num_channels]
 
     def convert(batch: dict[str, list]) -> dict[str, Any]:
-        pixels = np.stack([_image_to_array(img, image_size, mode) for img in batch[image_column]])
-        pixels = (pixels - mean_arr) / std_arr
-        return {"pixel_values": pixels.astype(np.float32), "labels": [int(y) for y in batch[label_column]]}
+        return {"pixel_values": transform(batch[image_column]), "labels": [int(y) for y in batch[label_column]]}
 
     features = Features(
         {
@@ -153,7 +143,7 @@ def manual_image_transform(
 ) -> Callable[[list[Any]], np.ndarray]:
     """images -> float32 [N, C, H, W]: grey / RGB, bilinear resize, [0, 1], ``(x - mean) / std``.
 
-    The same values as `to_model_inputs`."""
+    `to_model_inputs` uses it, so both give the same values."""
     if num_channels not in _MODES:
         raise ValueError(f"num_channels must be 1 (grey) or 3 (RGB), got {num_channels}.")
     if image_size < 1:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .inference import _collate, _default_device
+from .inference import _collate, _default_device, eval_mode
 
 Strategy = Literal["auto", "timm", "hook"]
 
@@ -63,22 +63,16 @@ def penultimate_features(
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_collate)
         batches = ((batch["pixel_values"], batch["labels"]) for batch in loader)
 
-    previous_modes = [(m, m.training) for m in model.modules()]
     features: list[torch.Tensor] = []
     labels: list[np.ndarray] = []
-    model.eval()
-    try:
-        with torch.no_grad():
-            for pixel_values, batch_labels in batches:
-                feats = extract(pixel_values.to(device)).flatten(1).float()
-                if normalize:
-                    feats = torch.nn.functional.normalize(feats, p=2, dim=1)
-                features.append(feats.cpu())
-                if batch_labels is not None:
-                    labels.append(torch.as_tensor(batch_labels).reshape(-1).cpu().numpy().astype(np.int64))
-    finally:
-        for m, was_training in previous_modes:
-            m.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for pixel_values, batch_labels in batches:
+            feats = extract(pixel_values.to(device)).flatten(1).float()
+            if normalize:
+                feats = torch.nn.functional.normalize(feats, p=2, dim=1)
+            features.append(feats.cpu())
+            if batch_labels is not None:
+                labels.append(torch.as_tensor(batch_labels).reshape(-1).cpu().numpy().astype(np.int64))
     out = torch.cat(features).numpy() if features else np.zeros((0, 0), dtype=np.float32)
     if isinstance(data, torch.Tensor):
         return out, None

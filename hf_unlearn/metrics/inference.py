@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,22 @@ def _default_device(model: torch.nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model.eval()`` for the block; afterwards every submodule gets back its own train/eval flag.
+
+    Per-module flags, not model.training alone: model.train(True) would unfreeze submodules left in eval
+    (e.g. a frozen BatchNorm).
+    """
+    previous_modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, was_training in previous_modes:
+            module.train(was_training)
+
+
 def predict_probabilities(
     model: torch.nn.Module,
     dataset: Any,
@@ -34,21 +52,14 @@ def predict_probabilities(
     """
     device = torch.device(device) if device is not None else _default_device(model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate)
-    # Per-module flags, not model.training alone: model.train(True) would unfreeze submodules left in eval.
-    previous_modes = [(module, module.training) for module in model.modules()]
     probs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                logits = model(pixel_values=batch["pixel_values"].to(device)).logits
-                # Softmax in float64 so that half-precision logits do not give rows that miss 1.
-                probs.append(torch.softmax(logits.double(), dim=-1).cpu().numpy())
-                labels.append(torch.as_tensor(batch["labels"]).reshape(-1).cpu().numpy().astype(np.int64))
-    finally:
-        for module, was_training in previous_modes:
-            module.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for batch in loader:
+            logits = model(pixel_values=batch["pixel_values"].to(device)).logits
+            # Softmax in float64 so that half-precision logits do not give rows that miss 1.
+            probs.append(torch.softmax(logits.double(), dim=-1).cpu().numpy())
+            labels.append(torch.as_tensor(batch["labels"]).reshape(-1).cpu().numpy().astype(np.int64))
     if not probs:
         return np.zeros((0, 0), dtype=np.float64), np.zeros((0,), dtype=np.int64)
     return np.concatenate(probs), np.concatenate(labels)

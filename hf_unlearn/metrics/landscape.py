@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .features import _call
-from .inference import _collate, _default_device
+from .inference import _collate, _default_device, eval_mode
 
 OneD = Literal["zero", "official", "layer"]
 ONE_D_CHOICES: tuple[str, ...] = ("zero", "official", "layer")
@@ -143,26 +143,23 @@ def loss_landscape(
     saved = {n: p.detach().clone() for n, p in params.items()}
     d1 = {n: d1[n].to(device=device, dtype=torch.float32) for n in params}
     d2 = {n: d2[n].to(device=device, dtype=torch.float32) for n in params}
-    previous_modes = [(m, m.training) for m in model.modules()]
     losses = np.empty((len(alphas), len(betas)), dtype=np.float64)
-    model.eval()
-    try:
-        with torch.no_grad():
-            center = _mean_loss(model, batches)
-            for i, a in enumerate(alphas):
-                for j, b in enumerate(betas):
-                    if a == 0 and b == 0:
-                        losses[i, j] = center
-                        continue
-                    for n, p in params.items():
-                        p.copy_((saved[n].float() + float(a) * d1[n] + float(b) * d2[n]).to(p.dtype))
-                    losses[i, j] = _mean_loss(model, batches)
-    finally:
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(saved[n])
-        for m, was_training in previous_modes:
-            m.train(was_training)
+    with eval_mode(model):
+        try:
+            with torch.no_grad():
+                center = _mean_loss(model, batches)
+                for i, a in enumerate(alphas):
+                    for j, b in enumerate(betas):
+                        if a == 0 and b == 0:
+                            losses[i, j] = center
+                            continue
+                        for n, p in params.items():
+                            p.copy_((saved[n].float() + float(a) * d1[n] + float(b) * d2[n]).to(p.dtype))
+                        losses[i, j] = _mean_loss(model, batches)
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(saved[n])
     settings = {"steps": steps, "span": span, "seed": seed, "one_d": one_d, "max_samples": max_samples,
                 "num_samples": sum(len(y) for _, y in batches), "custom_directions": directions is not None}
     return LossLandscape(alphas=alphas, betas=betas, losses=losses, center_loss=center, settings=settings)

@@ -1,0 +1,52 @@
+"""Atomic file writes: a temporary file in the target's folder, renamed over the target with `os.replace`.
+
+A crash mid-write therefore leaves either the old file or the new one, never a truncated file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(
+    path: str | os.PathLike, *, suffix: str = ".tmp", mode: int | None = None, sync_dir: bool = False
+) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; when the block succeeds it replaces ``path``, else it is removed.
+
+    The parent folder is created. The temporary file is created with mkstemp's mode (0600, owner only); ``mode``
+    changes it before the rename. ``sync_dir`` also fsyncs the folder afterwards, so that the rename itself
+    survives a crash (best effort).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if sync_dir:
+        _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (POSIX); not supported on every platform, so best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
