@@ -17,10 +17,10 @@ learning-event scores, checkpoints, or any data. The upload goes through `huggin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -292,11 +292,11 @@ def push_run(
 
     if not _is_hub_id(repo_id) or "/" not in repo_id:
         raise HubError(f"repo_id {repo_id!r} is not a Hub repo id: use OWNER/NAME, e.g. my-user/resnet18-unlearned.")
-    tmp = None
-    if export_dir is None:
-        tmp = tempfile.mkdtemp(prefix="hf_unlearn_push_")
-        export_dir = tmp
-    try:
+    with contextlib.ExitStack() as stack:
+        if export_dir is None:
+            export_dir = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="hf_unlearn_push_", ignore_cleanup_errors=True)
+            )
         folder = export_run(run_dir, export_dir, run, repo_id=repo_id)
         name = select_run(read_report(run_dir), run)
         api = HfApi(token=token, library_name="hf_unlearn")
@@ -308,6 +308,3 @@ def push_run(
             commit_message=commit_message or f"Upload {name} (hf_unlearn)",
         )
         return str(getattr(info, "commit_url", info))
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -58,9 +58,14 @@ def _fix_timm_config(config: Any, class_names: list[str]) -> None:
     * ``label_names`` (timm's label list) survives a ``num_labels`` override and would be saved with the new
       model, so a reload would get the old labels: replace it with the data set's class names.
     """
+    _drop_duplicate_num_classes(config)
+    config.label_names = list(class_names)
+
+
+def _drop_duplicate_num_classes(config: Any) -> None:
+    """Remove ``num_classes`` from a timm config's ``model_args`` (see `_fix_timm_config`)."""
     if getattr(config, "model_args", None):
         config.model_args = {k: v for k, v in config.model_args.items() if k != "num_classes"}
-    config.label_names = list(class_names)
 
 
 def load_pretrained_model(
@@ -81,8 +86,8 @@ def load_pretrained_model(
 def load_saved_model(folder: str) -> PreTrainedModel:
     """Reload a model that hf_unlearn saved (safetensors only, never pickles)."""
     config = AutoConfig.from_pretrained(folder)
-    if config.model_type == TIMM_MODEL_TYPE and getattr(config, "model_args", None):
-        config.model_args = {k: v for k, v in config.model_args.items() if k != "num_classes"}
+    if config.model_type == TIMM_MODEL_TYPE:
+        _drop_duplicate_num_classes(config)
     return AutoModelForImageClassification.from_pretrained(folder, config=config, use_safetensors=True)
 
 

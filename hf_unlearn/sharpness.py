@@ -118,20 +118,19 @@ def perturbed(params: Sequence[torch.Tensor], eps: Sequence[torch.Tensor | None]
     Restoring copies the saved values back: subtracting eps again leaves rounding differences,
     which would make DDP replicas drift apart over many steps.
     """
-    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    pairs = [(p, e) for p, e in zip(params, eps, strict=True) if e is not None]
+    moved = [p for p, _ in pairs]
     with torch.no_grad():
-        for p, e in zip(params, eps, strict=True):
-            if e is None:
-                continue
-            saved.append((p, p.detach().clone()))
-            p.add_(e)
-    del eps  # applied; the restore uses the saved copy, so eps need not stay alive during the pass
+        saved = [p.detach().clone() for p in moved]
+        if moved:
+            torch._foreach_add_(moved, [e for _, e in pairs])
+    del eps, pairs  # applied; the restore uses the saved copy, so eps need not stay alive during the pass
     try:
         yield
     finally:
-        with torch.no_grad():
-            for p, original in saved:
-                p.copy_(original)
+        if moved:
+            with torch.no_grad():
+                torch._foreach_copy_(moved, saved)
 
 
 @contextlib.contextmanager

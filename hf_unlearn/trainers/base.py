@@ -59,6 +59,11 @@ def cross_entropy(model: nn.Module, batch: Batch, labels: torch.Tensor | None = 
     return F.cross_entropy(logits_of(model, batch), batch["labels"] if labels is None else labels)
 
 
+def retain_cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross-entropy on the retain part of a nested batch (finetune, retrain, pretrain)."""
+    return cross_entropy(model, batch["retain"])
+
+
 class UnlearnTrainer(Trainer):
     """Base class of every hf_unlearn method.
 
@@ -106,6 +111,10 @@ class UnlearnTrainer(Trainer):
         self._check_distributed_support()
         self.mask: dict[str, torch.Tensor] | None = None
         self._mask_cache: dict[tuple[Partition, torch.dtype], list[torch.Tensor | None]] = {}
+        # (unwrapped model, its trainable (name, parameter) pairs), built on the first step of each `train()`.
+        self._trainable: tuple[nn.Module, list[tuple[str, torch.Tensor]], list[torch.Tensor]] | None = None
+        # (loss, step, epoch) of the first non-finite loss this process saw, until it is raised.
+        self._nonfinite_loss: tuple[float, int, float | None] | None = None
 
     # ------------------------------------------------------------------ data
     def build_train_dataset(self, retain: Dataset | None, forget: Dataset | None) -> Dataset:
@@ -132,6 +141,19 @@ class UnlearnTrainer(Trainer):
         raise NotImplementedError
 
     # ------------------------------------------------------------- the step
+    def train(self, *args: Any, **kwargs: Any):
+        self._trainable = None  # requires_grad may have changed since the last run
+        return super().train(*args, **kwargs)
+
+    def _trainable_parameters(
+        self, base_model: nn.Module
+    ) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
+        """The trainable (name, parameter) pairs of ``base_model`` and the parameters alone (cached per run)."""
+        if self._trainable is None or self._trainable[0] is not base_model:
+            named = [(n, p) for n, p in base_model.named_parameters() if p.requires_grad]
+            self._trainable = (base_model, named, [p for _, p in named])
+        return self._trainable[1], self._trainable[2]
+
     def training_step(
         self, model: nn.Module, inputs: Batch, num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
@@ -139,8 +161,7 @@ class UnlearnTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)
         branches = self.branches(inputs)
         base_model = self.accelerator.unwrap_model(model)
-        named = [(n, p) for n, p in base_model.named_parameters() if p.requires_grad]
-        params = [p for _, p in named]
+        named, params = self._trainable_parameters(base_model)
         # Gradients accumulated by earlier micro-batches must not mix with this step's g0 / g1.
         accumulated = [p.grad for p in params]
         for p in params:
@@ -275,7 +296,7 @@ class UnlearnTrainer(Trainer):
         whether any process saw one (so divergence costs no extra collective).
         """
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flag = 1.0 if getattr(self, "_nonfinite_loss", None) is not None else 0.0
+        flag = 1.0 if self._nonfinite_loss is not None else 0.0
         flat = torch.cat([*(g.reshape(-1) for g in grads), grads[0].new_full((1,), flag)])
         dist.all_reduce(flat)
         diverged = bool(flat[-1] > 0)
@@ -296,13 +317,13 @@ class UnlearnTrainer(Trainer):
         """
         if bool(torch.isfinite(loss.detach())):
             return
-        if getattr(self, "_nonfinite_loss", None) is None:
+        if self._nonfinite_loss is None:
             self._nonfinite_loss = (float(loss.detach().float()), self.state.global_step + 1, self.state.epoch)
         if self.accelerator.num_processes == 1:
             self._raise_diverged()
 
     def _raise_diverged(self) -> None:
-        seen = getattr(self, "_nonfinite_loss", None)
+        seen = self._nonfinite_loss
         value, step, epoch = seen if seen is not None else (None, self.state.global_step + 1, self.state.epoch)
         self._nonfinite_loss = None
         where = "" if seen is not None else " on another process"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+from .base import Batch, Branch, UnlearnTrainer, retain_cross_entropy
 
 
 class FinetuneTrainer(UnlearnTrainer):
@@ -12,4 +12,4 @@ class FinetuneTrainer(UnlearnTrainer):
     train_on = "retain"
 
     def branches(self, inputs: Batch) -> list[Branch]:
-        return [Branch("retain", lambda model, batch: cross_entropy(model, batch["retain"]))]
+        return [Branch("retain", retain_cross_entropy)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+from .base import Batch, Branch, UnlearnTrainer, retain_cross_entropy
 
 
 class PretrainTrainer(UnlearnTrainer):
@@ -12,4 +12,4 @@ class PretrainTrainer(UnlearnTrainer):
     train_on = "all"
 
     def branches(self, inputs: Batch) -> list[Branch]:
-        return [Branch("train", lambda model, batch: cross_entropy(model, batch["retain"]))]
+        return [Branch("train", retain_cross_entropy)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+from typing import Any
+
 import torch
 
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
@@ -34,8 +37,12 @@ class RandomLabelTrainer(UnlearnTrainer):
     method_name = "random_label"
     train_on = "paired"
 
+    @cached_property
+    def num_labels(self) -> int:
+        return num_labels_of(self.model)
+
     def random_labels(self, forget_labels: torch.Tensor) -> torch.Tensor:
-        return random_wrong_labels(forget_labels, num_labels_of(self.model))
+        return random_wrong_labels(forget_labels, self.num_labels)
 
     def relabelled_loss(self, model: torch.nn.Module, batch: Batch, wrong: torch.Tensor) -> torch.Tensor:
         mixed = {
@@ -44,6 +51,16 @@ class RandomLabelTrainer(UnlearnTrainer):
         }
         return cross_entropy(model, mixed)
 
+    def relabel_branch_options(self) -> dict[str, Any]:
+        """Extra `Branch` fields of the relabelling branch (SalUn restricts it to its mask)."""
+        return {}
+
     def branches(self, inputs: Batch) -> list[Branch]:
         wrong = self.random_labels(inputs["forget"]["labels"])
-        return [Branch("relabel", lambda model, batch: self.relabelled_loss(model, batch, wrong))]
+        return [
+            Branch(
+                "relabel",
+                lambda model, batch: self.relabelled_loss(model, batch, wrong),
+                **self.relabel_branch_options(),
+            )
+        ]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+from .base import Batch, Branch, UnlearnTrainer, retain_cross_entropy
 
 
 def reinitialize(model: nn.Module, seed: int) -> None:
@@ -36,4 +36,4 @@ class RetrainTrainer(UnlearnTrainer):
             reinitialize(self.model, self.args.seed)
 
     def branches(self, inputs: Batch) -> list[Branch]:
-        return [Branch("retain", lambda model, batch: cross_entropy(model, batch["retain"]))]
+        return [Branch("retain", retain_cross_entropy)]

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Batch, Branch
 from .random_label import RandomLabelTrainer
 
 
@@ -63,22 +62,14 @@ class SalUnTrainer(RandomLabelTrainer):
     def __init__(self, *args: Any, mask: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.set_mask(mask if mask is not None else self.forget_saliency_mask())
-        self._freeze_hooked: set[int] = set()
+        self._hooked_optimizer: torch.optim.Optimizer | None = None  # the optimizer FreezeOutsideMask is on
 
-    def branches(self, inputs: Batch) -> list[Branch]:
-        wrong = self.random_labels(inputs["forget"]["labels"])
-        return [
-            Branch(
-                "relabel",
-                lambda model, batch: self.relabelled_loss(model, batch, wrong),
-                partition="mask",
-                mask_g1_only=self.args.official,
-            )
-        ]
+    def relabel_branch_options(self) -> dict[str, Any]:
+        return {"partition": "mask", "mask_g1_only": self.args.official}
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model)
-        if not self.args.official and id(optimizer) not in self._freeze_hooked:
+        if not self.args.official and optimizer is not self._hooked_optimizer:
             if not hasattr(optimizer, "register_step_post_hook"):
                 raise TypeError(
                     f"salun needs a torch.optim.Optimizer (with register_step_post_hook) to keep the weights outside "
@@ -86,5 +77,5 @@ class SalUnTrainer(RandomLabelTrainer):
                 )
             named = [(n, p) for n, p in (model or self.model).named_parameters() if p.requires_grad]
             optimizer.register_step_post_hook(FreezeOutsideMask([(p, self.mask[n]) for n, p in named]))
-            self._freeze_hooked.add(id(optimizer))
+            self._hooked_optimizer = optimizer
         return optimizer
