@@ -53,6 +53,12 @@ def make_model(seed: int = 0, **kwargs: Any) -> TinyClassifier:
     return TinyClassifier(**kwargs)
 
 
+def tiny_resnet_config() -> dict[str, Any]:
+    """A fresh recipe ``model.config`` for a two-stage transformers ResNet of width 8/16 (digits at 8x8, 1 channel)."""
+    return {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
+            "layer_type": "basic"}
+
+
 # --------------------------------------------------------------------------------------------- datasets
 class TensorItems(Dataset):
     """Items ``{"pixel_values": x[i], "labels": y[i]}`` (0-d long); records every index it hands out."""
@@ -195,6 +201,20 @@ def ce_on(x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):
     import torch.nn.functional as F
 
     return lambda logits_fn: weight * F.cross_entropy(logits_fn(x).float(), y)
+
+
+def hand_saliency(model: nn.Module, forget: TensorItems) -> dict[str, torch.Tensor]:
+    """|sum over forget samples of grad CE(sample)|, one sample at a time, in eval mode (SalUn's saliency)."""
+    import copy
+
+    model = copy.deepcopy(model).eval()
+    w = weights_of(model)
+    total = {n: torch.zeros_like(t) for n, t in w.items()}
+    for i in range(len(forget)):
+        _, g = loss_and_grad(model, w, ce_on(forget.x[i : i + 1], forget.y[i : i + 1]))
+        for n in total:
+            total[n] += g[n]
+    return {n: t.abs() for n, t in total.items()}
 
 
 @pytest.fixture(scope="module")

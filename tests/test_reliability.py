@@ -29,6 +29,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import tiny_resnet_config
 from hf_unlearn.cli import main
 from hf_unlearn.data import sources
 
@@ -40,8 +41,7 @@ TINY: dict[str, Any] = {
     "seed": 0,
     "data": {"source": "digits", "test_size": 0.5, "image_size": 8},
     "forget": {"kind": "low_confidence", "size": 0.05},
-    "model": {"config": {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8, 16],
-                         "depths": [1, 1], "layer_type": "basic"}},
+    "model": {"config": tiny_resnet_config()},
     "pretrain": {"epochs": 2, "batch_size": 256},
     "retrain": {"epochs": 1},
     "unlearn": {"defaults": {"epochs": 2, "batch_size": 256}, "runs": [{"method": "neggrad", "sharpness": "sam"}]},

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tiny_resnet_config
 from hf_unlearn.aggregate import summary, t_critical
 from hf_unlearn.cli import main
 from hf_unlearn.recipe import RecipeError, validate
@@ -20,8 +21,7 @@ TINY = {
     "seeds": [0, 1],
     "data": {"source": "digits", "test_size": 0.2, "image_size": 8},
     "forget": {"kind": "low_confidence", "size": 0.05},
-    "model": {"config": {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8, 16],
-                         "depths": [1, 1], "layer_type": "basic"}},
+    "model": {"config": tiny_resnet_config()},
     "pretrain": {"epochs": 2, "batch_size": 128},
     "retrain": {"epochs": 1},
     "unlearn": {"defaults": {"epochs": 1, "batch_size": 128},

@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import (
-    TensorItems,
     ce_on,
     hand_branch,
-    loss_and_grad,
+    hand_saliency,
     make_dataset,
     make_model,
     weights_of,
@@ -170,18 +169,6 @@ def _sharp_minmax(args_factory, model, retain, forget, mask=None, **overrides) -
     )
 
 
-def _hand_saliency(model: nn.Module, forget: TensorItems) -> dict[str, torch.Tensor]:
-    """|sum over forget samples of grad CE(sample)|, one sample at a time, in eval mode."""
-    model = copy.deepcopy(model).eval()
-    w = weights_of(model)
-    total = {n: torch.zeros_like(t) for n, t in w.items()}
-    for i in range(len(forget)):
-        _, g = loss_and_grad(model, w, ce_on(forget.x[i : i + 1], forget.y[i : i + 1]))
-        for n in total:
-            total[n] += g[n]
-    return {n: t.abs() for n, t in total.items()}
-
-
 def _bn_model_with_stats(seed: int) -> nn.Module:
     model = make_model(seed=seed, batchnorm=True)
     g = torch.Generator().manual_seed(seed + 100)
@@ -215,7 +202,7 @@ def test_mask_partitions_are_disjoint_cover_everything_and_have_exact_size(args_
 def test_mask_marks_the_top_forget_saliency(args_factory, ratio: float) -> None:
     model = _bn_model_with_stats(seed=23)
     forget = make_dataset(5, seed=24)
-    saliency = _hand_saliency(model, forget)
+    saliency = hand_saliency(model, forget)
     trainer = _sharp_minmax(args_factory, model, make_dataset(4, seed=25), forget, mask_ratio=ratio)
     flat_s = torch.cat([saliency[n].reshape(-1) for n in trainer.mask])
     flat_m = torch.cat([trainer.mask[n].reshape(-1) for n in trainer.mask]).bool()
