@@ -93,8 +93,12 @@ def base_recipe(seed: int, sets: list[str], smoke: bool, pretrain_extra: dict[st
         overrides = [
             "model.config={model_type: resnet, num_channels: 1, embedding_size: 8, hidden_sizes: [8, 16], "
             "depths: [1, 1], layer_type: basic}",
-            "data.image_size=8", "pretrain.epochs=2", "pretrain.batch_size=128", "retrain.epochs=1",
-            "unlearn.defaults.epochs=1", "unlearn.defaults.batch_size=128",
+            "data.image_size=8",
+            "pretrain.epochs=2",
+            "pretrain.batch_size=128",
+            "retrain.epochs=1",
+            "unlearn.defaults.epochs=1",
+            "unlearn.defaults.batch_size=128",
         ]
     recipe = load_recipe("digits-memorization", overrides)
     raw = {k: copy.deepcopy(v) for k, v in recipe.items() if k not in ("hub",)}
@@ -142,15 +146,19 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
         retrain = pipe.train_stage("retrain", pipe.retrain_settings(), ss, original)
         out["reference"][name] = {"retrain": _metrics(retrain), "original": _metrics(pipe.evaluate(original, ss))}
         for run, settings in task["runs"].get(name, {}).items():
-            record = pipe.train_stage(run, {**UNLEARN_DEFAULTS, **recipe["unlearn"]["defaults"], **settings}, ss,
-                                      original)
+            record = pipe.train_stage(
+                run, {**UNLEARN_DEFAULTS, **recipe["unlearn"]["defaults"], **settings}, ss, original
+            )
             metrics = _metrics(record)
             ok = record.get("accuracy") is not None and retrain.get("accuracy") is not None
             metrics["tow"] = tug_of_war(record["accuracy"], retrain["accuracy"]) if ok else None
             metrics["status"] = record.get("status", "finished")
             out["runs"][f"{name}/{run}"] = metrics
-            print(f"  seed {seed} {name:8s} {run:42s} ToW {_f(metrics['tow'])} MIA {_f(metrics['mia'])} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"  seed {seed} {name:8s} {run:42s} ToW {_f(metrics['tow'])} MIA {_f(metrics['mia'])} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
     if task.get("analysis"):
         out["analysis"] = analysis(task, splits, set_splits, original, pipe)
     out["wall_seconds"] = time.perf_counter() - start
@@ -161,7 +169,10 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
 def analysis(task, splits, set_splits, original, pipe) -> dict[str, Any]:
     """SGD- vs SAM-pretrained original on the same split: entanglement and MIA per forget set, basin ratio."""
     from hf_unlearn.metrics import (
-        classwise_entanglement_score, entanglement_score, loss_landscape, penultimate_features,
+        classwise_entanglement_score,
+        entanglement_score,
+        loss_landscape,
+        penultimate_features,
     )
     from hf_unlearn.pipeline import Pipeline
 
@@ -173,8 +184,11 @@ def analysis(task, splits, set_splits, original, pipe) -> dict[str, Any]:
     steps = 3 if task["smoke"] else 11
     out: dict[str, Any] = {}
     for label, model in (("sgd", original), ("sam", sam_original)):
-        entry: dict[str, Any] = {"basin_test": [loss_landscape(model, splits.test, steps=steps, seed=s).stats()[
-            "basin_ratio"] for s in (42, 43)]}
+        entry: dict[str, Any] = {
+            "basin_test": [
+                loss_landscape(model, splits.test, steps=steps, seed=s).stats()["basin_ratio"] for s in (42, 43)
+            ]
+        }
         for name, ss in set_splits.items():
             fr, yr = penultimate_features(model, ss.retain)
             ff, yf = penultimate_features(model, ss.forget)
@@ -185,9 +199,12 @@ def analysis(task, splits, set_splits, original, pipe) -> dict[str, Any]:
                 **_metrics(pipe.evaluate(model, ss)),
             }
         out[label] = entry
-    print(f"  seed {seed} analysis: ES sgd/sam " + ", ".join(
-        f"{n} {out['sgd'][n]['entanglement']:.3f}/{out['sam'][n]['entanglement']:.3f}" for n in set_splits)
-        + f"; basin test sgd {out['sgd']['basin_test']} sam {out['sam']['basin_test']}", flush=True)
+    print(
+        f"  seed {seed} analysis: ES sgd/sam "
+        + ", ".join(f"{n} {out['sgd'][n]['entanglement']:.3f}/{out['sam'][n]['entanglement']:.3f}" for n in set_splits)
+        + f"; basin test sgd {out['sgd']['basin_test']} sam {out['sam']['basin_test']}",
+        flush=True,
+    )
     return out
 
 
@@ -210,14 +227,19 @@ def select(tuning: list[dict[str, Any]], set_name: str, group_table: dict[str, A
             tows = [r["runs"].get(f"{set_name}/{run_name(group, knob, value)}", {}).get("tow") for r in tuning]
             scores[value] = float(sum(0.0 if t is None else t for t in tows) / max(len(tows), 1))
         best = max(grid, key=lambda v: (scores[v], -grid.index(v)))
-        chosen[group] = {"knob": knob, "value": best, "tuning_tow": scores, "run": run_name(group, knob, best),
-                         "settings": {**fixed, knob: best}}
+        chosen[group] = {
+            "knob": knob,
+            "value": best,
+            "tuning_tow": scores,
+            "run": run_name(group, knob, best),
+            "settings": {**fixed, knob: best},
+        }
     return chosen
 
 
 def paired_difference(a: list[float | None], b: list[float | None]) -> dict[str, Any]:
     """Summary (mean, std, 95% t-interval) of a - b over the seeds where both are defined."""
-    return summary([x - y for x, y in zip(a, b) if x is not None and y is not None])
+    return summary([x - y for x, y in zip(a, b, strict=False) if x is not None and y is not None])
 
 
 def verdict(flags: list[bool]) -> str:
@@ -225,8 +247,9 @@ def verdict(flags: list[bool]) -> str:
     return "holds here" if flags and sum(flags) * 2 > len(flags) else "does not hold here"
 
 
-def claims(evaluation: dict[str, Any], selection: dict[str, Any], analysis_runs: list[dict[str, Any]],
-           sets: list[str]) -> list[dict[str, Any]]:
+def claims(
+    evaluation: dict[str, Any], selection: dict[str, Any], analysis_runs: list[dict[str, Any]], sets: list[str]
+) -> list[dict[str, Any]]:
     """The six claims with per-set evidence and a verdict. ``evaluation[set][group]`` holds the summaries."""
     out = []
 
@@ -238,30 +261,41 @@ def claims(evaluation: dict[str, Any], selection: dict[str, Any], analysis_runs:
     for s in sets:
         d = paired_difference(tow(s, "neggrad_sam")["values"], tow(s, "neggrad")["values"])
         flags.append(d["mean"] is not None and d["mean"] > 0)
-        lines.append(f"{s}: NegGrad+SAM {_ci(tow(s, 'neggrad_sam'))} vs NegGrad {_ci(tow(s, 'neggrad'))}; "
-                     f"paired difference {_ci(d)} ({significance(d)})")
+        lines.append(
+            f"{s}: NegGrad+SAM {_ci(tow(s, 'neggrad_sam'))} vs NegGrad {_ci(tow(s, 'neggrad'))}; "
+            f"paired difference {_ci(d)} ({significance(d)})"
+        )
     out.append({"claim": "SAM improves NegGrad's ToW", "verdict": verdict(flags), "flags": flags, "evidence": lines})
     # 2. SAM tolerates a smaller alpha (relies less on the retain signal).
     flags, lines = [], []
     for s in sets:
         a_sam, a_sgd = selection[s]["neggrad_sam"]["value"], selection[s]["neggrad"]["value"]
         flags.append(a_sam < a_sgd)
-        curve = lambda g: ", ".join(f"{k:g}: {v:.3f}" for k, v in selection[s][g]["tuning_tow"].items())  # noqa: E731
-        lines.append(f"{s}: tuned alpha SAM {a_sam:g} vs SGD {a_sgd:g}; tuning ToW by alpha, SAM [{curve('neggrad_sam')}]"
-                     f", SGD [{curve('neggrad')}]")
+
+        def curve(g: str, s: str = s) -> str:
+            return ", ".join(f"{k:g}: {v:.3f}" for k, v in selection[s][g]["tuning_tow"].items())
+
+        lines.append(
+            f"{s}: tuned alpha SAM {a_sam:g} vs SGD {a_sgd:g}; tuning ToW by alpha, SAM [{curve('neggrad_sam')}]"
+            f", SGD [{curve('neggrad')}]"
+        )
     out.append({"claim": "SAM tolerates a smaller alpha", "verdict": verdict(flags), "flags": flags, "evidence": lines})
     # 3. Sharp MinMax is best.
     flags, lines = [], []
     for s in sets:
-        ranked = sorted((g for g in evaluation[s] if g not in ("retrain", "original")),
-                        key=lambda g: -(tow(s, g)["mean"] if tow(s, g)["mean"] is not None else -1))
+        ranked = sorted(
+            (g for g in evaluation[s] if g not in ("retrain", "original")),
+            key=lambda g: -(tow(s, g)["mean"] if tow(s, g)["mean"] is not None else -1),
+        )
         best = ranked[0]
         flags.append(best.startswith("sharp_minmax"))
         rank_i = ranked.index("sharp_minmax_sam") + 1
         rank_o = ranked.index("sharp_minmax_official_sam") + 1
-        lines.append(f"{s}: best {best} {_ci(tow(s, best))}; Sharp MinMax intended {_ci(tow(s, 'sharp_minmax_sam'))} "
-                     f"(rank {rank_i}/{len(ranked)}), official {_ci(tow(s, 'sharp_minmax_official_sam'))} "
-                     f"(rank {rank_o})")
+        lines.append(
+            f"{s}: best {best} {_ci(tow(s, best))}; Sharp MinMax intended {_ci(tow(s, 'sharp_minmax_sam'))} "
+            f"(rank {rank_i}/{len(ranked)}), official {_ci(tow(s, 'sharp_minmax_official_sam'))} "
+            f"(rank {rank_o})"
+        )
     out.append({"claim": "Sharp MinMax is best", "verdict": verdict(flags), "flags": flags, "evidence": lines})
     # 4. SAM lowers entanglement (SAM- vs SGD-pretrained originals, same split).
     flags, lines, significant = [], [], []
@@ -273,26 +307,32 @@ def claims(evaluation: dict[str, Any], selection: dict[str, Any], analysis_runs:
         d = paired_difference(sam, sgd)
         flags.append(d["mean"] is not None and d["mean"] < 0)
         significant.append(flags[-1] and significance(d) == "significant")
-        lines.append(f"{s}: ES SAM {_ci(summary(sam))} vs SGD {_ci(summary(sgd))}, paired SAM - SGD {_ci(d)} ({significance(d)}); "
-                     f"class-wise SAM {_ci(summary(sam_c))} vs SGD {_ci(summary(sgd_c))}")
+        lines.append(
+            f"{s}: ES SAM {_ci(summary(sam))} vs SGD {_ci(summary(sgd))}, paired SAM - SGD {_ci(d)} ({significance(d)}); "
+            f"class-wise SAM {_ci(summary(sam_c))} vs SGD {_ci(summary(sgd_c))}"
+        )
     weak = ""
     if verdict(flags) == "holds here" and not any(significant):
         weak = " (weakly: no paired interval excludes 0)"
-    out.append({"claim": "SAM lowers entanglement", "verdict": verdict(flags) + weak, "flags": flags,
-                "evidence": lines})
+    out.append(
+        {"claim": "SAM lowers entanglement", "verdict": verdict(flags) + weak, "flags": flags, "evidence": lines}
+    )
     # 5. SAM's landscape is flatter (basin ratio of the test loss, mean over two direction seeds).
     sgd = [sum(a["sgd"]["basin_test"]) / len(a["sgd"]["basin_test"]) for a in analysis_runs]
     sam = [sum(a["sam"]["basin_test"]) / len(a["sam"]["basin_test"]) for a in analysis_runs]
     d = paired_difference(sam, sgd)
-    lines = [f"test: basin ratio SAM {_ci(summary(sam), 1)} vs SGD {_ci(summary(sgd), 1)}, paired SAM - SGD {_ci(d, 1)} ({significance(d)})"]
+    lines = [
+        f"test: basin ratio SAM {_ci(summary(sam), 1)} vs SGD {_ci(summary(sgd), 1)}, paired SAM - SGD {_ci(d, 1)} ({significance(d)})"
+    ]
     for s in sets:
         f_sgd = [a["sgd"][s]["basin_forget"] for a in analysis_runs]
         f_sam = [a["sam"][s]["basin_forget"] for a in analysis_runs]
         lines.append(f"forget {s} (not in the verdict): SAM {_ci(summary(f_sam), 1)} vs SGD {_ci(summary(f_sgd), 1)}")
     flag = d["mean"] is not None and d["mean"] > 0
     weak = " (weakly: the paired interval includes 0)" if flag and significance(d) != "significant" else ""
-    out.append({"claim": "SAM's landscape is flatter", "verdict": verdict([flag]) + weak, "flags": [flag],
-                "evidence": lines})
+    out.append(
+        {"claim": "SAM's landscape is flatter", "verdict": verdict([flag]) + weak, "flags": [flag], "evidence": lines}
+    )
     # 6. SAM resists MIA: after unlearning, SAM's MIA-efficacy is closer to the retrained model's, per method.
     flags, lines = [], []
     for s in sets:
@@ -304,10 +344,13 @@ def claims(evaluation: dict[str, Any], selection: dict[str, Any], analysis_runs:
                 closer.append((m, abs(g_sam - ref) < abs(g_sgd - ref), g_sgd, g_sam))
         flags.append(sum(c for _, c, _, _ in closer) * 2 > len(closer))
         mia_o = [(a["sgd"][s]["mia"], a["sam"][s]["mia"]) for a in analysis_runs]
-        lines.append(f"{s}: SAM closer to retrain's MIA ({_f(evaluation[s]['retrain']['mia']['mean'])}) for "
-                     f"{sum(c for _, c, _, _ in closer)}/{len(closer)} methods ("
-                     + ", ".join(f"{m} {a:.3f}->{b:.3f}" for m, _, a, b in closer) + "); originals' MIA SGD "
-                     f"{_ci(summary([x for x, _ in mia_o]))} vs SAM-pretrained {_ci(summary([y for _, y in mia_o]))}")
+        lines.append(
+            f"{s}: SAM closer to retrain's MIA ({_f(evaluation[s]['retrain']['mia']['mean'])}) for "
+            f"{sum(c for _, c, _, _ in closer)}/{len(closer)} methods ("
+            + ", ".join(f"{m} {a:.3f}->{b:.3f}" for m, _, a, b in closer)
+            + "); originals' MIA SGD "
+            f"{_ci(summary([x for x, _ in mia_o]))} vs SAM-pretrained {_ci(summary([y for _, y in mia_o]))}"
+        )
     out.append({"claim": "SAM resists MIA", "verdict": verdict(flags), "flags": flags, "evidence": lines})
     return out
 
@@ -386,7 +429,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| group | knob | grid |",
         "|---|---|---|",
     ]
-    for group, (fixed, knob, grid) in result["groups"].items():
+    for group, (_fixed, knob, grid) in result["groups"].items():
         lines.append(f"| {group} | {knob} | {', '.join(f'{v:g}' for v in grid)} |")
     if result.get("reduced"):
         lines += ["", "**Reduced run.** " + result["reduced"]]
@@ -394,29 +437,54 @@ def markdown(result: dict[str, Any]) -> str:
     for c in result["claims"]:
         lines.append(f"| {c['claim']} | **{c['verdict']}** | " + "<br>".join(c["evidence"]) + " |")
     for s in result["sets"]:
-        lines += ["", f"## Forget set {s}", "",
-                  "| group | selected | ToW | MIA conf | retain acc | forget acc | test acc |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Forget set {s}",
+            "",
+            "| group | selected | ToW | MIA conf | retain acc | forget acc | test acc |",
+            "|---|---|---|---|---|---|---|",
+        ]
         ev = result["evaluation"][s]
         for group, row in ev.items():
             chosen = result["selection"][s].get(group)
             sel = f"{chosen['knob']} {chosen['value']:g}" if chosen else "—"
-            lines.append(f"| {group} | {sel} | {_ci(row['tow'])} | {_ci(row['mia'])} | {_ci(row['retain'])} | "
-                         f"{_ci(row['forget'])} | {_ci(row['test'])} |")
-        edge = [g for g, c in result["selection"][s].items()
-                if c["value"] in (result["groups"][g][2][0], result["groups"][g][2][-1])]
+            lines.append(
+                f"| {group} | {sel} | {_ci(row['tow'])} | {_ci(row['mia'])} | {_ci(row['retain'])} | "
+                f"{_ci(row['forget'])} | {_ci(row['test'])} |"
+            )
+        edge = [
+            g
+            for g, c in result["selection"][s].items()
+            if c["value"] in (result["groups"][g][2][0], result["groups"][g][2][-1])
+        ]
         if edge:
-            lines += ["", f"Selected at an end of its grid ({len(edge)} of {len(result['selection'][s])} groups: "
-                      f"{', '.join(edge)}): a wider grid might find a better setting for these."]
-        lines += ["", "Tuning (mean ToW over the tuning seeds per grid value): " + "; ".join(
-            f"{g} " + ", ".join(f"{k:g}: {v:.3f}" for k, v in c["tuning_tow"].items())
-            for g, c in result["selection"][s].items())]
-    lines += ["", "## Analysis: SGD- vs SAM-pretrained originals", "",
-              "| forget set | ES SGD | ES SAM | class-wise ES SGD | class-wise ES SAM | basin forget SGD | basin forget SAM |",
-              "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"Selected at an end of its grid ({len(edge)} of {len(result['selection'][s])} groups: "
+                f"{', '.join(edge)}): a wider grid might find a better setting for these.",
+            ]
+        lines += [
+            "",
+            "Tuning (mean ToW over the tuning seeds per grid value): "
+            + "; ".join(
+                f"{g} " + ", ".join(f"{k:g}: {v:.3f}" for k, v in c["tuning_tow"].items())
+                for g, c in result["selection"][s].items()
+            ),
+        ]
+    lines += [
+        "",
+        "## Analysis: SGD- vs SAM-pretrained originals",
+        "",
+        "| forget set | ES SGD | ES SAM | class-wise ES SGD | class-wise ES SAM | basin forget SGD | basin forget SAM |",
+        "|---|---|---|---|---|---|---|",
+    ]
     an = result["analysis"]
     for s in result["sets"]:
-        cells = [_ci(summary([x[k][s][m] for x in an]), 1 if m == "basin_forget" else 3)
-                 for m in ("entanglement", "entanglement_classwise", "basin_forget") for k in ("sgd", "sam")]
+        cells = [
+            _ci(summary([x[k][s][m] for x in an]), 1 if m == "basin_forget" else 3)
+            for m in ("entanglement", "entanglement_classwise", "basin_forget")
+            for k in ("sgd", "sam")
+        ]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     basin = {k: summary([sum(x[k]["basin_test"]) / 2 for x in an]) for k in ("sgd", "sam")}
     lines += ["", f"Basin ratio of the test loss: SGD {_ci(basin['sgd'], 1)}, SAM {_ci(basin['sam'], 1)}.", ""]
@@ -435,8 +503,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="Write docs/results.md.")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--reduced", default="", help="A note on what was left out of the full protocol.")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="Recompute verdicts and docs from a finished run's claims.json (no training).")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="Recompute verdicts and docs from a finished run's claims.json (no training).",
+    )
     args = parser.parse_args(argv)
     if args.from_json is not None:
         result = json.loads(args.from_json.read_text())
@@ -453,29 +525,44 @@ def main(argv: list[str] | None = None) -> int:
     group_table = groups(args.smoke)
     configs = configurations(group_table)
     common = {"smoke": args.smoke, "root": str(args.root), "sets": args.sets}
-    tasks = [{**common, "seed": s, "runs": {n: {r: c[2] for r, c in configs.items()} for n in args.sets}}
-             for s in args.tune_seeds]
+    tasks = [
+        {**common, "seed": s, "runs": {n: {r: c[2] for r, c in configs.items()} for n in args.sets}}
+        for s in args.tune_seeds
+    ]
     tasks += [{**common, "seed": s, "runs": {}, "analysis": True} for s in args.eval_seeds]
-    print(f"Phase 1: {len(configs)} configurations x {len(args.sets)} forget sets x {len(args.tune_seeds)} tuning "
-          f"seeds; SGD/SAM originals for {len(args.eval_seeds)} evaluation seeds", flush=True)
+    print(
+        f"Phase 1: {len(configs)} configurations x {len(args.sets)} forget sets x {len(args.tune_seeds)} tuning "
+        f"seeds; SGD/SAM originals for {len(args.eval_seeds)} evaluation seeds",
+        flush=True,
+    )
     phase1 = _map(tasks, args.workers)
     tuning = [r for r in phase1 if r["seed"] in args.tune_seeds]
     analysis_runs = [r["analysis"] for r in sorted(phase1, key=lambda r: r["seed"]) if r["seed"] in args.eval_seeds]
     selection = {s: select(tuning, s, group_table) for s in args.sets}
     for s in args.sets:
-        print(f"Selected on {s}: " + ", ".join(f"{g} {c['knob']}={c['value']:g}" for g, c in selection[s].items()),
-              flush=True)
-    tasks = [{**common, "seed": s, "runs": {n: {c["run"]: c["settings"] for c in selection[n].values()}
-                                            for n in args.sets}} for s in args.eval_seeds]
-    print(f"Phase 2: {len(group_table)} groups x {len(args.sets)} forget sets x {len(args.eval_seeds)} seeds", flush=True)
+        print(
+            f"Selected on {s}: " + ", ".join(f"{g} {c['knob']}={c['value']:g}" for g, c in selection[s].items()),
+            flush=True,
+        )
+    tasks = [
+        {**common, "seed": s, "runs": {n: {c["run"]: c["settings"] for c in selection[n].values()} for n in args.sets}}
+        for s in args.eval_seeds
+    ]
+    print(
+        f"Phase 2: {len(group_table)} groups x {len(args.sets)} forget sets x {len(args.eval_seeds)} seeds", flush=True
+    )
     evaluated = sorted(_map(tasks, args.workers), key=lambda r: r["seed"])
     evaluation = evaluate_table(evaluated, selection, args.sets)
     result = {
         "command": "python benchmarks/claims.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "args": {k: str(v) if isinstance(v, Path) else v
-                                                          for k, v in vars(args).items()},
-        "sets": args.sets, "groups": group_table, "selection": selection, "evaluation": evaluation,
-        "analysis": analysis_runs, "reduced": args.reduced,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "sets": args.sets,
+        "groups": group_table,
+        "selection": selection,
+        "evaluation": evaluation,
+        "analysis": analysis_runs,
+        "reduced": args.reduced,
     }
     result["claims"] = claims(evaluation, selection, analysis_runs, args.sets)
     result["wall_seconds"] = time.perf_counter() - start

@@ -40,9 +40,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # resnet18 is built from its architecture; nothing is downloaded
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -70,7 +70,9 @@ class Items(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         idx = torch.as_tensor(indices)
-        return [{"pixel_values": x, "labels": y} for x, y in zip(self.x[idx].unbind(0), self.y[idx].unbind(0))]
+        return [
+            {"pixel_values": x, "labels": y} for x, y in zip(self.x[idx].unbind(0), self.y[idx].unbind(0), strict=False)
+        ]
 
 
 def make_data(kind: str, image_size: int, min_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +197,7 @@ def run_one(label: str, precision: str, data, args, device: str) -> dict:
     trainer.train()
     train_seconds = time.perf_counter() - train_start
     values = [float(v) for v in torch.stack(losses).float().cpu()]
-    timed = timer.times[args.warmup:]
+    timed = timer.times[args.warmup :]
     scaler = trainer.accelerator.scaler
     k = min(3, max(1, len(values) // 2))
     return {
@@ -235,18 +237,26 @@ def _f(value, digits: int = 2) -> str:
 def table(rows: list[dict]) -> list[list[str]]:
     out = [["method", "precision", "ms/step", "x SGD", "img/s", "loss first", "loss last", "finite", "decreasing"]]
     for r in rows:
-        out.append([
-            r["method"], r["precision"], _f(r["ms_per_step"]), _f(r["ratio_to_sgd"]), _f(r["images_per_second"], 0),
-            _f(r["loss_first"], 4), _f(r["loss_last"], 4), "yes" if r["finite"] else "NO",
-            # Only pretraining minimises a plain loss; unlearning objectives (retain - forget) need not decrease.
-            ("yes" if r["decreasing"] else "no") if r["hf_unlearn_method"] == "pretrain" else "n/a",
-        ])
+        out.append(
+            [
+                r["method"],
+                r["precision"],
+                _f(r["ms_per_step"]),
+                _f(r["ratio_to_sgd"]),
+                _f(r["images_per_second"], 0),
+                _f(r["loss_first"], 4),
+                _f(r["loss_last"], 4),
+                "yes" if r["finite"] else "NO",
+                # Only pretraining minimises a plain loss; unlearning objectives (retain - forget) need not decrease.
+                ("yes" if r["decreasing"] else "no") if r["hf_unlearn_method"] == "pretrain" else "n/a",
+            ]
+        )
     return out
 
 
 def plain(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -263,8 +273,12 @@ def environment(device: str) -> dict:
     import transformers
 
     info = {
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__, "timm": timm.__version__, "device": device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "timm": timm.__version__,
+        "device": device,
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -283,10 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="Default: 256 on cuda, 32 on cpu.")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--data", choices=["digits", "random"], default="digits")
-    parser.add_argument("--lr", type=float, default=0.01, help="Learning rate (0.05 made the SGD loss rise over the first 25 steps on the H100).")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=0.01,
+        help="Learning rate (0.05 made the SGD loss rise over the first 25 steps on the H100).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="CPU threads of torch (default: torch's own on cuda, 1 on cpu: the CPU mode is a smoke run of the code "
         "path, not a CPU benchmark, and a single thread avoids OpenMP stalls on a busy machine).",
     )
@@ -321,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         for label in methods:
             row = run_one(label, precision, data, args, args.device)
             rows.append(row)
-            print(f"{label:13s} {precision:5s} {_f(row['ms_per_step']):>9s} ms/step  loss {row['loss_first']:.4f} -> "
-                  f"{row['loss_last']:.4f}  (setup {row['setup_seconds']:.1f} s, train {row['train_seconds']:.1f} s)",
-                  flush=True)
+            print(
+                f"{label:13s} {precision:5s} {_f(row['ms_per_step']):>9s} ms/step  loss {row['loss_first']:.4f} -> "
+                f"{row['loss_last']:.4f}  (setup {row['setup_seconds']:.1f} s, train {row['train_seconds']:.1f} s)",
+                flush=True,
+            )
     add_ratios(rows)
     total = time.perf_counter() - start
     env = environment(args.device)

@@ -114,8 +114,9 @@ class ModelPair:
     trainer_prefix: str = ""  # parameter-name prefix of the plain model inside the trainer's model
 
     def copy(self) -> ModelPair:
-        return ModelPair(self.name, copy.deepcopy(self.plain), copy.deepcopy(self.trainer), self.input_shape,
-                         self.trainer_prefix)
+        return ModelPair(
+            self.name, copy.deepcopy(self.plain), copy.deepcopy(self.trainer), self.input_shape, self.trainer_prefix
+        )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         out = self.plain(x) if self.trainer_prefix else self.plain(pixel_values=x)
@@ -298,7 +299,8 @@ class PlainLoop:
         no_decay = [p for n, p in self.named if n not in decay_names]
         self.optimizer = torch.optim.SGD(
             [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=LR, momentum=MOMENTUM,
+            lr=LR,
+            momentum=MOMENTUM,
         )
         self.masks = masks
         self.complements = None if masks is None else [1.0 - m for m in masks]
@@ -452,11 +454,27 @@ class TrainerLoop:
         method, sharpness = TRAINER_SETUP[update]
         args = UnlearnArguments(
             output_dir=os.path.join(workdir, f"{pair.name}-{update}"),
-            method=method, sharpness=sharpness, rho=RHO, alpha=ALPHA, mask_ratio=MASK_RATIO,
-            per_device_train_batch_size=BATCH, max_steps=steps_per_chunk, learning_rate=LR,
-            lr_scheduler_type="constant", optim="sgd", optim_args=f"momentum={MOMENTUM}", weight_decay=WEIGHT_DECAY,
-            max_grad_norm=0.0, logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
-            dataloader_num_workers=0, use_cpu=device.type == "cpu", seed=0, log_level="error",
+            method=method,
+            sharpness=sharpness,
+            rho=RHO,
+            alpha=ALPHA,
+            mask_ratio=MASK_RATIO,
+            per_device_train_batch_size=BATCH,
+            max_steps=steps_per_chunk,
+            learning_rate=LR,
+            lr_scheduler_type="constant",
+            optim="sgd",
+            optim_args=f"momentum={MOMENTUM}",
+            weight_decay=WEIGHT_DECAY,
+            max_grad_norm=0.0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=device.type == "cpu",
+            seed=0,
+            log_level="error",
         )
         self.timer = make_step_timer(sync, memory)
         kwargs: dict[str, Any] = {}
@@ -464,8 +482,12 @@ class TrainerLoop:
             names = [n for n, p in pair.trainer.named_parameters() if p.requires_grad]
             kwargs["mask"] = {n: m.bool().cpu() for n, m in zip(names, masks, strict=True)}
         self.trainer = get_trainer_class(method)(
-            model=pair.trainer, args=args, retain_dataset=TensorItems(*retain), forget_dataset=TensorItems(*forget),
-            callbacks=[self.timer], **kwargs,
+            model=pair.trainer,
+            args=args,
+            retain_dataset=TensorItems(*retain),
+            forget_dataset=TensorItems(*forget),
+            callbacks=[self.timer],
+            **kwargs,
         )
         from transformers import PrinterCallback, ProgressCallback
 
@@ -489,10 +511,18 @@ class VanillaLoop:
     scheduler) rather than hf_unlearn's ``training_step``.
     """
 
-    def __init__(self, pair: ModelPair, retain, device: torch.device, sync: Sync, memory: MemoryProbe,
-                 steps_per_chunk: int, workdir: str) -> None:
-        from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
+    def __init__(
+        self,
+        pair: ModelPair,
+        retain,
+        device: torch.device,
+        sync: Sync,
+        memory: MemoryProbe,
+        steps_per_chunk: int,
+        workdir: str,
+    ) -> None:
         from torch.utils.data import default_collate
+        from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
 
         class CETrainer(Trainer):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -500,15 +530,33 @@ class VanillaLoop:
                 return F.cross_entropy(logits.float(), inputs["labels"])
 
         args = TrainingArguments(
-            output_dir=os.path.join(workdir, f"{pair.name}-vanilla"), per_device_train_batch_size=BATCH,
-            max_steps=steps_per_chunk, learning_rate=LR, lr_scheduler_type="constant", optim="sgd",
-            optim_args=f"momentum={MOMENTUM}", weight_decay=WEIGHT_DECAY, max_grad_norm=0.0, logging_strategy="no",
-            save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-            use_cpu=device.type == "cpu", seed=0, log_level="error", remove_unused_columns=False,
+            output_dir=os.path.join(workdir, f"{pair.name}-vanilla"),
+            per_device_train_batch_size=BATCH,
+            max_steps=steps_per_chunk,
+            learning_rate=LR,
+            lr_scheduler_type="constant",
+            optim="sgd",
+            optim_args=f"momentum={MOMENTUM}",
+            weight_decay=WEIGHT_DECAY,
+            max_grad_norm=0.0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=device.type == "cpu",
+            seed=0,
+            log_level="error",
+            remove_unused_columns=False,
         )
         self.timer = make_step_timer(sync, memory)
-        self.trainer = CETrainer(model=pair.trainer, args=args, train_dataset=TensorItems(*retain),
-                                 data_collator=default_collate, callbacks=[self.timer])
+        self.trainer = CETrainer(
+            model=pair.trainer,
+            args=args,
+            train_dataset=TensorItems(*retain),
+            data_collator=default_collate,
+            callbacks=[self.timer],
+        )
         for quiet in (PrinterCallback, ProgressCallback):
             self.trainer.remove_callback(quiet)
 
@@ -525,7 +573,8 @@ def random_masks(model: nn.Module, device: torch.device) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     return [
         (torch.rand(p.shape, generator=g) < MASK_RATIO).to(device=device, dtype=p.dtype)
-        for p in model.parameters() if p.requires_grad
+        for p in model.parameters()
+        if p.requires_grad
     ]
 
 
@@ -640,8 +689,11 @@ def summarize(bench: dict[str, Any], updates: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "trainer_over_plain": {u: paired_median(res[u].trainer, res[u].plain) for u in updates},
         "step_ms": {
-            u: {"plain": 1e3 * statistics.median(res[u].plain), "trainer": 1e3 * statistics.median(res[u].trainer),
-                "trainer_gap": 1e3 * statistics.median(res[u].gap)}
+            u: {
+                "plain": 1e3 * statistics.median(res[u].plain),
+                "trainer": 1e3 * statistics.median(res[u].trainer),
+                "trainer_gap": 1e3 * statistics.median(res[u].gap),
+            }
             for u in updates
         },
         "peak_mib": {u: {"plain": res[u].plain_peak / MIB, "trainer": res[u].trainer_peak / MIB} for u in updates},
@@ -671,8 +723,17 @@ def print_table(name: str, summary: dict[str, Any], updates: list[str], memory_m
     for u in updates:
         ms = summary["step_ms"][u]
         peak = summary["peak_mib"][u]
-        rows.append([u, f"{ms['plain']:.2f}", f"{ms['trainer']:.2f}", f"{summary['trainer_over_plain'][u]:.3f}",
-                     f"{ms['trainer_gap']:.2f}", f"{peak['plain']:.1f}", f"{peak['trainer']:.1f}"])
+        rows.append(
+            [
+                u,
+                f"{ms['plain']:.2f}",
+                f"{ms['trainer']:.2f}",
+                f"{summary['trainer_over_plain'][u]:.3f}",
+                f"{ms['trainer_gap']:.2f}",
+                f"{peak['plain']:.1f}",
+                f"{peak['trainer']:.1f}",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     print(f"\n== {name} ==")
     for i, row in enumerate(rows):
@@ -683,12 +744,16 @@ def print_table(name: str, summary: dict[str, Any], updates: list[str], memory_m
     if "sam_over_sgd" in summary:
         print(f"SAM / SGD:                  trainer {summary['sam_over_sgd']:.3f}   plain {plain['sam_over_sgd']:.3f}")
     if "sharp_minmax_over_neggrad_sam" in summary:
-        print(f"Sharp MinMax / NegGrad+SAM: trainer {summary['sharp_minmax_over_neggrad_sam']:.3f}   "
-              f"plain {plain['sharp_minmax_over_neggrad_sam']:.3f}")
+        print(
+            f"Sharp MinMax / NegGrad+SAM: trainer {summary['sharp_minmax_over_neggrad_sam']:.3f}   "
+            f"plain {plain['sharp_minmax_over_neggrad_sam']:.3f}"
+        )
     if "vanilla_trainer_sgd" in summary:
         v = summary["vanilla_trainer_sgd"]
-        print(f"stock transformers.Trainer, same SGD update: {v['step_ms']:.2f} ms, over plain {v['over_plain']:.3f}; "
-              f"hf_unlearn sgd over stock Trainer {v['hf_unlearn_over_vanilla']:.3f}")
+        print(
+            f"stock transformers.Trainer, same SGD update: {v['step_ms']:.2f} ms, over plain {v['over_plain']:.3f}; "
+            f"hf_unlearn sgd over stock Trainer {v['hf_unlearn_over_vanilla']:.3f}"
+        )
     if "max_rel_grad_diff" in summary:
         diffs = ", ".join(f"{u} {d:.1e}" for u, d in summary["max_rel_grad_diff"].items())
         print(f"same update check (max |g_trainer - g_plain| / max |g_plain|): {diffs}")
@@ -706,7 +771,7 @@ def profile_update(bench: dict[str, Any], update: str, opts: argparse.Namespace,
         stream = io.StringIO()
         pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(top)
         print(f"\n---- cProfile {bench['pair'].name} {update} {side} ({opts.steps} steps), by own time ----")
-        print("\n".join(stream.getvalue().splitlines()[:top + 12]))
+        print("\n".join(stream.getvalue().splitlines()[: top + 12]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -722,16 +787,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-steps", type=int, default=3, help="steps per side in the peak-memory pass")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the same-update check")
-    parser.add_argument("--no-vanilla", dest="vanilla", action="store_false",
-                        help="skip the stock transformers.Trainer reference for sgd")
+    parser.add_argument(
+        "--no-vanilla",
+        dest="vanilla",
+        action="store_false",
+        help="skip the stock transformers.Trainer reference for sgd",
+    )
     parser.add_argument("--profile", choices=UPDATES, default=None, help="cProfile one chunk of this update per side")
     parser.add_argument("--json", type=Path, default=None, help="write the ratios here")
     opts = parser.parse_args(argv)
     if opts.steps < 1 or opts.repeats < 1 or opts.warmup < 1 or opts.memory_steps < 1:
         parser.error("--steps, --repeats, --warmup and --memory-steps must be >= 1")
 
-    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if opts.device == "auto" else opts.device))
+    device = torch.device(
+        "cuda"
+        if opts.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if opts.device == "auto" else opts.device)
+    )
     if opts.threads:
         torch.set_num_threads(opts.threads)
     warnings.filterwarnings("ignore")
@@ -741,8 +813,10 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device {device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"cores {os.cpu_count()}, load average at start {load}")
+    print(
+        f"device {device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cores {os.cpu_count()}, load average at start {load}"
+    )
     print(f"batch {BATCH}, repeats {opts.repeats} x {opts.steps} timed steps (+{opts.warmup} warm-up per chunk)")
 
     summaries: dict[str, Any] = {}

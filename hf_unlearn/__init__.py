@@ -5,4 +5,4 @@ from .trainers import TRAINERS, UnlearnTrainer, get_trainer_class
 
 __version__ = "0.1.0"
 
-__all__ = ["UnlearnArguments", "UnlearnTrainer", "TRAINERS", "get_trainer_class", "__version__"]
+__all__ = ["TRAINERS", "UnlearnArguments", "UnlearnTrainer", "__version__", "get_trainer_class"]

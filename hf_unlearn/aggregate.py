@@ -18,8 +18,9 @@ import copy
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,11 @@ METRICS: dict[str, tuple[str, ...]] = {
     "basin_ratio_forget": ("analysis", "landscape", "forget", "basin_ratio"),
 }
 ANALYSIS_DEFAULTS: dict[str, Any] = {
-    "entanglement": False, "landscape": False, "embedding": False, "landscape_steps": 11, "landscape_seed": 42,
+    "entanglement": False,
+    "landscape": False,
+    "embedding": False,
+    "landscape_steps": 11,
+    "landscape_seed": 42,
     "max_samples": None,
 }
 
@@ -104,9 +109,13 @@ def aggregate_reports(name: str, reports: dict[int, dict[str, dict[str, Any]]]) 
     set_names = list(next(iter(reports.values())))
     first = next(iter(reports.values()))[set_names[0]]
     out: dict[str, Any] = {
-        "name": name, "dataset": first["dataset"], "seeds": seeds,
-        "reports": {str(s): f"seed-{s}/report.json" if len(reports[s]) == 1 else f"seed-{s}/<forget set>/report.json"
-                    for s in seeds},
+        "name": name,
+        "dataset": first["dataset"],
+        "seeds": seeds,
+        "reports": {
+            str(s): f"seed-{s}/report.json" if len(reports[s]) == 1 else f"seed-{s}/<forget set>/report.json"
+            for s in seeds
+        },
         "forget_sets": {},
     }
     for set_name in set_names:
@@ -115,13 +124,18 @@ def aggregate_reports(name: str, reports: dict[int, dict[str, dict[str, Any]]]) 
         for run in runs:
             entries = [reports[s][set_name]["models"].get(run) or {} for s in seeds]
             models[run] = {
-                "method": entries[0].get("method"), "sharpness": entries[0].get("sharpness"),
-                **{metric: summary([_get(e, path) for e in entries]) for metric, path in METRICS.items()
-                   if any(_get(e, path) is not None for e in entries) or metric in ("tow", "mia_confidence")},
+                "method": entries[0].get("method"),
+                "sharpness": entries[0].get("sharpness"),
+                **{
+                    metric: summary([_get(e, path) for e in entries])
+                    for metric, path in METRICS.items()
+                    if any(_get(e, path) is not None for e in entries) or metric in ("tow", "mia_confidence")
+                },
             }
         forget = reports[seeds[0]][set_name]["forget_set"]
         out["forget_sets"][set_name] = {
-            "kind": forget["kind"], "band": forget.get("band"),
+            "kind": forget["kind"],
+            "band": forget.get("band"),
             "size": summary([reports[s][set_name]["forget_set"]["size"] for s in seeds])["mean"],
             "models": models,
         }
@@ -147,16 +161,36 @@ def aggregate_markdown(agg: dict[str, Any], plots: dict[str, str]) -> str:
         "the retrained model of the same seed.",
     ]
     for set_name, block in agg["forget_sets"].items():
-        lines += ["", f"## Forget set {set_name}: {block['kind']}{' ' + block['band'] if block.get('band') else ''}, "
-                  f"{block['size']:.0f} samples (mean over seeds)", "",
-                  "| " + " | ".join(AGG_HEADER) + " |", "|" + "---|" * len(AGG_HEADER)]
+        lines += [
+            "",
+            f"## Forget set {set_name}: {block['kind']}{' ' + block['band'] if block.get('band') else ''}, "
+            f"{block['size']:.0f} samples (mean over seeds)",
+            "",
+            "| " + " | ".join(AGG_HEADER) + " |",
+            "|" + "---|" * len(AGG_HEADER),
+        ]
         for run, m in block["models"].items():
-            lines.append("| " + " | ".join([
-                run, str(m["method"]), str(m["sharpness"]), _cell(m.get("tow")), _cell(m.get("mia_confidence")),
-                _cell(m.get("retain_accuracy")), _cell(m.get("forget_accuracy")), _cell(m.get("test_accuracy")),
-            ]) + " |")
-        extra = [k for k in ("entanglement", "entanglement_classwise", "basin_ratio_test", "basin_ratio_forget")
-                 if any(k in m for m in block["models"].values())]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        run,
+                        str(m["method"]),
+                        str(m["sharpness"]),
+                        _cell(m.get("tow")),
+                        _cell(m.get("mia_confidence")),
+                        _cell(m.get("retain_accuracy")),
+                        _cell(m.get("forget_accuracy")),
+                        _cell(m.get("test_accuracy")),
+                    ]
+                )
+                + " |"
+            )
+        extra = [
+            k
+            for k in ("entanglement", "entanglement_classwise", "basin_ratio_test", "basin_ratio_forget")
+            if any(k in m for m in block["models"].values())
+        ]
         if extra:
             lines += ["", "| run | " + " | ".join(extra) + " |", "|---|" + "---|" * len(extra)]
             for run, m in block["models"].items():
@@ -173,8 +207,11 @@ def write_aggregate(agg: dict[str, Any], output_dir: Path) -> None:
     several = len(agg["forget_sets"]) > 1
     pictures = {}
     for set_name, block in agg["forget_sets"].items():
-        tow = {run: [v for v in m["tow"]["values"] if v is not None] for run, m in block["models"].items()
-               if m.get("tow", {}).get("n")}
+        tow = {
+            run: [v for v in m["tow"]["values"] if v is not None]
+            for run, m in block["models"].items()
+            if m.get("tow", {}).get("n")
+        }
         if tow:
             filename = f"tow_{set_name}.png" if several else "tow.png"
             plotting.plot_tow(tow, output_dir / filename, title=f"ToW over {len(agg['seeds'])} seeds ({set_name})")
@@ -193,8 +230,9 @@ def format_aggregate(agg: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ running
-def run_recipe(recipe: dict[str, Any], output_dir: str | Path, *, force: bool = False,
-               use_cpu: bool = False) -> dict[str, Any]:
+def run_recipe(
+    recipe: dict[str, Any], output_dir: str | Path, *, force: bool = False, use_cpu: bool = False
+) -> dict[str, Any]:
     """Run a validated recipe: one `Pipeline` (plus the analysis section), or one per seed and the aggregate.
 
     Returns the `Pipeline.run` result for a single-seed recipe, else the aggregate (it has ``"seeds"``).
@@ -231,8 +269,9 @@ def _analysis_wanted(recipe: dict[str, Any]) -> bool:
     return bool(settings["entanglement"] or settings["landscape"] or settings["embedding"])
 
 
-def model_analysis(model: Any, retain: Any, forget: Any, test: Any, settings: dict[str, Any], folder: Path,
-                   run: str) -> dict[str, Any]:
+def model_analysis(
+    model: Any, retain: Any, forget: Any, test: Any, settings: dict[str, Any], folder: Path, run: str
+) -> dict[str, Any]:
     """Entanglement (global, class-wise) and optional landscape / embedding of one model; PNGs in ``folder``."""
     from . import plots as plotting
     from .metrics import classwise_entanglement_score, entanglement_score, loss_landscape, penultimate_features
@@ -245,12 +284,21 @@ def model_analysis(model: Any, retain: Any, forget: Any, test: Any, settings: di
         features = (fr, yr, ff, yf)
     if settings["entanglement"]:
         fr, yr, ff, yf = features
-        out["entanglement"] = {"global": entanglement_score(fr, ff),
-                               "classwise": classwise_entanglement_score(fr, yr, ff, yf)}
+        out["entanglement"] = {
+            "global": entanglement_score(fr, ff),
+            "classwise": classwise_entanglement_score(fr, yr, ff, yf),
+        }
     if settings["landscape"]:
-        lands = {name: loss_landscape(model, data, steps=int(settings["landscape_steps"]),
-                                      seed=int(settings["landscape_seed"]), max_samples=settings["max_samples"])
-                 for name, data in (("test", test), ("forget", forget))}
+        lands = {
+            name: loss_landscape(
+                model,
+                data,
+                steps=int(settings["landscape_steps"]),
+                seed=int(settings["landscape_seed"]),
+                max_samples=settings["max_samples"],
+            )
+            for name, data in (("test", test), ("forget", forget))
+        }
         out["landscape"] = {name: land.stats() for name, land in lands.items()}
         folder.mkdir(parents=True, exist_ok=True)
         plotting.plot_loss_landscapes(lands, folder / f"{run}_landscape.png", title=f"{run}: loss landscape")
@@ -263,8 +311,9 @@ def model_analysis(model: Any, retain: Any, forget: Any, test: Any, settings: di
     return out
 
 
-def analyze_run(recipe: dict[str, Any], output_dir: str | Path, result: dict[str, Any], *,
-                use_cpu: bool = False) -> dict[str, Any]:
+def analyze_run(
+    recipe: dict[str, Any], output_dir: str | Path, result: dict[str, Any], *, use_cpu: bool = False
+) -> dict[str, Any]:
     """Add the recipe's ``analysis`` to a finished single-seed run: report.json entries, PNGs, a report.md section.
 
     The retain / forget / test splits are rebuilt from the recipe (deterministic, the same manifests) and each
@@ -291,12 +340,19 @@ def analyze_run(recipe: dict[str, Any], output_dir: str | Path, result: dict[str
             if not pipeline.use_cpu:
                 model.to("cuda")
             entry["analysis"] = model_analysis(
-                model, set_splits.retain, set_splits.forget, set_splits.test, settings, pipeline.set_dir / "analysis",
+                model,
+                set_splits.retain,
+                set_splits.forget,
+                set_splits.test,
+                settings,
+                pipeline.set_dir / "analysis",
                 run,
             )
         write_report(report, pipeline.set_dir)
-        atomic_write_text(pipeline.set_dir / "report.md",
-                          (pipeline.set_dir / "report.md").read_text(encoding="utf-8") + analysis_markdown(report))
+        atomic_write_text(
+            pipeline.set_dir / "report.md",
+            (pipeline.set_dir / "report.md").read_text(encoding="utf-8") + analysis_markdown(report),
+        )
     return result
 
 
@@ -304,11 +360,17 @@ def analysis_markdown(report: dict[str, Any]) -> str:
     rows = [(run, m["analysis"]) for run, m in report["models"].items() if m.get("analysis")]
     if not rows:
         return ""
-    lines = ["", "## Analysis (docs/analysis.md)", "",
-             "Entanglement: within-set spread over between-set separation of penultimate features, retain vs forget "
-             "(raw ratio; higher = forget set more entangled with retain). Basin ratio: % of an 11 x 11 grid within "
-             "0.5 std of the centre loss (higher = flatter).", "",
-             "| run | entanglement | class-wise | basin test | basin forget | pictures |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Analysis (docs/analysis.md)",
+        "",
+        "Entanglement: within-set spread over between-set separation of penultimate features, retain vs forget "
+        "(raw ratio; higher = forget set more entangled with retain). Basin ratio: % of an 11 x 11 grid within "
+        "0.5 std of the centre loss (higher = flatter).",
+        "",
+        "| run | entanglement | class-wise | basin test | basin forget | pictures |",
+        "|---|---|---|---|---|---|",
+    ]
     for run, a in rows:
         ent = a.get("entanglement") or {}
         land = a.get("landscape") or {}
@@ -317,7 +379,9 @@ def analysis_markdown(report: dict[str, Any]) -> str:
             pictures.append(f"[landscape]({a['landscape_png']})")
         if a.get("embedding_png"):
             pictures.append(f"[embedding]({a['embedding_png']})")
-        lines.append(f"| {run} | {_fmt(ent.get('global'))} | {_fmt(ent.get('classwise'))} | "
-                     f"{_fmt((land.get('test') or {}).get('basin_ratio'), 1)} | "
-                     f"{_fmt((land.get('forget') or {}).get('basin_ratio'), 1)} | {' '.join(pictures) or '—'} |")
+        lines.append(
+            f"| {run} | {_fmt(ent.get('global'))} | {_fmt(ent.get('classwise'))} | "
+            f"{_fmt((land.get('test') or {}).get('basin_ratio'), 1)} | "
+            f"{_fmt((land.get('forget') or {}).get('basin_ratio'), 1)} | {' '.join(pictures) or '—'} |"
+        )
     return "\n".join(lines) + "\n"

@@ -62,7 +62,9 @@ class UnlearnArguments(TrainingArguments):
     )
     rho: float = field(
         default=0.1,
-        metadata={"help": "SAM perturbation radius (the official code's default is 0.1; its README uses 1.0 with ASAM)."},
+        metadata={
+            "help": "SAM perturbation radius (the official code's default is 0.1; its README uses 1.0 with ASAM)."
+        },
     )
     sam_lambda: float = field(
         default=1.0,

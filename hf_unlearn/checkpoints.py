@@ -27,6 +27,7 @@ checkpoint is always a good one; `UnlearnTrainer.training_step` checks the loss 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -75,7 +76,9 @@ class DivergenceGuard(TrainerCallback):
             raise DivergenceError(
                 f"the weights became non-finite ({len(bad)} tensors, e.g. {bad[0]}) by step {state.global_step} "
                 f"({when}); the run diverged. Lower the learning rate.",
-                step=state.global_step, epoch=state.epoch, loss=None,
+                step=state.global_step,
+                epoch=state.epoch,
+                loss=None,
             )
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -126,7 +129,9 @@ class StageCheckpoints:
         """``checkpoint-<step>`` folders, newest (highest step) first."""
         if not self.folder.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))]
+        found = [
+            (int(m.group(1)), p) for p in self.folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))
+        ]
         return [p for _, p in sorted(found, reverse=True)]
 
     def is_complete(self, checkpoint: Path) -> bool:
@@ -178,14 +183,14 @@ class StageCheckpoints:
         shutil.rmtree(self.folder, ignore_errors=True)
         parent = self.folder.parent
         if parent.is_dir() and not any(parent.iterdir()):
-            try:
+            # Under DDP every process removes: another one got there first (or wrote into it).
+            with contextlib.suppress(OSError):
                 parent.rmdir()
-            except OSError:  # under DDP every process removes: another one got there first (or wrote into it)
-                pass
 
 
-def train_resumable(trainer: Any, checkpoints: StageCheckpoints, *, force: bool = False,
-                    history: HistoryCheckpoint | None = None) -> DivergenceError | None:
+def train_resumable(
+    trainer: Any, checkpoints: StageCheckpoints, *, force: bool = False, history: HistoryCheckpoint | None = None
+) -> DivergenceError | None:
     """``trainer.train()``, resuming from the stage's last checkpoint; returns the divergence, if any.
 
     On divergence the stage's last checkpoint (saved before the divergence, with finite weights) is kept: the
@@ -206,4 +211,3 @@ def train_resumable(trainer: Any, checkpoints: StageCheckpoints, *, force: bool 
     except DivergenceError as error:
         return error
     return None
-

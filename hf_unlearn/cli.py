@@ -23,12 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a YAML recipe end to end and write report.json, report.md and a plot to the output folder.",
     )
     run.add_argument(
-        "recipe", nargs="?", default=DEFAULT_RECIPE,
+        "recipe",
+        nargs="?",
+        default=DEFAULT_RECIPE,
         help="Path of a YAML recipe, or the name of a built-in one (default: %(default)s, the embedded digits run).",
     )
     run.add_argument("--output-dir", type=Path, default=None, help="Output folder (default: runs/<recipe name>).")
     run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="Override a recipe key, e.g. --set pretrain.epochs=5 or --set unlearn.runs.neggrad.alpha=0.9 "
         "(repeatable; values are parsed as YAML).",
     )
@@ -53,7 +59,9 @@ def add_push_parser(commands) -> None:
     push.add_argument("--token", default=None, help="Hub token (default: the one saved by `hf auth login`).")
     push.add_argument("--commit-message", default=None, help="Commit message of the upload.")
     push.add_argument(
-        "--export-dir", type=Path, default=None,
+        "--export-dir",
+        type=Path,
+        default=None,
         help="Write the upload folder here (it must be new or empty); without --repo-id, export only, no upload.",
     )
 
@@ -81,7 +89,11 @@ def add_memorization_parsers(commands) -> None:
     )
     mem.add_argument("--work-dir", type=Path, default=None, help="Per-model results (default: OUTPUT.work/).")
     mem.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="Override a recipe key, e.g. --set pretrain.batch_size=128 (repeatable).",
     )
     mem.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
@@ -112,9 +124,18 @@ def memorization_command(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
     start = time.perf_counter()
     estimator = MemorizationEstimator(
-        recipe, settings, num_models=args.num_models, work_dir=work_dir, subset_ratio=args.subset_ratio,
-        seed=args.seed, shard=parse_shard(args.shard), use_cpu=args.cpu, progress=not args.no_progress,
-        rank=rank, world_size=world, eval_batch_size=recipe["evaluation"]["batch_size"],
+        recipe,
+        settings,
+        num_models=args.num_models,
+        work_dir=work_dir,
+        subset_ratio=args.subset_ratio,
+        seed=args.seed,
+        shard=parse_shard(args.shard),
+        use_cpu=args.cpu,
+        progress=not args.no_progress,
+        rank=rank,
+        world_size=world,
+        eval_batch_size=recipe["evaluation"]["batch_size"],
     )
     table = estimator.run()
     if table is None:  # not process 0: its models are saved; process 0 writes the file
@@ -155,8 +176,13 @@ def push_command(args: argparse.Namespace) -> int:
             print(f"Wrote {folder} (not pushed: no --repo-id).")
             return 0
         url = push_run(
-            args.run_dir, args.repo_id, args.run, private=args.private, token=args.token,
-            commit_message=args.commit_message, export_dir=args.export_dir,
+            args.run_dir,
+            args.repo_id,
+            args.run,
+            private=args.private,
+            token=args.token,
+            commit_message=args.commit_message,
+            export_dir=args.export_dir,
         )
     except HubError as error:
         print(f"hf-unlearn push: error: {error}", file=sys.stderr)
@@ -179,13 +205,15 @@ def run_command(args: argparse.Namespace) -> int:
         result = run_recipe(recipe, output_dir, force=args.force, use_cpu=args.cpu)
         if "seeds" in result:
             print(format_aggregate(result))
-            print(f"\nWrote {output_dir}/report.json (aggregate over seeds {result['seeds']}), report.md, the ToW "
-                  f"plot and seed-<s>/ in {time.perf_counter() - start:.1f} s.")
+            print(
+                f"\nWrote {output_dir}/report.json (aggregate over seeds {result['seeds']}), report.md, the ToW "
+                f"plot and seed-<s>/ in {time.perf_counter() - start:.1f} s."
+            )
             return 0
     else:
         result = Pipeline(recipe, output_dir, force=args.force, use_cpu=args.cpu).run()
     # Several forget sets: one report per set, in a subfolder named after it (docs/forget-sets.md).
-    reports = result["forget_sets"] if "forget_sets" in result else {None: result}
+    reports = result.get("forget_sets", {None: result})
     for set_name, report in reports.items():
         if set_name is not None:
             print(f"\nForget set {set_name} ({report['forget_set']['size']} samples):")
@@ -196,8 +224,11 @@ def run_command(args: argparse.Namespace) -> int:
         for name, entry in report["models"].items():
             if entry.get("status") == "diverged":  # recorded, not fatal: the other runs finished (docs/reliability.md)
                 run = name if set_name is None else f"{set_name}/{name}"
-                print(f"hf-unlearn: warning: run {run!r} diverged: {entry['divergence']['message']} Its report entry "
-                      "has status 'diverged'.", file=sys.stderr)
+                print(
+                    f"hf-unlearn: warning: run {run!r} diverged: {entry['divergence']['message']} Its report entry "
+                    "has status 'diverged'.",
+                    file=sys.stderr,
+                )
     return 0
 
 

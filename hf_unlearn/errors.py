@@ -27,8 +27,9 @@ class ValidationError(HfUnlearnError, ValueError):
 class DivergenceError(HfUnlearnError, RuntimeError):
     """Training produced a non-finite loss (or non-finite weights); the weights after this point are unusable."""
 
-    def __init__(self, message: str, *, step: int | None = None, epoch: float | None = None,
-                 loss: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, step: int | None = None, epoch: float | None = None, loss: float | None = None
+    ) -> None:
         super().__init__(message)
         self.step = step
         self.epoch = epoch

@@ -77,7 +77,12 @@ def _is_hub_id(name: str | None) -> bool:
 
 # ------------------------------------------------------------------------------------------- model card
 def build_model_card(
-    report: dict[str, Any], run: str, *, model_name: str, base_model: str | None = None, library_name: str = "transformers"
+    report: dict[str, Any],
+    run: str,
+    *,
+    model_name: str,
+    base_model: str | None = None,
+    library_name: str = "transformers",
 ):
     """A `huggingface_hub.ModelCard` for one run of ``report`` (design.md "Evaluation and report")."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -100,7 +105,8 @@ def build_model_card(
         )
 
     eval_results = [
-        result("accuracy", entry["accuracy"][split], ACCURACY_NAMES[split], split) for split in ("retain", "forget", "test")
+        result("accuracy", entry["accuracy"][split], ACCURACY_NAMES[split], split)
+        for split in ("retain", "forget", "test")
     ]
     if entry.get("tow") is not None:
         eval_results.append(result("tow", entry["tow"], "ToW (tug of war vs the retrained model)", None))
@@ -175,7 +181,9 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
         "trained on it); MIA-efficacy (the fraction of forget samples a membership-inference attack calls "
         "non-members).",
         "",
-        "| model | retain acc | forget acc | test acc | ToW | " + " | ".join(f"MIA ({k})" for k in entry.get("mia", {})) + " |",
+        "| model | retain acc | forget acc | test acc | ToW | "
+        + " | ".join(f"MIA ({k})" for k in entry.get("mia", {}))
+        + " |",
         "|---|---|---|---|---|" + "---|" * len(entry.get("mia", {})),
     ]
     for name in (run, *[r for r in REFERENCE_RUNS if r in report["models"] and r != run]):
@@ -185,7 +193,8 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
         acc = m["accuracy"]
         lines.append(
             f"| {label} | {_fmt(acc['retain'])} | {_fmt(acc['forget'])} | {_fmt(acc['test'])} | {_fmt(m.get('tow'))} | "
-            + " | ".join(mia) + " |"
+            + " | ".join(mia)
+            + " |"
         )
     hyper = entry.get("hyperparameters", {})
     lines += [
@@ -218,7 +227,14 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
         "```",
     ]
     if library_name == "timm":
-        lines += ["", "```python", "import timm", "", f'model = timm.create_model("hf-hub:{model_name}", pretrained=True)', "```"]
+        lines += [
+            "",
+            "```python",
+            "import timm",
+            "",
+            f'model = timm.create_model("hf-hub:{model_name}", pretrained=True)',
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -267,7 +283,10 @@ def export_run(
     _save_image_processor(base_model, out_dir)
     library = "timm" if is_timm_model(model) else "transformers"
     card = build_model_card(
-        report, name, model_name=repo_id or f"{report.get('name', 'hf_unlearn')}-{name}", base_model=base_model,
+        report,
+        name,
+        model_name=repo_id or f"{report.get('name', 'hf_unlearn')}-{name}",
+        base_model=base_model,
         library_name=library,
     )
     card.save(out_dir / "README.md")

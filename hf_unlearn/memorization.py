@@ -53,9 +53,24 @@ logger = logging.getLogger(__name__)
 ESTIMATOR = "feldman-zhang-subsampling"
 # Environment variables through which launchers (accelerate launch, torchrun, MPI) make the Trainer distributed.
 LAUNCHER_VARIABLES = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
-    "GROUP_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "PMI_SIZE", "PMI_RANK",
-    "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_SIZE",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "GROUP_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "PMI_SIZE",
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MV2_COMM_WORLD_SIZE",
     "MV2_COMM_WORLD_RANK",
 )
 
@@ -275,7 +290,10 @@ class MemorizationEstimator:
             from tqdm.auto import tqdm
 
             bar = tqdm(
-                total=len(mine), initial=len(mine) - len(todo), unit="model", position=self.rank,
+                total=len(mine),
+                initial=len(mine) - len(todo),
+                unit="model",
+                position=self.rank,
                 desc=f"memorization shard {self.shard[0]}/{self.shard[1]}"
                 + (f" process {self.rank}/{self.world_size}" if self.world_size > 1 else ""),
             )
@@ -283,7 +301,10 @@ class MemorizationEstimator:
             for k in todo:
                 correct = self.train_one(k)
                 atomic_savez(
-                    self.model_path(k), correct=correct, fingerprint=np.array(self.fingerprint), k=np.array(k),
+                    self.model_path(k),
+                    correct=correct,
+                    fingerprint=np.array(self.fingerprint),
+                    k=np.array(k),
                     wall_seconds=np.array(time.perf_counter() - start),
                 )
                 if bar is not None:

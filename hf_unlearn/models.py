@@ -78,7 +78,10 @@ def load_pretrained_model(
     if config.model_type == TIMM_MODEL_TYPE:
         _fix_timm_config(config, class_names)
     return AutoModelForImageClassification.from_pretrained(
-        name_or_path, config=config, ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
+        name_or_path,
+        config=config,
+        ignore_mismatched_sizes=True,
+        trust_remote_code=trust_remote_code,
         use_safetensors=True,  # never unpickle downloaded weights (docs/reliability.md)
     )
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, set_seed
 
+from .checkpoints import CHECKPOINT_SETTINGS, HistoryCheckpoint, StageCheckpoints, train_resumable
 from .data import SplitManifest, split_retain_forget
 from .data.forget_sets import (
     classwise_forget_set,
@@ -38,7 +39,6 @@ from .data.forget_sets import (
 )
 from .data.prepare import PreparedData, prepare_splits
 from .data.score_files import load_scores
-from .checkpoints import CHECKPOINT_SETTINGS, HistoryCheckpoint, StageCheckpoints, train_resumable
 from .errors import DivergenceError, located
 from .memorization import ConfidenceRecorder
 from .metrics import accuracy, mia_efficacy, predict_probabilities, sample_shadow_members, tug_of_war
@@ -48,11 +48,11 @@ from .report import atomic_save_npy, write_combined_markdown, write_report
 from .trainers import get_trainer_class
 from .validation import (
     StagePlan,
+    check_forget_sizes,
     check_labels,
     check_manifest_file,
     check_model_config,
     check_pretrained_model,
-    check_forget_sizes,
     check_stages,
     diagnose_source,
     pretrained_load_error,
@@ -82,9 +82,26 @@ UNLEARN_DEFAULTS: dict[str, Any] = {
 }
 # Fields of a run's settings worth recording as its hyperparameters in the report.
 RECORDED = (
-    "sharpness", "rho", "sam_lambda", "alpha", "mask_ratio", "forget_direction", "learning_rate", "num_train_epochs",
-    "per_device_train_batch_size", "optim", "optim_args", "lr_scheduler_type", "weight_decay", "seed",
-    "official", "l1_weight", "msteps", "kd_T", "beta", "gamma",
+    "sharpness",
+    "rho",
+    "sam_lambda",
+    "alpha",
+    "mask_ratio",
+    "forget_direction",
+    "learning_rate",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "optim",
+    "optim_args",
+    "lr_scheduler_type",
+    "weight_decay",
+    "seed",
+    "official",
+    "l1_weight",
+    "msteps",
+    "kd_T",
+    "beta",
+    "gamma",
 )
 
 
@@ -191,7 +208,11 @@ class Pipeline:
             table = load_scores(spec["scores"], spec["scores_key"])
             scores = table.for_rows(splits.train_rows, pool_fingerprint=splits.prepared.pool_fingerprint)
             manifest = memorization_forget_set(
-                scores, spec["size"], spec["band"], seed=seed, midpoint=spec["midpoint"],
+                scores,
+                spec["size"],
+                spec["band"],
+                seed=seed,
+                midpoint=spec["midpoint"],
                 details={"scores": table.summary()},
             )
         elif kind == "low_confidence":
@@ -235,7 +256,9 @@ class Pipeline:
             with located("model.config"):
                 return build_model_from_config(spec["config"], splits.class_names, self.seed)
         check_pretrained_model(
-            spec["name_or_path"], splits.class_names, trust_remote_code=spec["trust_remote_code"],
+            spec["name_or_path"],
+            splits.class_names,
+            trust_remote_code=spec["trust_remote_code"],
             ignore_mismatched_sizes=bool(spec.get("ignore_mismatched_sizes")),
         )
         try:
@@ -268,7 +291,9 @@ class Pipeline:
             raise DivergenceError(
                 f"pretrain: {diverged} Every later stage starts from the pretrained model, so the recipe stops "
                 "here; fix pretrain.learning_rate (or the data) and rerun.",
-                step=diverged.step, epoch=diverged.epoch, loss=diverged.loss,
+                step=diverged.step,
+                epoch=diverged.epoch,
+                loss=diverged.loss,
             )
         # pretrain.epochs: 0 keeps a loaded (Hub) model as the original: no epochs, so no learning events.
         extra = {"learning_events.npy": recorder.mean_confidence()} if recorder.history else {}
@@ -311,13 +336,21 @@ class Pipeline:
             except DivergenceError as error:  # finite losses, but the predictions overflow (e.g. BatchNorm stats)
                 diverged = error
         if diverged is not None:
-            self.save_diverged_stage(name, args, time.perf_counter() - start, fingerprint, splits, checkpoints, diverged)
+            self.save_diverged_stage(
+                name, args, time.perf_counter() - start, fingerprint, splits, checkpoints, diverged
+            )
         checkpoints.remove()
         return self.finished_stage(name)
 
     def save_diverged_stage(
-        self, name: str, args: Any, wall_seconds: float, fingerprint: str, splits: Splits,
-        checkpoints: StageCheckpoints, diverged: DivergenceError,
+        self,
+        name: str,
+        args: Any,
+        wall_seconds: float,
+        fingerprint: str,
+        splits: Splits,
+        checkpoints: StageCheckpoints,
+        diverged: DivergenceError,
     ) -> None:
         """Record a diverged run: the weights of its last checkpoint (saved before the divergence, checked finite)
         with their metrics, or, without a usable checkpoint, no weights and null metrics."""
@@ -325,15 +358,37 @@ class Pipeline:
         record = {**diverged.record(), "weights_from_step": None if good is None else int(good.name.split("-")[-1])}
         try:
             model = None if good is None else load_saved_model(str(good))
-            self.save_stage(name, model, args, wall_seconds, fingerprint, splits=splits, status="diverged",
-                            details={"divergence": record})
+            self.save_stage(
+                name,
+                model,
+                args,
+                wall_seconds,
+                fingerprint,
+                splits=splits,
+                status="diverged",
+                details={"divergence": record},
+            )
         except DivergenceError:  # the checkpoint's predictions are not finite either
             record["weights_from_step"] = None
-            self.save_stage(name, None, args, wall_seconds, fingerprint, splits=splits, status="diverged",
-                            details={"divergence": record})
+            self.save_stage(
+                name,
+                None,
+                args,
+                wall_seconds,
+                fingerprint,
+                splits=splits,
+                status="diverged",
+                details={"divergence": record},
+            )
         kept = record["weights_from_step"]
-        logger.warning("Stage %s diverged: %s %s", name, diverged, f"Its entry keeps the weights of step {kept}."
-                       if kept is not None else "It has no usable checkpoint: no weights, null metrics.")
+        logger.warning(
+            "Stage %s diverged: %s %s",
+            name,
+            diverged,
+            f"Its entry keeps the weights of step {kept}."
+            if kept is not None
+            else "It has no usable checkpoint: no weights, null metrics.",
+        )
 
     def arguments(self, method: str, settings: dict[str, Any], stage: str | None = None):
         return training_arguments(
@@ -351,17 +406,32 @@ class Pipeline:
         """Every training stage with its merged settings and the recipe sections they come from."""
         recipe = self.recipe
         plans = [
-            StagePlan("original", "pretrain", "pretrain", {**REFERENCE_DEFAULTS, **recipe["pretrain"]},
-                      [("pretrain", recipe["pretrain"])]),
-            StagePlan("retrain", "retrain", "retrain", self.retrain_settings(),
-                      [("retrain", recipe["retrain"]), ("pretrain", recipe["pretrain"])]),
+            StagePlan(
+                "original",
+                "pretrain",
+                "pretrain",
+                {**REFERENCE_DEFAULTS, **recipe["pretrain"]},
+                [("pretrain", recipe["pretrain"])],
+            ),
+            StagePlan(
+                "retrain",
+                "retrain",
+                "retrain",
+                self.retrain_settings(),
+                [("retrain", recipe["retrain"]), ("pretrain", recipe["pretrain"])],
+            ),
         ]
         defaults = recipe["unlearn"]["defaults"]
         for i, run in enumerate(recipe["unlearn"]["runs"]):
-            plans.append(StagePlan(
-                run["name"], f"unlearn.runs[{i}] ({run['name']})", run["method"], {**UNLEARN_DEFAULTS, **defaults, **run},
-                [(f"unlearn.runs[{i}]", run), ("unlearn.defaults", defaults)],
-            ))
+            plans.append(
+                StagePlan(
+                    run["name"],
+                    f"unlearn.runs[{i}] ({run['name']})",
+                    run["method"],
+                    {**UNLEARN_DEFAULTS, **defaults, **run},
+                    [(f"unlearn.runs[{i}]", run), ("unlearn.defaults", defaults)],
+                )
+            )
         return plans
 
     def check_stages(self) -> None:
@@ -387,7 +457,8 @@ class Pipeline:
                     path.unlink(missing_ok=True)
         if not self.force:
             manifests = (
-                *sorted(self.output_dir.glob("manifests/*.json")), *sorted(self.output_dir.glob("*/manifest.json"))
+                *sorted(self.output_dir.glob("manifests/*.json")),
+                *sorted(self.output_dir.glob("*/manifest.json")),
             )
             for path in (self.output_dir / "manifest.json", *manifests):
                 check_manifest_file(path)
@@ -407,8 +478,11 @@ class Pipeline:
 
         data = self.recipe["data"]
         splits, _ = load_source_splits(
-            data["source"], config=data.get("config"), revision=data.get("revision"),
-            image_column=data.get("image_column", "image"), label_column=data.get("label_column", "label"),
+            data["source"],
+            config=data.get("config"),
+            revision=data.get("revision"),
+            image_column=data.get("image_column", "image"),
+            label_column=data.get("label_column", "label"),
         )
         return splits
 
@@ -435,7 +509,10 @@ class Pipeline:
         members = sample_shadow_members(len(splits.retain), shadow_size, self.recipe["evaluation"]["mia_seed"])
         retain_probs, retain_labels = probs["retain"]
         mia = mia_efficacy(
-            retain_probs[members], retain_labels[members], *probs["test"], *probs["forget"],
+            retain_probs[members],
+            retain_labels[members],
+            *probs["test"],
+            *probs["forget"],
             seed=self.recipe["evaluation"]["mia_seed"],
         )
         return {"accuracy": accuracies, "mia": mia}
@@ -543,8 +620,12 @@ class Pipeline:
                 "name": (spec or {}).get("name") if self.several else None,
             },
             "base_model": self.recipe["model"]["name_or_path"],  # Hub id or folder; None when built from a config
-            "sizes": {"train": len(splits.train), "retain": len(splits.retain), "forget": len(splits.forget),
-                      "test": len(splits.test)},
+            "sizes": {
+                "train": len(splits.train),
+                "retain": len(splits.retain),
+                "forget": len(splits.forget),
+                "test": len(splits.test),
+            },
             "models": models,
         }
 

@@ -239,12 +239,19 @@ def plot_feature_embedding(
         cmap = _class_colormap(len(classes))
         color_of = {c: cmap(i) for i, c in enumerate(classes)}
         ax.scatter(*coords_r.T, s=6, alpha=0.35, c=[color_of[c] for c in labels_r])
-        ax.scatter(*coords_f.T, s=28, marker="X", c=[color_of[c] for c in labels_f], edgecolors="black",
-                   linewidths=0.5)
+        ax.scatter(*coords_f.T, s=28, marker="X", c=[color_of[c] for c in labels_f], edgecolors="black", linewidths=0.5)
         handles = [
             Line2D([], [], linestyle="", marker="o", markersize=4, color="tab:gray", label="retain (colour = class)"),
-            Line2D([], [], linestyle="", marker="X", markersize=7, color="tab:gray", markeredgecolor="black",
-                   label="forget (colour = class)"),
+            Line2D(
+                [],
+                [],
+                linestyle="",
+                marker="X",
+                markersize=7,
+                color="tab:gray",
+                markeredgecolor="black",
+                label="forget (colour = class)",
+            ),
         ]
         ax.legend(handles=handles, loc="best", fontsize=8)
     else:

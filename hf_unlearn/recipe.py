@@ -36,8 +36,19 @@ FORGET_KEYS: dict[str, dict[str, Any]] = {
     "file": {"path": _REQUIRED, "index": "row", "id_column": None},
 }
 FORGET_TYPES: dict[str, Any] = {
-    "kind": str, "name": str, "seed": int, "size": float, "classes": list, "fraction": float, "band": str,
-    "scores": str, "scores_key": str, "midpoint": float, "path": str, "index": str, "id_column": str,
+    "kind": str,
+    "name": str,
+    "seed": int,
+    "size": float,
+    "classes": list,
+    "fraction": float,
+    "band": str,
+    "scores": str,
+    "scores_key": str,
+    "midpoint": float,
+    "path": str,
+    "index": str,
+    "id_column": str,
 }
 FORGET_CHOICES = {"band": ("low", "mid", "high"), "index": ("row", "train", "id")}
 DATA_TRANSFORMS = ("auto", "manual", "processor")
@@ -72,8 +83,14 @@ SCHEMA: dict[str, Any] = {
     "hub": {"push": bool, "repo_id": str, "run": str, "private": bool},
     # Several seeds and the analysis section: hf_unlearn.aggregate (absent = one seed, no analysis, as before).
     "seeds": list,
-    "analysis": {"entanglement": bool, "landscape": bool, "embedding": bool, "landscape_steps": int,
-                 "landscape_seed": int, "max_samples": int},
+    "analysis": {
+        "entanglement": bool,
+        "landscape": bool,
+        "embedding": bool,
+        "landscape_steps": int,
+        "landscape_seed": int,
+        "max_samples": int,
+    },
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -82,10 +99,22 @@ DEFAULTS: dict[str, Any] = {
     # Data: hf_unlearn.data.prepare (docs/datasets.md). test_split / validation_split are used when the source
     # has them; otherwise test_size / validation_size are carved out of the training split (stratified, seeded).
     "data": {
-        "source": "digits", "config": None, "revision": None, "image_column": "image", "label_column": "label",
-        "train_split": "train", "test_split": "test", "validation_split": "validation", "test_size": 0.2,
-        "validation_size": None, "transforms": "auto", "precompute": None,
-        "image_size": 16, "num_channels": 1, "mean": [0.5], "std": [0.5],
+        "source": "digits",
+        "config": None,
+        "revision": None,
+        "image_column": "image",
+        "label_column": "label",
+        "train_split": "train",
+        "test_split": "test",
+        "validation_split": "validation",
+        "test_size": 0.2,
+        "validation_size": None,
+        "transforms": "auto",
+        "precompute": None,
+        "image_size": 16,
+        "num_channels": 1,
+        "mean": [0.5],
+        "std": [0.5],
     },
     "forget": {"kind": "low_confidence", "size": 0.1, "seed": None},
     # ignore_mismatched_sizes: replace a pretrained head whose label count differs from the data set's classes.
@@ -124,7 +153,9 @@ def _check_runs(runs: Any, where: str) -> None:
     for i, run in enumerate(runs):
         here = f"{where.rstrip('.')}[{i}]."  # unlearn.runs[2].alpha
         if not isinstance(run, dict) or "method" not in run:
-            raise RecipeError(f"{here.rstrip('.')}: every run needs at least a 'method' (one of {', '.join(METHOD_CHOICES)})")
+            raise RecipeError(
+                f"{here.rstrip('.')}: every run needs at least a 'method' (one of {', '.join(METHOD_CHOICES)})"
+            )
         if run["method"] not in METHOD_CHOICES:
             close = difflib.get_close_matches(str(run["method"]), METHOD_CHOICES, n=1)
             raise RecipeError(
@@ -201,12 +232,15 @@ def normalize_forget(node: dict[str, Any] | list[dict[str, Any]]) -> dict[str, A
         kind = item.get("kind", DEFAULTS["forget"]["kind"])
         spec = {"kind": kind, "seed": None, **FORGET_KEYS[kind], **item}
         if kind == "classwise" and spec["classes"] is None and float(spec["fraction"]) >= 1.0:
-            raise RecipeError("forget.classes: a class-wise forget set of every class is the whole training set; "
-                              "name the classes to forget, or give a fraction below 1")
+            raise RecipeError(
+                "forget.classes: a class-wise forget set of every class is the whole training set; "
+                "name the classes to forget, or give a fraction below 1"
+            )
         spec.setdefault("name", spec.get("band") or kind)
         spec["name"] = str(spec["name"])
         if not spec["name"].replace("-", "").replace("_", "").replace(".", "").isalnum() or spec["name"] in (
-            "models", "checkpoints"
+            "models",
+            "checkpoints",
         ):
             raise RecipeError(f"forget.name: {spec['name']!r} must be a plain folder name (letters, digits, - _ .)")
         out.append(spec)
@@ -245,7 +279,9 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     if merged["data"]["transforms"] not in DATA_TRANSFORMS:
         raise _unknown(merged["data"]["transforms"], "data.transforms=", DATA_TRANSFORMS)
     if merged["model"]["config"] is None and merged["model"]["name_or_path"] is None:
-        raise RecipeError("model: give either model.config (build from scratch) or model.name_or_path (Hub id or folder)")
+        raise RecipeError(
+            "model: give either model.config (build from scratch) or model.name_or_path (Hub id or folder)"
+        )
     if not merged["unlearn"]["runs"]:
         raise RecipeError("unlearn.runs: the recipe lists no unlearning run; add at least one {method: ...}")
     for run in merged["unlearn"]["runs"]:
@@ -263,8 +299,10 @@ def _check_seeds(recipe: dict[str, Any]) -> None:
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
         raise RecipeError(f"seeds: expected a non-empty list of distinct integers such as [0, 1, 2], got {seeds!r}")
     if recipe["hub"]["push"]:
-        raise RecipeError("hub.push: a recipe with several seeds has one run per seed; push one of them after the "
-                          "run with hf-unlearn push OUTPUT/seed-<s> --repo-id OWNER/NAME")
+        raise RecipeError(
+            "hub.push: a recipe with several seeds has one run per seed; push one of them after the "
+            "run with hf-unlearn push OUTPUT/seed-<s> --repo-id OWNER/NAME"
+        )
 
 
 def _check_hub(recipe: dict[str, Any]) -> None:
@@ -278,12 +316,16 @@ def _check_hub(recipe: dict[str, Any]) -> None:
     if not hub["push"]:
         return
     if isinstance(recipe["forget"], list):
-        raise RecipeError("hub.push: the recipe has several forget sets; push one of them after the run with "
-                          "hf-unlearn push OUTPUT/<forget set> --repo-id OWNER/NAME")
+        raise RecipeError(
+            "hub.push: the recipe has several forget sets; push one of them after the run with "
+            "hf-unlearn push OUTPUT/<forget set> --repo-id OWNER/NAME"
+        )
     if not hub["repo_id"] or "/" not in hub["repo_id"]:
         raise RecipeError("hub.repo_id: hub.push needs a Hub repo id OWNER/NAME, e.g. my-user/resnet18-unlearned")
     if hub["run"] is None and len(names) > 1:
-        raise RecipeError(f"hub.run: the recipe has {len(names)} unlearning runs; name the one to push ({', '.join(names)})")
+        raise RecipeError(
+            f"hub.run: the recipe has {len(names)} unlearning runs; name the one to push ({', '.join(names)})"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -343,7 +385,9 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] | None = None) ->
     if not path.is_file():
         builtin = builtin_recipe_path(str(path_or_name))
         if builtin is None:
-            raise RecipeError(f"Recipe {str(path_or_name)!r} not found: give a YAML file path or a built-in name (digits).")
+            raise RecipeError(
+                f"Recipe {str(path_or_name)!r} not found: give a YAML file path or a built-in name (digits)."
+            )
         path = builtin
     with open(path, encoding="utf-8") as handle:
         raw = yaml.safe_load(handle) or {}

@@ -44,11 +44,20 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         # A diverged run keeps its last good checkpoint's metrics, or null ones (docs/reliability.md).
         acc, mia = m.get("accuracy") or {}, m.get("mia") or {}
         label = name if m.get("status", "finished") == "finished" else f"{name} ({m['status']})"
-        rows.append([
-            label, m["method"], m["sharpness"], _fmt(acc.get("retain")), _fmt(acc.get("forget")),
-            _fmt(acc.get("test")), _fmt(m["tow"]), _fmt(mia.get("confidence")), _fmt(mia.get("entropy")),
-            f"{m['wall_seconds']:.1f}",
-        ])
+        rows.append(
+            [
+                label,
+                m["method"],
+                m["sharpness"],
+                _fmt(acc.get("retain")),
+                _fmt(acc.get("forget")),
+                _fmt(acc.get("test")),
+                _fmt(m["tow"]),
+                _fmt(mia.get("confidence")),
+                _fmt(mia.get("entropy")),
+                f"{m['wall_seconds']:.1f}",
+            ]
+        )
     return rows
 
 
@@ -59,7 +68,7 @@ def format_table(report: dict[str, Any]) -> str:
     """A plain-text table for the terminal."""
     rows = [HEADER, *table_rows(report)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

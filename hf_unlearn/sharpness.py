@@ -196,9 +196,7 @@ def branch_gradient(
             if mask_g1_only:
                 g1 = [None if g is None else _mask_(g, m) for g, m in zip(g1, masks, strict=True)]
             sign = direction_sign(direction)
-            final = [
-                _merge(a, b, sign, config.lam) for a, b in zip(g0, g1, strict=True)
-            ]
+            final = [_merge(a, b, sign, config.lam) for a, b in zip(g0, g1, strict=True)]
             perturbed_pass = True
     if not (mask_g1_only and perturbed_pass):
         final = [None if g is None else _mask_(g, m) for g, m in zip(final, masks, strict=True)]

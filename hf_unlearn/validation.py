@@ -152,8 +152,11 @@ def check_stages(plans: list[StagePlan], make_arguments: Callable[[StagePlan], A
         for key, value in plan.settings.items():
             expected = _SCALAR_FIELDS.get(_ALIASES_BACK.get(key, key))
             if expected is not None and not _is_a(value, expected):
-                hint = (" (YAML reads an exponent without a sign, e.g. 1e-3, as text: write 0.001 or 1.0e-3)"
-                        if isinstance(value, str) and expected is not bool else "")
+                hint = (
+                    " (YAML reads an exponent without a sign, e.g. 1e-3, as text: write 0.001 or 1.0e-3)"
+                    if isinstance(value, str) and expected is not bool
+                    else ""
+                )
                 raise ValidationError(
                     f"{plan.locate(key)}: expected {'a number' if expected is float else expected.__name__}, got "
                     f"{value!r}{hint}."
@@ -223,7 +226,9 @@ def check_source_labels(dataset: Any, split: str, column: str = "label") -> None
 
     feature = getattr(dataset, "features", {}).get(column)
     if isinstance(feature, ClassLabel):
-        _check_values(np.asarray(dataset.with_format("numpy")[column]).reshape(-1), feature.num_classes, f"{split!r} source")
+        _check_values(
+            np.asarray(dataset.with_format("numpy")[column]).reshape(-1), feature.num_classes, f"{split!r} source"
+        )
 
 
 def undecodable_image(dataset: Any, column: str = "image") -> tuple[int, str] | None:

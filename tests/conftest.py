@@ -55,8 +55,14 @@ def make_model(seed: int = 0, **kwargs: Any) -> TinyClassifier:
 
 def tiny_resnet_config() -> dict[str, Any]:
     """A fresh recipe ``model.config`` for a two-stage transformers ResNet of width 8/16 (digits at 8x8, 1 channel)."""
-    return {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
-            "layer_type": "basic"}
+    return {
+        "model_type": "resnet",
+        "num_channels": 1,
+        "embedding_size": 8,
+        "hidden_sizes": [8, 16],
+        "depths": [1, 1],
+        "layer_type": "basic",
+    }
 
 
 # --------------------------------------------------------------------------------------------- datasets

@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import conftest  # noqa: E402  (sets HF_HUB_OFFLINE / HF_HOME before transformers is imported)
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+import conftest
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import TrainerCallback
 
-from hf_unlearn.trainers import get_trainer_class  # noqa: E402
-from hf_unlearn.trainers import base as trainer_base  # noqa: E402
+from hf_unlearn.trainers import base as trainer_base
+from hf_unlearn.trainers import get_trainer_class
 
 STEPS = 3
 ALL_REDUCE_CALLS = [0]
@@ -76,12 +76,14 @@ class ReplicaCheck(TrainerCallback):
         gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, flat)
         max_diff = max(float((g - gathered[0]).abs().max()) for g in gathered)
-        self.steps.append({
-            "step": state.global_step,
-            "identical": len(set(digests)) == 1,
-            "max_abs_diff": max_diff,
-            "all_reduces": all_reduces,
-        })
+        self.steps.append(
+            {
+                "step": state.global_step,
+                "identical": len(set(digests)) == 1,
+                "max_abs_diff": max_diff,
+                "all_reduces": all_reduces,
+            }
+        )
 
 
 def gather_list(values: list) -> list:
@@ -153,8 +155,10 @@ PIPELINE_RECIPE = {
     "model": {"config": conftest.tiny_resnet_config()},
     "pretrain": {"epochs": 1, "batch_size": 128},
     "retrain": {"epochs": 1},
-    "unlearn": {"defaults": {"epochs": 1, "batch_size": 128},
-                "runs": [{"method": "neggrad", "sharpness": "sam", "rho": 0.1, "alpha": 0.95}]},
+    "unlearn": {
+        "defaults": {"epochs": 1, "batch_size": 128},
+        "runs": [{"method": "neggrad", "sharpness": "sam", "rho": 0.1, "alpha": 0.95}],
+    },
     "evaluation": {"mia_shadow_size": 100},
 }
 
@@ -189,12 +193,17 @@ def main() -> None:
         "neggrad_sam", "neggrad", out, model=tiny_resnet(4), shape=image, sharpness="sam", rho=0.1, alpha=0.9
     )
     jobs["sharp_minmax_asam"] = run_job(
-        "sharp_minmax_asam", "sharp_minmax", out, model=tiny_resnet(5), shape=image,
-        sharpness="asam", rho=1.0, alpha=0.9, mask_ratio=0.5,
+        "sharp_minmax_asam",
+        "sharp_minmax",
+        out,
+        model=tiny_resnet(5),
+        shape=image,
+        sharpness="asam",
+        rho=1.0,
+        alpha=0.9,
+        mask_ratio=0.5,
     )
-    jobs["scrub_sam"] = run_job(
-        "scrub_sam", "scrub", out, model=tiny_resnet(6), shape=image, sharpness="sam", rho=0.1
-    )
+    jobs["scrub_sam"] = run_job("scrub_sam", "scrub", out, model=tiny_resnet(6), shape=image, sharpness="sam", rho=0.1)
     jobs["pipeline"] = run_pipeline(out / "pipeline")
     if dist.get_rank() == 0:
         with open(out / "results.json", "w", encoding="utf-8") as handle:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_dataset, make_model
 
 from hf_unlearn import plots
 from hf_unlearn.metrics import (
@@ -22,8 +23,6 @@ from hf_unlearn.metrics import (
     penultimate_features,
 )
 from hf_unlearn.metrics.landscape import grid_coordinates
-
-from conftest import make_dataset, make_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -116,8 +115,12 @@ def test_landscape_stats_on_known_grids():
     # Stability: within 10 / 25 / 50 / 75 % of L_center = 1.
     grid = np.array([[1.0, 1.05, 1.2], [1.4, 1.7, 3.0]])
     profile = landscape_stats(grid, 1.0)["stability"]
-    assert profile == {"10": pytest.approx(100 * 2 / 6), "25": pytest.approx(100 * 3 / 6),
-                       "50": pytest.approx(100 * 4 / 6), "75": pytest.approx(100 * 5 / 6)}
+    assert profile == {
+        "10": pytest.approx(100 * 2 / 6),
+        "25": pytest.approx(100 * 3 / 6),
+        "50": pytest.approx(100 * 4 / 6),
+        "75": pytest.approx(100 * 5 / 6),
+    }
 
 
 def test_grid_coordinates_have_an_exact_center():
@@ -245,8 +248,16 @@ def test_features_hf_resnet_match_the_pooler():
 
 
 def test_features_hf_vit_is_the_classifier_input():
-    model = _hf_model("vit", image_size=16, patch_size=8, num_channels=1, hidden_size=16, num_hidden_layers=1,
-                      num_attention_heads=2, intermediate_size=32)
+    model = _hf_model(
+        "vit",
+        image_size=16,
+        patch_size=8,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     x = make_dataset(5, seed=1, shape=(1, 16, 16)).x
     features, _ = penultimate_features(model, x)
     _check_features(features, 5, 16)
@@ -304,13 +315,17 @@ def test_summarize_t_interval():
 def test_plots_write_png_files(tmp_path):
     tow = {"finetune": [0.90, 0.92, 0.91], "neggrad": [0.95], "sharp_minmax": [0.97, 0.96, 0.975]}
     _assert_png(plots.plot_tow(tow, tmp_path / "tow.png"), tmp_path)
-    accuracies = {"neggrad": {"retain": [0.99, 0.98], "forget": [0.8, 0.7], "test": 0.9},
-                  "retrain": {"retain": 1.0, "forget": 0.75, "test": 0.91}}
+    accuracies = {
+        "neggrad": {"retain": [0.99, 0.98], "forget": [0.8, 0.7], "test": 0.9},
+        "retrain": {"retain": 1.0, "forget": 0.75, "test": 0.91},
+    }
     _assert_png(plots.plot_accuracy_triplets(accuracies, tmp_path / "accuracy.png"), tmp_path)
     alphas = grid_coordinates(5)
     bowl = alphas[:, None] ** 2 + alphas[None, :] ** 2
-    landscapes = {name: LossLandscape(alphas, alphas.copy(), scale * bowl + 0.1, 0.1)
-                  for name, scale in (("test", 1.0), ("forget", 3.0))}
+    landscapes = {
+        name: LossLandscape(alphas, alphas.copy(), scale * bowl + 0.1, 0.1)
+        for name, scale in (("test", 1.0), ("forget", 3.0))
+    }
     _assert_png(plots.plot_loss_landscapes(landscapes, tmp_path / "landscape.png"), tmp_path)
 
 
@@ -322,8 +337,14 @@ def test_feature_embedding_plot(tmp_path):
     forget = rng.normal(loc=1.0, size=(10, 8))
     with threadpool_limits(1):  # t-SNE's OpenMP threads crawl on a loaded machine; the sizes here are tiny
         path = plots.plot_feature_embedding(
-            retain, forget, tmp_path / "sub" / "embedding.png", retain_labels=rng.integers(0, 3, 30),
-            forget_labels=rng.integers(0, 3, 10), method="tsne", max_retain=20, max_forget=6,
+            retain,
+            forget,
+            tmp_path / "sub" / "embedding.png",
+            retain_labels=rng.integers(0, 3, 30),
+            forget_labels=rng.integers(0, 3, 10),
+            method="tsne",
+            max_retain=20,
+            max_forget=6,
         )
         coords, used = plots.embed_2d(retain[:12], method="tsne", seed=1)
         again, _ = plots.embed_2d(retain[:12], method="tsne", seed=1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import tiny_resnet_config
+
 from hf_unlearn.cli import main
 from hf_unlearn.recipe import RecipeError, load_recipe
 
@@ -21,8 +21,11 @@ TINY = {
     "pretrain": {"epochs": 2, "batch_size": 128},
     "unlearn": {
         "defaults": {"epochs": 1, "batch_size": 128},
-        "runs": [{"method": "finetune"}, {"method": "neggrad", "sharpness": "sam"},
-                 {"method": "sharp_minmax", "sharpness": "asam", "rho": 1.0}],
+        "runs": [
+            {"method": "finetune"},
+            {"method": "neggrad", "sharpness": "sam"},
+            {"method": "sharp_minmax", "sharpness": "asam", "rho": 1.0},
+        ],
     },
 }
 
@@ -83,7 +86,7 @@ def test_unknown_recipe_key_is_an_error_with_a_suggestion(tmp_path, capsys):
 
 def test_set_overrides_and_unknown_method():
     recipe = load_recipe("digits", ["unlearn.runs.neggrad.alpha=0.9", "pretrain.epochs=3"])
-    assert [r for r in recipe["unlearn"]["runs"] if r["name"] == "neggrad"][0]["alpha"] == 0.9
+    assert next(r for r in recipe["unlearn"]["runs"] if r["name"] == "neggrad")["alpha"] == 0.9
     assert recipe["pretrain"]["epochs"] == 3
     with pytest.raises(RecipeError, match="did you mean 'neggrad'"):
         load_recipe("digits", ["unlearn.runs.0.method=neggrd"])

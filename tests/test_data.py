@@ -34,9 +34,7 @@ def digits() -> Dataset:
 
 def _tiny_image_dataset(pixels: list[np.ndarray], labels: list[int], num_classes: int = 3) -> Dataset:
     features = Features({"image": Image(), "label": ClassLabel(num_classes=num_classes)})
-    return Dataset.from_dict(
-        {"image": [PILImage.fromarray(p) for p in pixels], "label": labels}, features=features
-    )
+    return Dataset.from_dict({"image": [PILImage.fromarray(p) for p in pixels], "label": labels}, features=features)
 
 
 # --- sources -----------------------------------------------------------------------------------------------
@@ -65,7 +63,7 @@ def test_digits_loads_real_images(digits: Dataset) -> None:
 
 def test_load_source_known_and_unknown() -> None:
     assert "digits" in SOURCES
-    with pytest.raises(ValueError, match="Known sources: .*digits"):
+    with pytest.raises(ValueError, match=r"Known sources: .*digits"):
         load_source("no-such-source")
 
 
@@ -247,9 +245,7 @@ def test_manifest_json_round_trip_is_atomic(tmp_path) -> None:
     assert m.to_json(path) == path
     assert os.listdir(path.parent) == ["manifest.json"]  # no temporary file left behind
     loaded = SplitManifest.from_json(path)
-    assert loaded == SplitManifest.build(
-        "low_confidence", 20, [0, 4, 19], details={"score": "confidence", "epochs": 3}
-    )
+    assert loaded == SplitManifest.build("low_confidence", 20, [0, 4, 19], details={"score": "confidence", "epochs": 3})
 
     # Overwriting replaces the file whole.
     m2 = SplitManifest.build("random", 20, [1], seed=5)

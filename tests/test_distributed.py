@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import ddp_worker
 import pytest
 import torch
-
-import ddp_worker
 from conftest import make_args, make_dataset, make_model
+
 from hf_unlearn.trainers import get_trainer_class
 
 TESTS = Path(__file__).resolve().parent
@@ -42,8 +42,16 @@ EXPECTED_JOBS = {"finetune_none", "finetune_sam", "neggrad_sam", "sharp_minmax_a
 def ddp(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(TESTS / "ddp_worker.py"), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(TESTS / "ddp_worker.py"),
+        str(out),
+    ]
     proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"2-process launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     with open(out / "results.json", encoding="utf-8") as handle:
@@ -126,7 +134,9 @@ def test_a_whole_recipe_runs_under_ddp(ddp) -> None:
     """`hf-unlearn run` in 2 processes: both get the same report; only the main process wrote the stages."""
     job = ddp[0]["jobs"]["pipeline"]
     assert job["runs"] == ["neggrad_sam", "original", "retrain"]
-    assert len({digest for (digest,) in job["reports"]}) == 1  # same splits, same weights, same metrics on both processes
+    assert (
+        len({digest for (digest,) in job["reports"]}) == 1
+    )  # same splits, same weights, same metrics on both processes
     out = Path(job["output_dir"])
     assert (out / "report.json").is_file() and (out / "manifest.json").is_file()
     for stage in job["runs"]:
@@ -143,11 +153,13 @@ def test_deepspeed_and_fsdp_are_refused_at_start_up(tmp_path, distributed: str, 
 
     kind = getattr(DistributedType, distributed)
     args = make_args(tmp_path, method=method, sharpness=sharpness)
-    with mock.patch.object(Accelerator, "distributed_type", new=property(lambda self: kind)):
-        with pytest.raises(ValueError) as info:
-            get_trainer_class(method)(
-                model=make_model(), args=args, retain_dataset=make_dataset(8, 1), forget_dataset=make_dataset(4, 2)
-            )
+    with (
+        mock.patch.object(Accelerator, "distributed_type", new=property(lambda self: kind)),
+        pytest.raises(ValueError) as info,
+    ):
+        get_trainer_class(method)(
+            model=make_model(), args=args, retain_dataset=make_dataset(8, 1), forget_dataset=make_dataset(4, 2)
+        )
     message = str(info.value)
     assert ("DeepSpeed" if distributed == "DEEPSPEED" else "FSDP") in message
     assert "accelerate_configs/multi_gpu.yaml" in message  # what to use instead

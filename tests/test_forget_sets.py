@@ -104,7 +104,9 @@ def test_file_forget_set_rows_train_positions_and_ids(tmp_path):
     assert file_forget_set(tmp_path / "pos.npy", n_train=5, index="train").forget_indices == [0, 4]
 
     (tmp_path / "ids.json").write_text(json.dumps({"ids": ["b.png", "e.png"]}))
-    ids = file_forget_set(tmp_path / "ids.json", n_train=5, index="id", train_ids=["a.png", "b.png", "c.png", "d.png", "e.png"])
+    ids = file_forget_set(
+        tmp_path / "ids.json", n_train=5, index="id", train_ids=["a.png", "b.png", "c.png", "d.png", "e.png"]
+    )
     assert ids.forget_indices == [1, 4]
 
     (tmp_path / "test_rows.txt").write_text("99\n")
@@ -149,8 +151,16 @@ BASE = {"model": {"config": {"model_type": "resnet"}}, "unlearn": {"runs": [{"me
 
 def test_recipe_forget_kinds_and_keys():
     one = validate({**BASE, "forget": {"kind": "memorization", "band": "mid", "scores": "digits", "size": 10}})
-    assert one["forget"] == {"kind": "memorization", "band": "mid", "scores": "digits", "size": 10, "seed": None,
-                             "scores_key": None, "midpoint": 0.5, "name": "mid"}
+    assert one["forget"] == {
+        "kind": "memorization",
+        "band": "mid",
+        "scores": "digits",
+        "size": 10,
+        "seed": None,
+        "scores_key": None,
+        "midpoint": 0.5,
+        "name": "mid",
+    }
     several = validate({**BASE, "forget": [{"kind": "random", "size": 5}, {"kind": "classwise", "classes": [1]}]})
     assert [f["name"] for f in several["forget"]] == ["random", "classwise"]
     assert several["forget"][1]["fraction"] == 1.0
@@ -170,10 +180,9 @@ def test_recipe_forget_kinds_and_keys():
 
 # --- several forget sets in one recipe ----------------------------------------------------------------------
 def test_several_forget_sets_share_the_original_and_write_a_report_each(tmp_path):
-    from hf_unlearn.cli import main
-
     import yaml
 
+    from hf_unlearn.cli import main
     from hf_unlearn.data import load_digits_dataset
 
     # 300 digits as a local data set (fast), scored by a file keyed by its rows.
@@ -186,8 +195,16 @@ def test_several_forget_sets_share_the_original_and_write_a_report_each(tmp_path
             {"name": "high", "kind": "memorization", "band": "high", "size": 0.02, "scores": str(tmp_path / "mem.npz")},
             {"name": "few", "kind": "classwise", "classes": [3], "fraction": 0.1},
         ],
-        "model": {"config": {"model_type": "resnet", "num_channels": 1, "embedding_size": 4, "hidden_sizes": [8],
-                             "depths": [1], "layer_type": "basic"}},
+        "model": {
+            "config": {
+                "model_type": "resnet",
+                "num_channels": 1,
+                "embedding_size": 4,
+                "hidden_sizes": [8],
+                "depths": [1],
+                "layer_type": "basic",
+            }
+        },
         "pretrain": {"epochs": 1, "batch_size": 128},
         "unlearn": {"defaults": {"epochs": 1, "batch_size": 128}, "runs": [{"method": "neggrad"}]},
     }

@@ -80,7 +80,7 @@ def test_on_the_fly_inputs_equal_precomputed(saved):
 
 
 def test_errors_name_the_fix(saved):
-    with pytest.raises(ValueError, match="no column 'image'.*image_column"):
+    with pytest.raises(ValueError, match=r"no column 'image'.*image_column"):
         prepare_splits({"source": str(saved), **RGB}, seed=0)
     with pytest.raises(ValueError, match="train_split 'training'"):
         prepare_splits(spec(saved, train_split="training"), seed=0)
@@ -118,7 +118,9 @@ def test_image_processor_transforms(tmp_path):
     np.testing.assert_allclose(out, (1.0 - 0.5) / 0.25, rtol=1e-5)
     assert transform.description["processor"] == "ViTImageProcessor"
     # auto: a model built from a config has no processor, so the manual settings apply.
-    manual = resolve_transform({"transforms": "auto", **RGB}, {"config": {"model_type": "resnet"}, "name_or_path": None})
+    manual = resolve_transform(
+        {"transforms": "auto", **RGB}, {"config": {"model_type": "resnet"}, "name_or_path": None}
+    )
     assert manual.description["kind"] == "manual"
     with pytest.raises(ValueError, match="No image processor"):
         resolve_transform({"transforms": "processor", **RGB}, {"name_or_path": str(tmp_path / "none")})
@@ -130,16 +132,26 @@ def test_pipeline_runs_on_a_local_dataset_with_an_id_forget_file(saved, tmp_path
 
     train_ids = prepare_splits(spec(saved, validation_size=0.2), seed=0).train_column("uid")
     (tmp_path / "forget.txt").write_text("\n".join(train_ids[5:8]) + "\n")
-    recipe = validate({
-        "name": "toy",
-        "data": spec(saved, validation_size=0.2),
-        "forget": {"kind": "file", "path": str(tmp_path / "forget.txt"), "index": "id", "id_column": "uid"},
-        "model": {"config": {"model_type": "resnet", "num_channels": 3, "embedding_size": 4, "hidden_sizes": [4],
-                             "depths": [1], "layer_type": "basic"}},
-        "pretrain": {"epochs": 1, "batch_size": 16},
-        "unlearn": {"defaults": {"epochs": 1, "batch_size": 16}, "runs": [{"method": "neggrad"}]},
-        "evaluation": {"batch_size": 64},
-    })
+    recipe = validate(
+        {
+            "name": "toy",
+            "data": spec(saved, validation_size=0.2),
+            "forget": {"kind": "file", "path": str(tmp_path / "forget.txt"), "index": "id", "id_column": "uid"},
+            "model": {
+                "config": {
+                    "model_type": "resnet",
+                    "num_channels": 3,
+                    "embedding_size": 4,
+                    "hidden_sizes": [4],
+                    "depths": [1],
+                    "layer_type": "basic",
+                }
+            },
+            "pretrain": {"epochs": 1, "batch_size": 16},
+            "unlearn": {"defaults": {"epochs": 1, "batch_size": 16}, "runs": [{"method": "neggrad"}]},
+            "evaluation": {"batch_size": 64},
+        }
+    )
     report = Pipeline(recipe, tmp_path / "out", use_cpu=True).run()
     assert report["dataset"] == str(saved) and report["forget_set"]["kind"] == "file"
     assert report["sizes"] == {"train": 48, "retain": 45, "forget": 3, "test": 15}
@@ -173,10 +185,14 @@ def test_cifar100_recipe_data_and_bands_on_a_local_copy(tmp_path):
     source = _cifar_like(tmp_path / "cifar")
     scores = np.linspace(0.0, 1.0, 60)  # pool row r scores r / 59
     save_scores(tmp_path / "mem.npz", ScoreTable(scores, np.arange(60), {"format": "test"}))
-    recipe = load_recipe("cifar100-resnet18", [
-        f"data.source={source}", *[f"forget.{band}.scores={tmp_path / 'mem.npz'}" for band in ("high", "mid", "low")],
-        *[f"forget.{band}.size=3" for band in ("high", "mid", "low")],
-    ])
+    recipe = load_recipe(
+        "cifar100-resnet18",
+        [
+            f"data.source={source}",
+            *[f"forget.{band}.scores={tmp_path / 'mem.npz'}" for band in ("high", "mid", "low")],
+            *[f"forget.{band}.size=3" for band in ("high", "mid", "low")],
+        ],
+    )
     pipeline = Pipeline(recipe, tmp_path / "out", use_cpu=True)
     splits = pipeline.prepare_data()
     assert (len(splits.train), len(splits.prepared.validation), len(splits.test)) == (54, 6, 20)  # 10% validation
@@ -204,9 +220,17 @@ def test_imagenet_recipe_data_on_a_local_copy(tmp_path):
             {"image": pictures, "label": labels if split != "test" else [-1] * n}, features=features
         )
     DatasetDict(parts).save_to_disk(str(tmp_path / "imagenet"))
-    recipe = load_recipe("imagenet1k-resnet50", [f"data.source={tmp_path / 'imagenet'}", "data.transforms=manual",
-                                                 "data.image_size=4", "data.num_channels=3", "data.mean=[0.5]",
-                                                 "data.std=[0.5]"])
+    recipe = load_recipe(
+        "imagenet1k-resnet50",
+        [
+            f"data.source={tmp_path / 'imagenet'}",
+            "data.transforms=manual",
+            "data.image_size=4",
+            "data.num_channels=3",
+            "data.mean=[0.5]",
+            "data.std=[0.5]",
+        ],
+    )
     data = prepare_splits(recipe["data"], recipe["seed"], recipe["model"])
     assert (len(data.train), len(data.test), data.validation) == (30, 9, None)
     assert not isinstance(data.train, TensorImageDataset)  # precompute: false, as for the real 1.28 M images

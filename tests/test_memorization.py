@@ -22,8 +22,14 @@ from hf_unlearn.memorization import (
 )
 from hf_unlearn.recipe import validate
 
-TINY_MODEL = {"model_type": "resnet", "num_channels": 1, "embedding_size": 4, "hidden_sizes": [8], "depths": [1],
-              "layer_type": "basic"}
+TINY_MODEL = {
+    "model_type": "resnet",
+    "num_channels": 1,
+    "embedding_size": 4,
+    "hidden_sizes": [8],
+    "depths": [1],
+    "layer_type": "basic",
+}
 SETTINGS = {"epochs": 2, "batch_size": 32, "learning_rate": 0.1, "optim": "sgd", "optim_args": "momentum=0.9"}
 
 
@@ -39,10 +45,15 @@ def small_digits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recipe(small_digits):
-    return validate({
-        "name": "mem", "data": {"source": str(small_digits), "image_size": 8},
-        "model": {"config": TINY_MODEL}, "pretrain": SETTINGS, "unlearn": {"runs": [{"method": "finetune"}]},
-    })
+    return validate(
+        {
+            "name": "mem",
+            "data": {"source": str(small_digits), "image_size": 8},
+            "model": {"config": TINY_MODEL},
+            "pretrain": SETTINGS,
+            "unlearn": {"runs": [{"method": "finetune"}]},
+        }
+    )
 
 
 def test_subsets_and_seeds_are_functions_of_seed_and_k():
@@ -60,8 +71,10 @@ def test_subsets_and_seeds_are_functions_of_seed_and_k():
 
 def test_score_is_p_correct_in_minus_p_correct_out():
     counts = {  # sample 0: in 3 models (all correct), out of 1 (wrong): mem 1; sample 1 always right: 0
-        "n_in": np.array([3, 2, 4]), "n_out": np.array([1, 2, 0]),
-        "correct_in": np.array([3, 2, 4]), "correct_out": np.array([0, 2, 0]),
+        "n_in": np.array([3, 2, 4]),
+        "n_out": np.array([1, 2, 0]),
+        "correct_in": np.array([3, 2, 4]),
+        "correct_out": np.array([0, 2, 0]),
     }
     np.testing.assert_array_equal(scores_from_counts(counts), [1.0, 0.0, np.nan])
 
@@ -78,8 +91,16 @@ def test_sharded_merge_equals_unsharded_and_resume(recipe, tmp_path):
 
     shards = []
     for i in range(2):  # separate work dir: the shards train their own models
-        part = MemorizationEstimator(recipe, SETTINGS, num_models=3, work_dir=tmp_path / "b", shard=(i, 2),
-                                     progress=False, use_cpu=True, data=whole.data).run()
+        part = MemorizationEstimator(
+            recipe,
+            SETTINGS,
+            num_models=3,
+            work_dir=tmp_path / "b",
+            shard=(i, 2),
+            progress=False,
+            use_cpu=True,
+            data=whole.data,
+        ).run()
         assert not part.metadata["complete"] and part.arrays["model_ids"].tolist() == [[0, 2], [1]][i]
         shards.append(write_scores(tmp_path / f"shard{i}.npz", part))
     merged = merge_score_files(shards)
@@ -93,16 +114,24 @@ def test_sharded_merge_equals_unsharded_and_resume(recipe, tmp_path):
         load_scores(shards[0])
 
     # Resume: finished models are not trained again; a lost one is retrained alone, with the same result.
-    again = MemorizationEstimator(recipe, SETTINGS, num_models=3, work_dir=tmp_path / "a", progress=False, use_cpu=True,
-                                  data=whole.data)
+    again = MemorizationEstimator(
+        recipe, SETTINGS, num_models=3, work_dir=tmp_path / "a", progress=False, use_cpu=True, data=whole.data
+    )
     assert again.run().metadata["trained_this_run"] == 0
     again.model_path(2).unlink()
     redone = again.run()
     assert redone.metadata["trained_this_run"] == 1
     np.testing.assert_array_equal(redone.scores, table.scores)
     # Other settings never reuse these models.
-    other = MemorizationEstimator(recipe, {**SETTINGS, "epochs": 1}, num_models=3, work_dir=tmp_path / "a",
-                                  progress=False, use_cpu=True, data=whole.data)
+    other = MemorizationEstimator(
+        recipe,
+        {**SETTINGS, "epochs": 1},
+        num_models=3,
+        work_dir=tmp_path / "a",
+        progress=False,
+        use_cpu=True,
+        data=whole.data,
+    )
     assert other.model_dir != whole.model_dir and not other.is_done(0)
 
 
@@ -126,8 +155,13 @@ def test_cli_memorization_shards_and_merge(recipe, small_digits, tmp_path):
 def test_launched_processes_become_independent_workers(monkeypatch):
     assert launcher_identity({}) == (0, 1, 0)
     assert launcher_identity({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
-    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "x",
-                        "CUDA_VISIBLE_DEVICES": "4,5"}.items():
+    for name, value in {
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "x",
+        "CUDA_VISIBLE_DEVICES": "4,5",
+    }.items():
         monkeypatch.setenv(name, value)
     assert detach_from_launcher() == (1, 2)
     import os
@@ -152,11 +186,11 @@ def test_confidence_proxy_marks_mislabelled_samples_as_memorized(tmp_path):
     average true-class confidence over training, so the proxy's "high" band finds them."""
     import torch
     from conftest import TensorItems, make_model
+    from sklearn.datasets import load_digits
 
     from hf_unlearn.data.forget_sets import low_confidence_forget_set
     from hf_unlearn.recipe import training_arguments
     from hf_unlearn.trainers import get_trainer_class
-    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = torch.tensor(bunch.data[:200] / 16.0, dtype=torch.float32)
@@ -165,8 +199,16 @@ def test_confidence_proxy_marks_mislabelled_samples_as_memorized(tmp_path):
     y[flipped] = (y[flipped] + 5) % 10
     data = TensorItems(x, y)
     recorder = ConfidenceRecorder(data)
-    args = training_arguments({**SETTINGS, "epochs": 8}, method="pretrain", output_dir=str(tmp_path), use_cpu=True,
-                              report_to="none", disable_tqdm=True, save_strategy="no", logging_strategy="no")
+    args = training_arguments(
+        {**SETTINGS, "epochs": 8},
+        method="pretrain",
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_strategy="no",
+    )
     model = make_model(seed=0, in_features=64, hidden=32, num_labels=10)
     get_trainer_class("pretrain")(model=model, args=args, retain_dataset=data, callbacks=[recorder]).train()
     confidence = recorder.mean_confidence()

@@ -14,13 +14,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from conftest import ce_on, hand_branch, hand_saliency, loss_and_grad, make_dataset, make_model, weights_of
 from math_helpers import assert_weights as _assert_weights
 from math_helpers import max_diff as _max_diff
 from math_helpers import random_mask as _random_mask
 from math_helpers import sgd_step
+from torch import nn
+
 from hf_unlearn.trainers import get_trainer_class
 from hf_unlearn.trainers.l1_sparse import L1SparseTrainer, l1_weight_schedule
 from hf_unlearn.trainers.salun import SalUnTrainer
@@ -121,8 +121,15 @@ def test_scrub_runs_exactly_msteps_max_epochs_and_keeps_the_teacher_frozen(args_
     initial = copy.deepcopy(model.state_dict())
     retain, forget = make_dataset(6, seed=5), make_dataset(4, seed=6)
     trainer = _scrub(
-        args_factory, model, retain, forget, num_train_epochs=5, msteps=2, per_device_train_batch_size=2,
-        lr_scheduler_type="linear", logging_strategy="epoch",
+        args_factory,
+        model,
+        retain,
+        forget,
+        num_train_epochs=5,
+        msteps=2,
+        per_device_train_batch_size=2,
+        lr_scheduler_type="linear",
+        logging_strategy="epoch",
     )
     seen = _record_phases(trainer)
     trainer.train()
@@ -160,8 +167,14 @@ def test_scrub_msteps_bounds(args_factory, msteps: int, expected_forget_passes: 
 def test_scrub_gradient_accumulation_never_mixes_phases(args_factory) -> None:
     retain, forget = make_dataset(5, seed=10), make_dataset(3, seed=11)
     trainer = _scrub(
-        args_factory, make_model(seed=12), retain, forget, num_train_epochs=2, msteps=1,
-        per_device_train_batch_size=2, gradient_accumulation_steps=2,
+        args_factory,
+        make_model(seed=12),
+        retain,
+        forget,
+        num_train_epochs=2,
+        msteps=1,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
     )
     seen = _record_phases(trainer)
     trainer.train()
@@ -192,8 +205,17 @@ def test_scrub_min_step_with_sam_matches_hand_computation(args_factory) -> None:
     with torch.no_grad():
         t_logits = model(pixel_values=retain.x).logits
     trainer = _scrub(
-        args_factory, model, retain, forget, msteps=0, max_steps=1, sharpness="sam", rho=rho, gamma=gamma,
-        beta=beta, kd_T=T,
+        args_factory,
+        model,
+        retain,
+        forget,
+        msteps=0,
+        max_steps=1,
+        sharpness="sam",
+        rho=rho,
+        gamma=gamma,
+        beta=beta,
+        kd_T=T,
     )
     trainer.train()
 
@@ -264,8 +286,14 @@ def test_salun_weights_outside_the_mask_never_change(args_factory, optim: str, o
     w = weights_of(model)
     mask = _random_mask(w, 0.4, seed=30)
     settings = dict(
-        mask=mask, optim=optim, optim_args=optim_args, weight_decay=0.1, max_steps=4, per_device_train_batch_size=4,
-        sharpness="sam", rho=0.3,
+        mask=mask,
+        optim=optim,
+        optim_args=optim_args,
+        weight_decay=0.1,
+        max_steps=4,
+        per_device_train_batch_size=4,
+        sharpness="sam",
+        rho=0.3,
     )
     trainer = _salun(args_factory, copy.deepcopy(model), retain, forget, **settings)
     trainer.train()
@@ -396,8 +424,14 @@ def _official_branch(model, w, loss_fn, kind, rho, direction, mask):
 
 
 def _sharp_minmax(args_factory, model, retain, forget, mask=None, **overrides) -> SharpMinMaxTrainer:
-    kwargs = dict(method="sharp_minmax", sharpness="sam", rho=0.5, alpha=0.6, mask_ratio=0.3,
-                  per_device_train_batch_size=len(retain))
+    kwargs = dict(
+        method="sharp_minmax",
+        sharpness="sam",
+        rho=0.5,
+        alpha=0.6,
+        mask_ratio=0.3,
+        per_device_train_batch_size=len(retain),
+    )
     kwargs.update(overrides)
     return SharpMinMaxTrainer(
         model=model, args=args_factory(**kwargs), retain_dataset=retain, forget_dataset=forget, mask=mask
@@ -413,7 +447,15 @@ def test_official_sharp_minmax_is_two_sequential_updates(args_factory, kind: str
     mask = _random_mask(w, 0.4, seed=53)
     alpha, rho, wd = 0.6, 0.5, 0.05
     trainer = _sharp_minmax(
-        args_factory, model, retain, forget, mask=mask, official=True, sharpness=kind, alpha=alpha, rho=rho,
+        args_factory,
+        model,
+        retain,
+        forget,
+        mask=mask,
+        official=True,
+        sharpness=kind,
+        alpha=alpha,
+        rho=rho,
         weight_decay=wd,
     )
     forget.accessed.clear()
@@ -465,8 +507,9 @@ def test_official_mask_keeps_the_least_salient_weights(args_factory, method: str
     for official in (False, True):
         cls = get_trainer_class(method)
         args = args_factory(method=method, mask_ratio=0.3, official=official)
-        masks[official] = cls(model=make_model(seed=59), args=args, retain_dataset=make_dataset(4, seed=60),
-                              forget_dataset=forget).mask
+        masks[official] = cls(
+            model=make_model(seed=59), args=args, retain_dataset=make_dataset(4, seed=60), forget_dataset=forget
+        ).mask
     flat_s = torch.cat([saliency[n].reshape(-1) for n in saliency])
     top = torch.cat([masks[False][n].reshape(-1) for n in saliency])
     bottom = torch.cat([masks[True][n].reshape(-1) for n in saliency])
@@ -476,8 +519,14 @@ def test_official_mask_keeps_the_least_salient_weights(args_factory, method: str
 
 def test_official_sharp_minmax_follows_the_trainer_lr_schedule(args_factory) -> None:
     trainer = _sharp_minmax(
-        args_factory, make_model(seed=61), make_dataset(4, seed=62), make_dataset(2, seed=63), mask=None,
-        official=True, max_steps=3, lr_scheduler_type="linear",
+        args_factory,
+        make_model(seed=61),
+        make_dataset(4, seed=62),
+        make_dataset(2, seed=63),
+        mask=None,
+        official=True,
+        max_steps=3,
+        lr_scheduler_type="linear",
     )
     lrs = []
     original = trainer._step_retain_optimizer
@@ -493,8 +542,14 @@ def test_official_sharp_minmax_follows_the_trainer_lr_schedule(args_factory) -> 
 
 def test_official_sharp_minmax_rejects_gradient_accumulation(args_factory) -> None:
     with pytest.raises(ValueError, match="gradient_accumulation_steps=1"):
-        _sharp_minmax(args_factory, make_model(seed=64), make_dataset(4, seed=65), make_dataset(2, seed=66),
-                      official=True, gradient_accumulation_steps=2)
+        _sharp_minmax(
+            args_factory,
+            make_model(seed=64),
+            make_dataset(4, seed=65),
+            make_dataset(2, seed=66),
+            official=True,
+            gradient_accumulation_steps=2,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ arguments

@@ -14,11 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import make_args, make_dataset
 from torch import nn
 
-from conftest import make_args, make_dataset
 from hf_unlearn.hub import HubError, build_model_card, export_run, push_run, select_run
-from hf_unlearn.models import build_model_from_config, is_timm_model, load_pretrained_model, load_saved_model, save_model
+from hf_unlearn.models import (
+    build_model_from_config,
+    is_timm_model,
+    load_pretrained_model,
+    load_saved_model,
+    save_model,
+)
 from hf_unlearn.trainers import get_trainer_class
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,16 +40,42 @@ def _hf_model(family: str) -> nn.Module:
     import transformers as tf
 
     configs = {
-        "resnet": (tf.ResNetForImageClassification, tf.ResNetConfig(
-            num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5)),
-        "convnext": (tf.ConvNextForImageClassification, tf.ConvNextConfig(
-            num_channels=1, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, patch_size=2, num_labels=5)),
-        "vit": (tf.ViTForImageClassification, tf.ViTConfig(
-            image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-            intermediate_size=32, num_labels=5)),
-        "swin": (tf.SwinForImageClassification, tf.SwinConfig(
-            image_size=8, patch_size=2, num_channels=1, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=2,
-            num_labels=5)),
+        "resnet": (
+            tf.ResNetForImageClassification,
+            tf.ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5),
+        ),
+        "convnext": (
+            tf.ConvNextForImageClassification,
+            tf.ConvNextConfig(
+                num_channels=1, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, patch_size=2, num_labels=5
+            ),
+        ),
+        "vit": (
+            tf.ViTForImageClassification,
+            tf.ViTConfig(
+                image_size=8,
+                patch_size=4,
+                num_channels=1,
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                num_labels=5,
+            ),
+        ),
+        "swin": (
+            tf.SwinForImageClassification,
+            tf.SwinConfig(
+                image_size=8,
+                patch_size=2,
+                num_channels=1,
+                embed_dim=8,
+                depths=[1, 1],
+                num_heads=[1, 2],
+                window_size=2,
+                num_labels=5,
+            ),
+        ),
     }
     cls, config = configs[family]
     return cls(config)
@@ -95,15 +127,25 @@ def test_load_unlearn_save_and_reload(model_dirs, tmp_path, family: str) -> None
     assert is_timm_model(model) == (family == "timm")
     # The backbone comes from the folder; only the head was re-initialised for the 3 labels.
     saved = load_saved_model(str(model_dirs[family]))
-    same = [n for n, p in model.named_parameters() if p.shape == dict(saved.named_parameters())[n].shape
-            and torch.equal(p, dict(saved.named_parameters())[n])]
+    same = [
+        n
+        for n, p in model.named_parameters()
+        if p.shape == dict(saved.named_parameters())[n].shape and torch.equal(p, dict(saved.named_parameters())[n])
+    ]
     assert len(same) >= len(list(model.parameters())) - 2
     # Unlearn a few steps (NegGrad with SAM).
     retain = make_dataset(8, seed=1, shape=(1, 8, 8))
     forget = make_dataset(4, seed=2, shape=(1, 8, 8))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = make_args(tmp_path / "out", method="neggrad", sharpness="sam", rho=0.1, alpha=0.9, max_steps=2,
-                     per_device_train_batch_size=4)
+    args = make_args(
+        tmp_path / "out",
+        method="neggrad",
+        sharpness="sam",
+        rho=0.1,
+        alpha=0.9,
+        max_steps=2,
+        per_device_train_batch_size=4,
+    )
     get_trainer_class("neggrad")(model=model, args=args, retain_dataset=retain, forget_dataset=forget).train()
     assert any(not torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
     # Save, and reload with transformers (and timm).
@@ -127,7 +169,7 @@ def test_timm_architecture_from_a_config_builds_reproducibly() -> None:
     spec = {"model_type": "timm_wrapper", "architecture": "resnet18", "model_args": {"in_chans": 1, **TIMM_TINY}}
     a, b = (build_model_from_config(spec, CLASSES, seed=7) for _ in range(2))
     assert is_timm_model(a) and a.config.num_labels == 3
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=False):
         assert torch.equal(p, q), n
     assert _logits(a, _images(2, 0)).shape == (2, 3)
 
@@ -135,16 +177,27 @@ def test_timm_architecture_from_a_config_builds_reproducibly() -> None:
 # ----------------------------------------------------------------------------------------- model card
 def _report(dataset: str = "digits", runs: tuple[str, ...] = ("sharp_minmax_asam",)) -> dict:
     def entry(method, tow, acc):
-        return {"method": method, "sharpness": "asam" if method == "sharp_minmax" else "none",
-                "hyperparameters": {"alpha": 0.95, "rho": 1.0, "learning_rate": 0.01},
-                "accuracy": {"retain": acc, "forget": acc - 0.1, "test": acc - 0.05}, "tow": tow,
-                "mia": {"confidence": 0.61, "entropy": 0.58}, "wall_seconds": 1.0}
+        return {
+            "method": method,
+            "sharpness": "asam" if method == "sharp_minmax" else "none",
+            "hyperparameters": {"alpha": 0.95, "rho": 1.0, "learning_rate": 0.01},
+            "accuracy": {"retain": acc, "forget": acc - 0.1, "test": acc - 0.05},
+            "tow": tow,
+            "mia": {"confidence": 0.61, "entropy": 0.58},
+            "wall_seconds": 1.0,
+        }
 
     models = {"original": entry("pretrain", 0.8, 0.99), "retrain": entry("retrain", None, 0.97)}
     for i, run in enumerate(runs):
         models[run] = entry(run.split("_asam")[0], 0.95 - i / 100, 0.96)
-    return {"name": "t", "dataset": dataset, "seed": 0, "base_model": None,
-            "forget_set": {"kind": "low_confidence", "size": 144, "sha256": "ab" * 32}, "models": models}
+    return {
+        "name": "t",
+        "dataset": dataset,
+        "seed": 0,
+        "base_model": None,
+        "forget_set": {"kind": "low_confidence", "size": 144, "sha256": "ab" * 32},
+        "models": models,
+    }
 
 
 def _eval_results(card) -> dict[tuple[str, str | None, str | None], float]:
@@ -198,7 +251,10 @@ def test_export_copies_the_base_models_image_processor(model_dirs, tmp_path) -> 
     (run_dir / "manifest.json").write_text(json.dumps({"forget_indices": [1, 2, 3]}))
     folder = export_run(run_dir, tmp_path / "export")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md", "config.json", "model.safetensors", "preprocessor_config.json"
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
     ]
     from transformers import AutoImageProcessor
 
@@ -250,8 +306,10 @@ def pushed_run(model_dirs, tmp_path_factory):
         "model": {"name_or_path": str(model_dirs["timm"]), "ignore_mismatched_sizes": True},
         "pretrain": {"epochs": 2, "batch_size": 128, "learning_rate": 0.05},
         "retrain": {"epochs": 2},
-        "unlearn": {"defaults": {"epochs": 1, "batch_size": 128},
-                    "runs": [{"method": "sharp_minmax", "sharpness": "asam", "rho": 1.0, "alpha": 0.95}]},
+        "unlearn": {
+            "defaults": {"epochs": 1, "batch_size": 128},
+            "runs": [{"method": "sharp_minmax", "sharpness": "asam", "rho": 1.0, "alpha": 0.95}],
+        },
         "evaluation": {"mia_shadow_size": 100},
         "hub": {"push": True, "repo_id": "me/digits-unlearned"},
     }
@@ -325,9 +383,9 @@ def test_recipe_hub_section_is_checked_before_training() -> None:
     from hf_unlearn.recipe import RecipeError, load_recipe
 
     assert load_recipe("digits")["hub"] == {"push": False, "repo_id": None, "run": None, "private": False}
-    with pytest.raises(RecipeError, match="hub.repo_id"):
+    with pytest.raises(RecipeError, match=r"hub\.repo_id"):
         load_recipe("digits", ["hub.push=true", "hub.run=neggrad"])
-    with pytest.raises(RecipeError, match="hub.run"):
+    with pytest.raises(RecipeError, match=r"hub\.run"):
         load_recipe("digits", ["hub.push=true", "hub.repo_id=me/x"])  # six runs: which one?
     with pytest.raises(RecipeError, match="did you mean 'neggrad'"):
         load_recipe("digits", ["hub.run=neggrd"])

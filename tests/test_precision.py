@@ -12,9 +12,9 @@ import math
 
 import pytest
 import torch
+from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
 from torch import nn
 
-from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
 from hf_unlearn.sharpness import SharpnessConfig, branch_gradient, perturbation
 from hf_unlearn.trainers import TRAINERS, get_trainer_class
 from hf_unlearn.trainers.base import Branch, logits_of
@@ -58,7 +58,7 @@ def test_sam_direction_is_invariant_to_the_loss_scale() -> None:
     for adaptive in (False, True):
         plain = perturbation(params, grads, [None, None], 0.3, adaptive)
         scaled = perturbation(params, [gr * 65536.0 for gr in grads], [None, None], 0.3, adaptive)
-        for a, b in zip(plain, scaled):
+        for a, b in zip(plain, scaled, strict=False):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
 
 
@@ -79,7 +79,9 @@ def test_branch_gradient_skips_the_perturbation_on_a_non_finite_first_pass(bad: 
     grads, loss, perturbed = branch_gradient(model, params, [None] * len(params), backward, SharpnessConfig("sam", 0.1))
     assert len(calls) == 1 and perturbed is False  # no second pass at w + eps
     assert not torch.isfinite(loss)
-    assert any(not torch.isfinite(gr).all() for gr in grads)  # the step's gradient stays non-finite: the scaler skips it
+    assert any(
+        not torch.isfinite(gr).all() for gr in grads
+    )  # the step's gradient stays non-finite: the scaler skips it
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n])
 
@@ -91,8 +93,14 @@ def test_fp16_sam_step_equals_the_unscaled_step(args_factory, max_grad_norm: flo
     data = make_dataset(8, seed=11)
     model = make_model(seed=10)
     w = weights_of(model)
-    args = args_factory(method="finetune", sharpness="sam", rho=0.5, per_device_train_batch_size=8, fp16=True,
-                        max_grad_norm=max_grad_norm)
+    args = args_factory(
+        method="finetune",
+        sharpness="sam",
+        rho=0.5,
+        per_device_train_batch_size=8,
+        fp16=True,
+        max_grad_norm=max_grad_norm,
+    )
     trainer = _with_cpu_grad_scaler(get_trainer_class("finetune")(model=model, args=args, retain_dataset=data))
     dtypes = []
     hook = model.fc2.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
@@ -145,8 +153,15 @@ def test_fp16_overflow_skips_the_perturbation_and_the_scaler_skips_the_step(args
         def on_step_end(self, args, state, control, model=None, **kwargs):
             weights_after_step.append(weights_of(model))
 
-    args = args_factory(method="finetune", sharpness="sam", rho=0.5, per_device_train_batch_size=8, fp16=True,
-                        max_steps=2, max_grad_norm=1e6)
+    args = args_factory(
+        method="finetune",
+        sharpness="sam",
+        rho=0.5,
+        per_device_train_batch_size=8,
+        fp16=True,
+        max_steps=2,
+        max_grad_norm=1e6,
+    )
     trainer = _OverflowOnce(model=model, args=args, retain_dataset=data, callbacks=[Record()])
     trainer.calls = []
     _with_cpu_grad_scaler(trainer)
@@ -166,9 +181,18 @@ def _run_every_method(args_factory, method: str, precision: str, model: nn.Modul
     retain = make_dataset(8, seed=31, shape=shape)
     forget = make_dataset(4, seed=32, shape=shape)
     sharpness = "asam" if method == "sharp_minmax" else "sam"
-    args = args_factory(method=method, sharpness=sharpness, rho=0.5 if sharpness == "sam" else 1.0,
-                        per_device_train_batch_size=4, max_steps=2, logging_steps=1, logging_strategy="steps",
-                        alpha=0.9, **{precision: True}, **overrides)
+    args = args_factory(
+        method=method,
+        sharpness=sharpness,
+        rho=0.5 if sharpness == "sam" else 1.0,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        logging_steps=1,
+        logging_strategy="steps",
+        alpha=0.9,
+        **{precision: True},
+        **overrides,
+    )
     trainer = get_trainer_class(method)(model=model, args=args, retain_dataset=retain, forget_dataset=forget)
     if precision == "fp16":
         _with_cpu_grad_scaler(trainer)

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_resnet_config
 from safetensors.torch import load_file
 
-from conftest import tiny_resnet_config
 from hf_unlearn.cli import main
 from hf_unlearn.data import sources
 
@@ -163,25 +163,46 @@ def test_misspelled_recipe_key_at_every_level(tmp_path, capsys, changes, fragmen
     "changes, fragments",
     [
         ({"unlearn.runs.0.method": "neggrd"}, ["neggrd", "did you mean 'neggrad'"]),
-        ({"unlearn.runs.0.sharpness": "sma"}, ["unlearn.runs[0].sharpness", "unknown sharpness 'sma'",
-                                               "did you mean 'sam'", "none, sam, asam"]),
-        ({"unlearn.defaults.sharpness": "assam", "unlearn.runs.0": {"method": "neggrad"}},
-         ["unlearn.defaults.sharpness", "did you mean 'asam'"]),
+        (
+            {"unlearn.runs.0.sharpness": "sma"},
+            ["unlearn.runs[0].sharpness", "unknown sharpness 'sma'", "did you mean 'sam'", "none, sam, asam"],
+        ),
+        (
+            {"unlearn.defaults.sharpness": "assam", "unlearn.runs.0": {"method": "neggrad"}},
+            ["unlearn.defaults.sharpness", "did you mean 'asam'"],
+        ),
         ({"unlearn.runs.0.rho": 0.0}, ["unlearn.runs[0].rho", "rho must be a finite number > 0"]),
         ({"unlearn.runs.0.rho": -1.0}, ["unlearn.runs[0].rho", "rho must be a finite number > 0"]),
         ({"unlearn.runs.0.alpha": 1.5}, ["unlearn.runs[0].alpha", "alpha must lie in [0, 1]"]),
         ({"unlearn.defaults.alpha": -0.1}, ["unlearn.defaults.alpha", "alpha must lie in [0, 1]"]),
-        ({"unlearn.runs.0": {"method": "sharp_minmax", "mask_ratio": 0.0}},
-         ["unlearn.runs[0].mask_ratio", "mask_ratio must lie in (0, 1]"]),
-        ({"unlearn.runs.0": {"method": "sharp_minmax", "mask_ratio": 1.5}},
-         ["unlearn.runs[0].mask_ratio", "mask_ratio must lie in (0, 1]"]),
+        (
+            {"unlearn.runs.0": {"method": "sharp_minmax", "mask_ratio": 0.0}},
+            ["unlearn.runs[0].mask_ratio", "mask_ratio must lie in (0, 1]"],
+        ),
+        (
+            {"unlearn.runs.0": {"method": "sharp_minmax", "mask_ratio": 1.5}},
+            ["unlearn.runs[0].mask_ratio", "mask_ratio must lie in (0, 1]"],
+        ),
         ({"retrain.optim": "sgdd"}, ["retrain", "sgdd"]),
         ({"pretrain.learning_rate": "1e-3"}, ["pretrain.learning_rate: expected a number, got '1e-3'", "1.0e-3"]),
         ({"unlearn.runs.0.official": "yes"}, ["unlearn.runs[0].official: expected bool, got 'yes'"]),
         ({"unlearn.defaults.batch_size": 64.5}, ["unlearn.defaults.batch_size: expected int, got 64.5"]),
     ],
-    ids=["method", "sharpness", "sharpness-defaults", "rho-zero", "rho-negative", "alpha-high", "alpha-defaults",
-         "mask-zero", "mask-high", "optim", "string-number", "bool", "float-batch"],
+    ids=[
+        "method",
+        "sharpness",
+        "sharpness-defaults",
+        "rho-zero",
+        "rho-negative",
+        "alpha-high",
+        "alpha-defaults",
+        "mask-zero",
+        "mask-high",
+        "optim",
+        "string-number",
+        "bool",
+        "float-batch",
+    ],
 )
 def test_bad_method_sharpness_or_hyperparameter_fails_before_anything_runs(tmp_path, capsys, changes, fragments):
     out = tmp_path / "out"
@@ -192,10 +213,26 @@ def test_bad_method_sharpness_or_hyperparameter_fails_before_anything_runs(tmp_p
 @pytest.mark.parametrize(
     "setting, env, fragments",
     [
-        ({"fsdp": "full_shard"}, {}, ["unlearn.defaults.fsdp", "neggrad with sharpness='sam' is not supported under FSDP",
-                                      "backward passes", "accelerate_configs/multi_gpu.yaml"]),
-        ({}, {"ACCELERATE_USE_DEEPSPEED": "true"}, ["unlearn.runs[0] (neggrad_sam)", "ACCELERATE_USE_DEEPSPEED",
-                                                    "not supported under DeepSpeed", "multi_gpu.yaml"]),
+        (
+            {"fsdp": "full_shard"},
+            {},
+            [
+                "unlearn.defaults.fsdp",
+                "neggrad with sharpness='sam' is not supported under FSDP",
+                "backward passes",
+                "accelerate_configs/multi_gpu.yaml",
+            ],
+        ),
+        (
+            {},
+            {"ACCELERATE_USE_DEEPSPEED": "true"},
+            [
+                "unlearn.runs[0] (neggrad_sam)",
+                "ACCELERATE_USE_DEEPSPEED",
+                "not supported under DeepSpeed",
+                "multi_gpu.yaml",
+            ],
+        ),
     ],
     ids=["fsdp-recipe", "deepspeed-launch"],
 )
@@ -237,8 +274,12 @@ def _tamper(manifest: dict[str, Any], how: str) -> None:
 
 @pytest.mark.parametrize(
     "how, fragment",
-    [("overlap", "overlap"), ("duplicate", "not sorted without duplicates"), ("out-of-range", f"outside [0, {N_TRAIN})"),
-     ("hash", "does not match the forget indices")],
+    [
+        ("overlap", "overlap"),
+        ("duplicate", "not sorted without duplicates"),
+        ("out-of-range", f"outside [0, {N_TRAIN})"),
+        ("hash", "does not match the forget indices"),
+    ],
 )
 def test_modified_split_manifest_is_refused_not_replaced(baseline, tmp_path, capsys, how, fragment):
     out = copy_of(baseline, tmp_path)
@@ -308,8 +349,10 @@ def _digits_with(**mutations: Any):
 @pytest.mark.parametrize(
     "mutations, fragments",
     [
-        ({"labels": [(5, -1), (9, -1), (14, -1), (30, -1)]},
-         ["data:", "have a label outside [0, 10)", "label -1", "unlabelled", "filter"]),
+        (
+            {"labels": [(5, -1), (9, -1), (14, -1), (30, -1)]},
+            ["data:", "have a label outside [0, 10)", "label -1", "unlabelled", "filter"],
+        ),
         ({"labels": [(5, -1)]}, ["data:", "'train' source split have a label outside [0, 10)", "row 5 has label -1"]),
         ({"images": [17]}, ["data.image_column: row 17", "does not decode as an image", "UnidentifiedImageError"]),
     ],
@@ -322,15 +365,17 @@ def test_bad_labels_or_images_name_the_row(tmp_path, capsys, monkeypatch, mutati
 
 
 def test_unknown_data_source(tmp_path, capsys):
-    expect_error(capsys, run_cli(tmp_path, recipe_with(**{"data.source": "digitz"}), tmp_path / "out"), "data:",
-                 "digitz")
+    expect_error(
+        capsys, run_cli(tmp_path, recipe_with(**{"data.source": "digitz"}), tmp_path / "out"), "data:", "digitz"
+    )
 
 
 def _tiny_resnet(num_labels: int):
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    config = ResNetConfig(**{k: v for k, v in TINY["model"]["config"].items() if k != "model_type"},
-                          num_labels=num_labels)
+    config = ResNetConfig(
+        **{k: v for k, v in TINY["model"]["config"].items() if k != "model_type"}, num_labels=num_labels
+    )
     torch.manual_seed(0)
     return ResNetForImageClassification(config)
 
@@ -339,9 +384,13 @@ def test_label_count_mismatch_of_a_pretrained_model(tmp_path, capsys):
     folder = tmp_path / "three_labels"
     _tiny_resnet(3).save_pretrained(folder)
     recipe = recipe_with(**{"model": {"name_or_path": str(folder)}})
-    expect_error(capsys, run_cli(tmp_path, recipe, tmp_path / "out"), "model.name_or_path",
-                 "classification head with 3 labels but the data set has 10 classes",
-                 "model.ignore_mismatched_sizes: true")
+    expect_error(
+        capsys,
+        run_cli(tmp_path, recipe, tmp_path / "out"),
+        "model.name_or_path",
+        "classification head with 3 labels but the data set has 10 classes",
+        "model.ignore_mismatched_sizes: true",
+    )
     from hf_unlearn.validation import check_pretrained_model
 
     check_pretrained_model(str(folder), [str(i) for i in range(10)], ignore_mismatched_sizes=True)  # the opt-in
@@ -349,8 +398,12 @@ def test_label_count_mismatch_of_a_pretrained_model(tmp_path, capsys):
 
 def test_label_count_in_model_config_is_refused(tmp_path, capsys):
     recipe = recipe_with(**{"model.config.num_labels": 5})
-    expect_error(capsys, run_cli(tmp_path, recipe, tmp_path / "out"), "model.config.num_labels",
-                 "sized from the data set's classes (10")
+    expect_error(
+        capsys,
+        run_cli(tmp_path, recipe, tmp_path / "out"),
+        "model.config.num_labels",
+        "sized from the data set's classes (10",
+    )
 
 
 def test_pickle_only_pretrained_weights_are_not_loaded(tmp_path, capsys):
@@ -360,14 +413,19 @@ def test_pickle_only_pretrained_weights_are_not_loaded(tmp_path, capsys):
     torch.save(model.state_dict(), folder / "pytorch_model.bin")  # a pickle: loading it could run code
     assert (folder / "pytorch_model.bin").is_file() and not (folder / "model.safetensors").exists()
     recipe = recipe_with(**{"model": {"name_or_path": str(folder)}})
-    expect_error(capsys, run_cli(tmp_path, recipe, tmp_path / "out"), "model.name_or_path",
-                 "safetensors weights only")
+    expect_error(capsys, run_cli(tmp_path, recipe, tmp_path / "out"), "model.name_or_path", "safetensors weights only")
 
 
 def test_pretraining_divergence_stops_the_recipe_with_a_message(tmp_path, capsys):
     recipe = recipe_with(**{"pretrain.learning_rate": 1.0e30})
-    expect_error(capsys, run_cli(tmp_path, recipe, tmp_path / "out"), "pretrain: ", "non-finite",
-                 "the run diverged", "pretrain.learning_rate")
+    expect_error(
+        capsys,
+        run_cli(tmp_path, recipe, tmp_path / "out"),
+        "pretrain: ",
+        "non-finite",
+        "the run diverged",
+        "pretrain.learning_rate",
+    )
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -375,8 +433,14 @@ def test_pretraining_divergence_stops_the_recipe_with_a_message(tmp_path, capsys
 def test_divergence_is_recorded_and_the_recipe_goes_on(baseline, tmp_path, capsys):
     """Gradient ascent at an absurd learning rate blows up in its first epoch: no checkpoint yet, null metrics."""
     out = copy_of(baseline, tmp_path)
-    recipe = recipe_with(**{"unlearn.runs": [
-        {"method": "gradient_ascent", "learning_rate": 1.0e30, "name": "ga_blowup"}, TINY["unlearn"]["runs"][0]]})
+    recipe = recipe_with(
+        **{
+            "unlearn.runs": [
+                {"method": "gradient_ascent", "learning_rate": 1.0e30, "name": "ga_blowup"},
+                TINY["unlearn"]["runs"][0],
+            ]
+        }
+    )
     assert run_cli(tmp_path, recipe, out) == 0
     assert "run 'ga_blowup' diverged" in capsys.readouterr().err
     report = read_report(out)
@@ -404,8 +468,10 @@ def test_divergence_keeps_the_last_good_checkpoint(baseline, tmp_path, monkeypat
 
     monkeypatch.setattr(NegGradTrainer, "objective", nan_in_epoch_two)
     out = copy_of(baseline, tmp_path)
-    runs = [{"method": "neggrad", "alpha": 0.9, "name": "nan_at_6"},
-            {"method": "neggrad", "alpha": 0.9, "epochs": 1, "name": "one_epoch"}]
+    runs = [
+        {"method": "neggrad", "alpha": 0.9, "name": "nan_at_6"},
+        {"method": "neggrad", "alpha": 0.9, "epochs": 1, "name": "one_epoch"},
+    ]
     assert run_cli(tmp_path, recipe_with(**{"unlearn.runs": runs}), out) == 0
     models = read_report(out)["models"]
     diverged = models["nan_at_6"]
@@ -461,7 +527,10 @@ def test_sigkill_in_the_middle_of_unlearning_then_rerun_gives_identical_weights(
     env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"neggrad_sam:{STEPS_PER_EPOCH + 2}", "OMP_NUM_THREADS": "1"}
     killed = subprocess.run(
         [sys.executable, "-c", KILL_BOOTSTRAP, "run", str(recipe), "--output-dir", str(out), "--cpu"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     # Killed mid-stage: the reference stages are finished, the unlearning stage has only its epoch-1 checkpoint.
@@ -494,7 +563,11 @@ def test_interrupts_in_pretraining_and_between_stages_resume_without_redoing_fin
 
     class InterruptAt(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            if Path(args.output_dir).name == "pretrain" and state.global_step == STEPS_PER_EPOCH + 1 and not interrupted:
+            if (
+                Path(args.output_dir).name == "pretrain"
+                and state.global_step == STEPS_PER_EPOCH + 1
+                and not interrupted
+            ):
                 interrupted.append(state.global_step)
                 raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of pretraining's second epoch
 
@@ -510,7 +583,9 @@ def test_interrupts_in_pretraining_and_between_stages_resume_without_redoing_fin
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run_cli(tmp_path, TINY, out)
-    assert [p.name for p in (out / "checkpoints" / "pretrain").glob("checkpoint-*")] == [f"checkpoint-{STEPS_PER_EPOCH}"]
+    assert [p.name for p in (out / "checkpoints" / "pretrain").glob("checkpoint-*")] == [
+        f"checkpoint-{STEPS_PER_EPOCH}"
+    ]
     assert not (out / "models").exists()
 
     train_stage = Pipeline.train_stage

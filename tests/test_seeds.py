@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import tiny_resnet_config
+
 from hf_unlearn.aggregate import summary, t_critical
 from hf_unlearn.cli import main
 from hf_unlearn.recipe import RecipeError, validate
@@ -24,8 +24,7 @@ TINY = {
     "model": {"config": tiny_resnet_config()},
     "pretrain": {"epochs": 2, "batch_size": 128},
     "retrain": {"epochs": 1},
-    "unlearn": {"defaults": {"epochs": 1, "batch_size": 128},
-                "runs": [{"method": "neggrad", "sharpness": "sam"}]},
+    "unlearn": {"defaults": {"epochs": 1, "batch_size": 128}, "runs": [{"method": "neggrad", "sharpness": "sam"}]},
     "analysis": {"entanglement": True},
 }
 
@@ -44,14 +43,17 @@ def test_aggregate_matches_a_hand_computation(two_seeds):
     assert agg["seeds"] == [0, 1]
     per_seed = [json.loads((two_seeds / f"seed-{s}" / "report.json").read_text()) for s in (0, 1)]
     assert [r["seed"] for r in per_seed] == [0, 1]
-    (set_name, block), = agg["forget_sets"].items()
+    ((_set_name, block),) = agg["forget_sets"].items()
     assert set(block["models"]) == {"original", "retrain", "neggrad_sam"}
     t = 12.706204736174698  # t_{0.975, 1}
     for run in ("neggrad_sam", "original"):
-        for metric, get in (("tow", lambda m: m["tow"]), ("mia_confidence", lambda m: m["mia"]["confidence"]),
-                            ("test_accuracy", lambda m: m["accuracy"]["test"]),
-                            ("forget_accuracy", lambda m: m["accuracy"]["forget"]),
-                            ("entanglement", lambda m: m["analysis"]["entanglement"]["global"])):
+        for metric, get in (
+            ("tow", lambda m: m["tow"]),
+            ("mia_confidence", lambda m: m["mia"]["confidence"]),
+            ("test_accuracy", lambda m: m["accuracy"]["test"]),
+            ("forget_accuracy", lambda m: m["accuracy"]["forget"]),
+            ("entanglement", lambda m: m["analysis"]["entanglement"]["global"]),
+        ):
             a, b = (get(r["models"][run]) for r in per_seed)
             stat = block["models"][run][metric]
             mean, std = (a + b) / 2, abs(a - b) / math.sqrt(2)
@@ -67,7 +69,7 @@ def test_aggregate_matches_a_hand_computation(two_seeds):
 
 def test_analysis_section_writes_entanglement(two_seeds):
     report = json.loads((two_seeds / "seed-0" / "report.json").read_text())
-    for run, entry in report["models"].items():
+    for _run, entry in report["models"].items():
         ent = entry["analysis"]["entanglement"]
         assert math.isfinite(ent["global"]) and ent["global"] > 0
         assert math.isfinite(ent["classwise"]) and ent["classwise"] > 0
@@ -107,8 +109,10 @@ def test_claims_pure_functions():
     d = claims.paired_difference([0.9, 0.8, None], [0.7, 0.7, 0.5])
     assert d["n"] == 2 and d["mean"] == pytest.approx(0.15)
     table = {"neggrad": ({"method": "neggrad"}, "alpha", [0.9, 0.95])}
-    tuning = [{"runs": {"s/neggrad__alpha0.9": {"tow": 0.8}, "s/neggrad__alpha0.95": {"tow": 0.9}}},
-              {"runs": {"s/neggrad__alpha0.9": {"tow": 0.85}, "s/neggrad__alpha0.95": {"tow": None}}}]
+    tuning = [
+        {"runs": {"s/neggrad__alpha0.9": {"tow": 0.8}, "s/neggrad__alpha0.95": {"tow": 0.9}}},
+        {"runs": {"s/neggrad__alpha0.9": {"tow": 0.85}, "s/neggrad__alpha0.95": {"tow": None}}},
+    ]
     chosen = claims.select(tuning, "s", table)["neggrad"]  # a diverged run counts as ToW 0: 0.45 < 0.825
     assert chosen["value"] == 0.9 and chosen["settings"] == {"method": "neggrad", "alpha": 0.9}
 
@@ -116,10 +120,29 @@ def test_claims_pure_functions():
 def test_claims_smoke_end_to_end(tmp_path):
     claims = _claims()
     docs = tmp_path / "results.md"
-    assert claims.main(["--smoke", "--root", str(tmp_path / "w"), "--sets", "lowconf", "--tune-seeds", "0",
-                        "--eval-seeds", "1", "--workers", "1", "--write-docs", "--docs", str(docs)]) == 0
+    assert (
+        claims.main(
+            [
+                "--smoke",
+                "--root",
+                str(tmp_path / "w"),
+                "--sets",
+                "lowconf",
+                "--tune-seeds",
+                "0",
+                "--eval-seeds",
+                "1",
+                "--workers",
+                "1",
+                "--write-docs",
+                "--docs",
+                str(docs),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "w" / "claims.json").read_text())
-    assert [c["claim"] for c in result["claims"]][0] == "SAM improves NegGrad's ToW" and len(result["claims"]) == 6
+    assert next(c["claim"] for c in result["claims"]) == "SAM improves NegGrad's ToW" and len(result["claims"]) == 6
     assert all(c["verdict"].startswith(("holds here", "does not hold here")) for c in result["claims"])
     text = docs.read_text()
     assert "## Verdicts" in text and "## Protocol" in text and "sharp_minmax_official_sam" in text

@@ -11,9 +11,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
 from torch import nn
 
-from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
 from hf_unlearn.sharpness import (
     SharpnessConfig,
     branch_gradient,
@@ -36,8 +36,8 @@ def test_perturbation_matches_closed_form(adaptive: bool) -> None:
     eps = perturbation(params, grads, [None] * 3, rho, adaptive)
     # eps = rho * T^2 g / ||T g||, T = |w| (ASAM) or 1 (SAM), norm over every element of every parameter.
     t = [p.abs() if adaptive else torch.ones_like(p) for p in params]
-    norm = torch.sqrt(sum(((ti * g) ** 2).sum() for ti, g in zip(t, grads)))
-    for e, ti, g in zip(eps, t, grads):
+    norm = torch.sqrt(sum(((ti * g) ** 2).sum() for ti, g in zip(t, grads, strict=False)))
+    for e, ti, g in zip(eps, t, grads, strict=False):
         torch.testing.assert_close(e, rho * ti**2 * g / norm, rtol=1e-6, atol=1e-7)
     if not adaptive:
         total = torch.sqrt(sum((e**2).sum() for e in eps))
@@ -54,8 +54,8 @@ def test_masked_perturbation_stays_in_partition_and_normalises_over_it(adaptive:
     eps = perturbation(params, grads, [m.float() for m in masks], rho, adaptive)
     t = [p.abs() if adaptive else torch.ones_like(p) for p in params]
     # The norm runs over the partition only: the gradient outside it does not shrink eps.
-    norm = torch.sqrt(sum(((ti * gi)[m] ** 2).sum() for ti, gi, m in zip(t, grads, masks)))
-    for e, ti, gi, m in zip(eps, t, grads, masks):
+    norm = torch.sqrt(sum(((ti * gi)[m] ** 2).sum() for ti, gi, m in zip(t, grads, masks, strict=False)))
+    for e, ti, gi, m in zip(eps, t, grads, masks, strict=False):
         assert torch.all(e[~m] == 0), "eps leaks outside the partition"
         torch.testing.assert_close(e[m], (rho * ti**2 * gi / norm)[m], rtol=1e-6, atol=1e-7)
     unmasked = perturbation(params, grads, [None] * 3, rho, adaptive)
@@ -64,7 +64,7 @@ def test_masked_perturbation_stays_in_partition_and_normalises_over_it(adaptive:
     # Weights outside the partition are untouched by the perturbed pass.
     work = [p.clone() for p in params]
     with perturbed(work, eps):
-        for w, p, e, m in zip(work, params, eps, masks):
+        for w, p, e, m in zip(work, params, eps, masks, strict=False):
             assert torch.equal(w[~m], p[~m])
             assert torch.equal(w[m], (p + e)[m])
 
@@ -92,21 +92,20 @@ def test_perturbed_restores_weights_bit_exactly() -> None:
     original = [torch.randn(50, generator=g) * 1e-3, torch.randn(7, 3, generator=g)]
     eps = [torch.randn(50, generator=g) * 10.0, torch.randn(7, 3, generator=g) * 1e3]
     # Subtracting eps again would not give the weights back (so the check below means something).
-    assert not all(torch.equal((o + e) - e, o) for o, e in zip(original, eps))
+    assert not all(torch.equal((o + e) - e, o) for o, e in zip(original, eps, strict=False))
     params = [nn.Parameter(o.clone()) for o in original]
     with perturbed(params, eps):
-        for p, o, e in zip(params, original, eps):
+        for p, o, e in zip(params, original, eps, strict=False):
             assert torch.equal(p.detach(), o + e)
-    for p, o in zip(params, original):
+    for p, o in zip(params, original, strict=False):
         assert torch.equal(p.detach(), o)
         assert p.requires_grad
 
     # Restored on an exception too, and parameters with eps None are never touched.
-    with pytest.raises(RuntimeError, match="boom"):
-        with perturbed(params, [eps[0], None]):
-            assert torch.equal(params[1].detach(), original[1])
-            raise RuntimeError("boom")
-    for p, o in zip(params, original):
+    with pytest.raises(RuntimeError, match="boom"), perturbed(params, [eps[0], None]):
+        assert torch.equal(params[1].detach(), original[1])
+        raise RuntimeError("boom")
+    for p, o in zip(params, original, strict=False):
         assert torch.equal(p.detach(), o)
 
 
@@ -167,7 +166,7 @@ def test_branch_gradient_matches_hand_computation(kind: str, direction: str, lam
     expected = hand_branch(model, w, ce_on(x, y), kind, rho, direction, lam)
     plain = hand_branch(model, w, ce_on(x, y), "none", rho)
     names = list(w)
-    for n, g in zip(names, grads):
+    for n, g in zip(names, grads, strict=False):
         torch.testing.assert_close(g, expected[n], rtol=1e-5, atol=1e-7)
     # min, lambda 1 is g1; max, lambda 1 is 2*g0 - g1: in any case far from the plain gradient.
     assert max((expected[n] - plain[n]).abs().max() for n in names) > 1e-3
@@ -187,7 +186,7 @@ def test_branch_gradient_masked_max_matches_hand_computation() -> None:
         model, data.x, data.y, SharpnessConfig("asam", 0.8, 1.0), "max", [m.float() for m in mask.values()]
     )
     expected = hand_branch(model, w, ce_on(data.x, data.y), "asam", 0.8, "max", 1.0, mask=mask)
-    for (n, m), gr in zip(mask.items(), grads):
+    for (n, m), gr in zip(mask.items(), grads, strict=False):
         assert torch.all(gr[~m] == 0)
         torch.testing.assert_close(gr, expected[n], rtol=1e-5, atol=1e-7)
 
@@ -199,7 +198,7 @@ def test_branch_gradient_without_sharpness_is_the_plain_gradient() -> None:
     grads, _, ran = _branch(model, data.x, data.y, SharpnessConfig("none", 0.1, 1.0), "min")
     assert not ran
     expected = hand_branch(model, w, ce_on(data.x, data.y), "none", 0.1)
-    for n, gr in zip(w, grads):
+    for n, gr in zip(w, grads, strict=False):
         torch.testing.assert_close(gr, expected[n], rtol=1e-6, atol=1e-8)
 
 
@@ -208,7 +207,7 @@ def test_branch_gradient_skips_perturbed_pass_on_non_finite_loss() -> None:
     data = make_dataset(4, seed=11)
     x = data.x.clone()
     x[0, 0] = float("nan")
-    grads, _, ran = _branch(model, x, data.y, SharpnessConfig("sam", 0.1, 1.0), "min")
+    _grads, _, ran = _branch(model, x, data.y, SharpnessConfig("sam", 0.1, 1.0), "min")
     assert not ran
     for n, p in model.named_parameters():
         assert not torch.isnan(p).any(), f"{n} was perturbed with a NaN eps"

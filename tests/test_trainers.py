@@ -13,8 +13,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from conftest import (
     ce_on,
     hand_branch,
@@ -27,6 +25,8 @@ from math_helpers import assert_weights as _assert_weights
 from math_helpers import max_diff as _max_diff
 from math_helpers import random_mask as _random_mask
 from math_helpers import sgd_step
+from torch import nn
+
 from hf_unlearn.args import METHOD_CHOICES, UnlearnArguments
 from hf_unlearn.trainers import TRAINERS, UnlearnTrainer, get_trainer_class
 from hf_unlearn.trainers.random_label import random_wrong_labels
@@ -89,9 +89,7 @@ def test_arguments_accept_boundary_values(args_factory) -> None:
 
 
 # ------------------------------------------------------------------------------------ SAM through a Trainer
-@pytest.mark.parametrize(
-    "kind, lam", [("none", 1.0), ("sam", 1.0), ("asam", 1.0), ("sam", 0.5), ("asam", 0.5)]
-)
+@pytest.mark.parametrize("kind, lam", [("none", 1.0), ("sam", 1.0), ("asam", 1.0), ("sam", 0.5), ("asam", 0.5)])
 def test_finetune_step_matches_hand_computation(args_factory, kind: str, lam: float) -> None:
     model = make_model(seed=11)
     retain = make_dataset(8, seed=12)
@@ -120,9 +118,7 @@ def test_gradient_ascent_step_matches_hand_and_raises_forget_loss(args_factory) 
     with torch.no_grad():
         before = F.cross_entropy(model(pixel_values=forget.x).logits, forget.y)
     args = args_factory(method="gradient_ascent", per_device_train_batch_size=4)
-    trainer = get_trainer_class("gradient_ascent")(
-        model=model, args=args, retain_dataset=retain, forget_dataset=forget
-    )
+    trainer = get_trainer_class("gradient_ascent")(model=model, args=args, retain_dataset=retain, forget_dataset=forget)
     trainer.train()
     assert retain.accessed == []  # gradient ascent never looks at retain data
     _assert_weights(trainer.model, _sgd(w, hand_branch(model_copy, w, ce_on(forget.x, forget.y, -1.0), "none", 0.1)))
@@ -145,9 +141,7 @@ def test_neggrad_step_matches_hand_computation(args_factory) -> None:
     xf, yf = forget.subset(forget.accessed)
 
     def objective(logits_fn):  # one objective, one SAM pair of passes
-        return alpha * F.cross_entropy(logits_fn(retain.x), retain.y) - (1 - alpha) * F.cross_entropy(
-            logits_fn(xf), yf
-        )
+        return alpha * F.cross_entropy(logits_fn(retain.x), retain.y) - (1 - alpha) * F.cross_entropy(logits_fn(xf), yf)
 
     _assert_weights(trainer.model, _sgd(w, hand_branch(model_copy, w, objective, "sam", rho)))
 
@@ -189,7 +183,7 @@ def test_mask_partitions_are_disjoint_cover_everything_and_have_exact_size(args_
     mask = trainer._partition_masks("mask", named)
     complement = trainer._partition_masks("complement", named)
     total = sum(p.numel() for _, p in named)
-    for (n, p), m, c in zip(named, mask, complement):
+    for (n, p), m, c in zip(named, mask, complement, strict=False):
         assert m.shape == c.shape == p.shape, n
         assert torch.all((m == 0) | (m == 1)) and torch.all((c == 0) | (c == 1))
         assert torch.all(m * c == 0), f"{n}: partitions overlap"
@@ -313,6 +307,7 @@ def test_sharp_minmax_moves_batchnorm_statistics_once_per_branch(args_factory) -
     for first, second in ((h_r, h_f), (h_f, h_r)):
         m1, v1 = _bn_update(rm, rv, first)
         orders.append(_bn_update(m1, v1, second))
+
     def close(a: torch.Tensor, b: torch.Tensor) -> bool:
         return torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -80,9 +80,7 @@ def lowest_score_indices(scores: np.ndarray, size: int) -> np.ndarray:
     Used with the average true-class confidence over pretraining: low confidence marks hard, highly
     memorized samples, which make an informative forget set.
     """
-    values = _checked_scores(
-        scores, size, "fix or drop the failed score computations before choosing a forget set."
-    )
+    values = _checked_scores(scores, size, "fix or drop the failed score computations before choosing a forget set.")
     order = np.argsort(values, kind="stable")
     return np.sort(order[:size]).astype(np.int64)
 
@@ -196,7 +194,12 @@ def classwise_forget_set(
 
 
 def memorization_forget_set(
-    scores: np.ndarray, size: int | float, band: str, *, seed: int = 0, midpoint: float = 0.5,
+    scores: np.ndarray,
+    size: int | float,
+    band: str,
+    *,
+    seed: int = 0,
+    midpoint: float = 0.5,
     details: dict | None = None,
 ) -> SplitManifest:
     """A band of memorization scores (one per training sample, in train order: `ScoreTable.for_rows`)."""
@@ -205,8 +208,11 @@ def memorization_forget_set(
     indices = band_indices(scores, count, band, seed=seed, midpoint=midpoint)
     chosen = np.asarray(scores, dtype=np.float64)[indices]
     info = {
-        "band": band, "size_spec": size, "midpoint": midpoint,
-        "score_range": [float(chosen.min()), float(chosen.max())], **(details or {}),
+        "band": band,
+        "size_spec": size,
+        "midpoint": midpoint,
+        "score_range": [float(chosen.min()), float(chosen.max())],
+        **(details or {}),
     }
     return SplitManifest.build("memorization", n_train, indices, seed=seed, details=info)
 
@@ -219,8 +225,12 @@ def low_confidence_forget_set(
     n_train = int(np.asarray(confidence).size)
     count = forget_size(size, n_train)
     indices = band_indices(confidence, count, band, seed=seed, midpoint="median", higher_is_more_memorized=False)
-    info = {"band": band, "size_spec": size, "proxy": "mean true-class confidence over pretraining epochs "
-            "(low confidence = high memorization)", **(details or {})}
+    info = {
+        "band": band,
+        "size_spec": size,
+        "proxy": "mean true-class confidence over pretraining epochs (low confidence = high memorization)",
+        **(details or {}),
+    }
     return SplitManifest.build("low_confidence", n_train, indices, seed=seed, details=info)
 
 

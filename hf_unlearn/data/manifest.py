@@ -198,4 +198,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"details contains a {type(value).__name__}, which JSON cannot store; use plain values.")
-

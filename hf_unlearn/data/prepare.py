@@ -134,8 +134,11 @@ def load_pool(data: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset], dict[s
     """The source's pool (its train split) with a row-id column, the other splits, and a description."""
     spec = {**DATA_DEFAULTS, **data}
     splits, description = load_source_splits(
-        spec["source"], config=spec["config"], revision=spec["revision"],
-        image_column=spec["image_column"], label_column=spec["label_column"],
+        spec["source"],
+        config=spec["config"],
+        revision=spec["revision"],
+        image_column=spec["image_column"],
+        label_column=spec["label_column"],
     )
     if spec["train_split"] not in splits:
         raise ValueError(
@@ -162,8 +165,14 @@ def prepare_pool(data: dict[str, Any], model: dict[str, Any] | None = None) -> P
     description["transform"] = getattr(transform, "description", {})
     inputs = _to_inputs(pool, transform, precompute, names)
     return PreparedData(
-        train=inputs, test=None, class_names=names, train_rows=np.arange(len(pool), dtype=np.int64),
-        pool_size=len(pool), pool_fingerprint=description["pool_fingerprint"], description=description, raw_train=pool,
+        train=inputs,
+        test=None,
+        class_names=names,
+        train_rows=np.arange(len(pool), dtype=np.int64),
+        pool_size=len(pool),
+        pool_fingerprint=description["pool_fingerprint"],
+        description=description,
+        raw_train=pool,
     )
 
 

@@ -99,7 +99,7 @@ def load_source_splits(
         loaded: Any = {"train": load_source(source)}
         description["loader"] = "embedded"
     else:
-        path = Path(source[len("imagefolder:"):] if source.startswith("imagefolder:") else source).expanduser()
+        path = Path(source[len("imagefolder:") :] if source.startswith("imagefolder:") else source).expanduser()
         if path.is_dir() and not source.startswith("imagefolder:") and _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
             description["loader"] = "load_from_disk"
@@ -159,4 +159,3 @@ def _standard_columns(dataset: Dataset, image_column: str, label_column: str, sp
 def class_names_of(dataset: Dataset) -> list[str]:
     """The label names of a `ClassLabel` column named `label`."""
     return list(dataset.features["label"].names)
-

@@ -21,8 +21,7 @@ def _per_channel(values: Sequence[float], num_channels: int, name: str) -> np.nd
         arr = np.repeat(arr, num_channels)
     if arr.size != num_channels:
         raise ValueError(
-            f"{name} has {arr.size} values but num_channels is {num_channels}; "
-            f"give one value, or one per channel."
+            f"{name} has {arr.size} values but num_channels is {num_channels}; give one value, or one per channel."
         )
     return arr.reshape(num_channels, 1, 1)
 
@@ -159,7 +158,9 @@ def manual_image_transform(
         return ((pixels - mean_arr) / std_arr).astype(np.float32)
 
     transform.description = {  # type: ignore[attr-defined]
-        "kind": "manual", "image_size": image_size, "num_channels": num_channels,
+        "kind": "manual",
+        "image_size": image_size,
+        "num_channels": num_channels,
         "mean": [float(v) for v in np.asarray(mean).reshape(-1)],
         "std": [float(v) for v in np.asarray(std).reshape(-1)],
     }
@@ -192,13 +193,18 @@ def processor_image_transform(
         return out.numpy().astype(np.float32)
 
     transform.description = {  # type: ignore[attr-defined]
-        "kind": "processor", "processor": type(processor).__name__, "from": str(name_or_path),
+        "kind": "processor",
+        "processor": type(processor).__name__,
+        "from": str(name_or_path),
     }
     return transform
 
 
 def on_the_fly(
-    dataset: Dataset, transform: Callable[[list[Any]], np.ndarray], *, image_column: str = "image",
+    dataset: Dataset,
+    transform: Callable[[list[Any]], np.ndarray],
+    *,
+    image_column: str = "image",
     label_column: str = "label",
 ) -> Dataset:
     """The dataset with a format transform giving ``{"pixel_values", "labels"}`` per accessed batch.
@@ -215,8 +221,13 @@ def on_the_fly(
 
 
 def materialize(
-    dataset: Dataset, transform: Callable[[list[Any]], np.ndarray], *, image_column: str = "image",
-    label_column: str = "label", class_names: Sequence[str] | None = None, batch_size: int = 1024,
+    dataset: Dataset,
+    transform: Callable[[list[Any]], np.ndarray],
+    *,
+    image_column: str = "image",
+    label_column: str = "label",
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 1024,
 ) -> TensorImageDataset:
     """Transform every image once and keep the result in memory (small data sets such as digits or CIFAR)."""
     plain = dataset.with_format(None).select_columns([image_column, label_column])

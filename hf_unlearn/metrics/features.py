@@ -83,8 +83,10 @@ def penultimate_features(
 def timm_backbone(model: nn.Module) -> nn.Module | None:
     """The timm model inside ``model`` (itself, or ``TimmWrapperForImageClassification.timm_model``), if any."""
     for candidate in (model, getattr(model, "timm_model", None)):
-        if candidate is not None and callable(getattr(candidate, "forward_features", None)) and callable(
-            getattr(candidate, "forward_head", None)
+        if (
+            candidate is not None
+            and callable(getattr(candidate, "forward_features", None))
+            and callable(getattr(candidate, "forward_head", None))
         ):
             return candidate
     return None

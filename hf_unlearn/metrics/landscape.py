@@ -160,8 +160,15 @@ def loss_landscape(
             with torch.no_grad():
                 for n, p in params.items():
                     p.copy_(saved[n])
-    settings = {"steps": steps, "span": span, "seed": seed, "one_d": one_d, "max_samples": max_samples,
-                "num_samples": sum(len(y) for _, y in batches), "custom_directions": directions is not None}
+    settings = {
+        "steps": steps,
+        "span": span,
+        "seed": seed,
+        "one_d": one_d,
+        "max_samples": max_samples,
+        "num_samples": sum(len(y) for _, y in batches),
+        "custom_directions": directions is not None,
+    }
     return LossLandscape(alphas=alphas, betas=betas, losses=losses, center_loss=center, settings=settings)
 
 

@@ -22,9 +22,9 @@ from torch.utils.data import ConcatDataset, Dataset, default_collate
 from transformers import Trainer
 
 from ..args import UnlearnArguments
-from ..masks import forget_saliency_mask
 from ..data.pairing import PairedDataset
 from ..errors import DivergenceError
+from ..masks import forget_saliency_mask
 from ..sharpness import Direction, SharpnessConfig, branch_gradient
 
 Batch = dict[str, Any]
@@ -90,7 +90,7 @@ class UnlearnTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, UnlearnArguments):
-            raise TypeError("hf_unlearn trainers need `args=UnlearnArguments(...)` (got %s)." % type(args).__name__)
+            raise TypeError(f"hf_unlearn trainers need `args=UnlearnArguments(...)` (got {type(args).__name__}).")
         if args.method != self.method_name:
             raise ValueError(
                 f"args.method is {args.method!r} but this is the {self.method_name!r} trainer; "
@@ -145,9 +145,7 @@ class UnlearnTrainer(Trainer):
         self._trainable = None  # requires_grad may have changed since the last run
         return super().train(*args, **kwargs)
 
-    def _trainable_parameters(
-        self, base_model: nn.Module
-    ) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
+    def _trainable_parameters(self, base_model: nn.Module) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
         """The trainable (name, parameter) pairs of ``base_model`` and the parameters alone (cached per run)."""
         if self._trainable is None or self._trainable[0] is not base_model:
             named = [(n, p) for n, p in base_model.named_parameters() if p.requires_grad]
@@ -182,7 +180,12 @@ class UnlearnTrainer(Trainer):
                     return loss.detach()
 
                 grads, loss, _ = branch_gradient(
-                    base_model, params, masks, backward, self.sharpness_config, branch.direction,
+                    base_model,
+                    params,
+                    masks,
+                    backward,
+                    self.sharpness_config,
+                    branch.direction,
                     mask_g1_only=branch.mask_g1_only,
                 )
                 total_loss = total_loss + loss.float()
@@ -331,7 +334,9 @@ class UnlearnTrainer(Trainer):
         raise DivergenceError(
             f"non-finite training loss ({value}{where}) at step {step} (epoch {epoch or 0:.2f}) of "
             f"{self.method_name}; the run diverged. Lower the learning rate{hint}.",
-            step=step, epoch=epoch, loss=value,
+            step=step,
+            epoch=epoch,
+            loss=value,
         )
 
     def _check_distributed_support(self) -> None:

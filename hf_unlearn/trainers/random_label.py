@@ -10,7 +10,9 @@ import torch
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
 
 
-def random_wrong_labels(labels: torch.Tensor, num_labels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_wrong_labels(
+    labels: torch.Tensor, num_labels: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Uniform labels that never equal the true one: ``(y + U{1..C-1}) mod C``."""
     if num_labels < 2:
         raise ValueError("Random relabelling needs at least 2 classes.")
@@ -22,9 +24,7 @@ def num_labels_of(model: torch.nn.Module) -> int:
     config = getattr(model, "config", None)
     n = getattr(config, "num_labels", None) or getattr(model, "num_labels", None)
     if not n:
-        raise ValueError(
-            "Cannot tell the number of classes: the model has neither config.num_labels nor num_labels."
-        )
+        raise ValueError("Cannot tell the number of classes: the model has neither config.num_labels nor num_labels.")
     return int(n)
 
 

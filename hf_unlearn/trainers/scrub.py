@@ -230,7 +230,7 @@ class ScrubTrainer(UnlearnTrainer):
                 done += self.epoch_steps(epochs)
                 epochs += 1
         else:
-            full = int(math.floor(args.num_train_epochs))
+            full = math.floor(args.num_train_epochs)
             max_steps = sum(self.epoch_steps(e) for e in range(full))
             fraction = args.num_train_epochs - full
             if fraction > 0:
@@ -269,4 +269,4 @@ class ScrubTrainer(UnlearnTrainer):
         return [Branch("min", lambda model, batch: self.min_loss(model, batch, teacher))]
 
 
-__all__ = ["ScrubTrainer", "distill_kl", "PhaseBatchSampler", "ScrubPhaseDataset"]
+__all__ = ["PhaseBatchSampler", "ScrubPhaseDataset", "ScrubTrainer", "distill_kl"]

@@ -57,7 +57,10 @@ class SharpMinMaxTrainer(UnlearnTrainer):
         branches = [
             Branch("retain", self.retain_loss, direction="min", partition="complement", mask_g1_only=official),
             Branch(
-                "forget", self.forget_loss, direction=self.args.forget_direction, partition="mask",
+                "forget",
+                self.forget_loss,
+                direction=self.args.forget_direction,
+                partition="mask",
                 mask_g1_only=official,
             ),
         ]

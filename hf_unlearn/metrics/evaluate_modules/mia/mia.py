@@ -3,8 +3,8 @@
 import datasets
 import evaluate
 import numpy as np
-from hf_unlearn.metrics import MIA_FEATURES
-from hf_unlearn.metrics import mia_efficacy
+
+from hf_unlearn.metrics import MIA_FEATURES, mia_efficacy
 
 _DESCRIPTION = """
 MIA-efficacy (Jia et al. 2023, "Model sparsity can simplify machine unlearning"; used by SalUn and RUM):

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 import numpy as np
+
 from hf_unlearn.metrics import tug_of_war
 
 _DESCRIPTION = """
