@@ -278,13 +278,16 @@ def file_forget_set(
     index: str = "row",
     train_rows: np.ndarray | None = None,
     train_ids: list[Any] | None = None,
+    match_base_names: bool = False,
 ) -> SplitManifest:
     """The samples named in a user file.
 
     ``index`` says what the entries are: ``row`` (default) = rows of the source's training pool (stable across
     splits; `PreparedData.train_rows`), ``train`` = positions in this run's training split, ``id`` = values of an
     id column (`train_ids`, e.g. file names). An entry that is not in the training split is an error (a sample of
-    the test split cannot be forgotten by unlearning the training data).
+    the test split cannot be forgotten by unlearning the training data). With ``match_base_names`` (the
+    ``file_name`` column of image folders) an entry may also be a bare base name (``digit_0341.png`` for
+    ``3/digit_0341.png``) when exactly one training file has it; a name shared by several files is an error.
     """
     if index not in FILE_INDEX_CHOICES:
         raise ValueError(f"forget.index must be one of {', '.join(FILE_INDEX_CHOICES)}, got {index!r}.")
@@ -307,14 +310,40 @@ def file_forget_set(
         position = {key: i for i, key in enumerate(keys)}
         if len(position) != len(keys):
             raise ValueError("The id column repeats values; ids must name one sample each.")
+        if match_base_names:
+            wanted = _full_file_names(wanted, keys, str(path))
         missing = [w for w in wanted if w not in position]
         if missing:
+            shown = ", ".join(repr(m) for m in missing[:3])
             raise ValueError(
-                f"{path}: {len(missing)} of {len(wanted)} entries are not in the training split (e.g. {missing[0]!r}); "
-                "they may be in the test split, or the file may use another index (forget.index: row | train | id)."
+                f"{path}: {len(missing)} of {len(wanted)} entries are not in the training split ({shown}"
+                f"{', ...' if len(missing) > 3 else ''}); they may be in the test split, or the file may use another "
+                "index (forget.index: row | train | id)."
             )
         indices = np.asarray([position[w] for w in wanted], dtype=np.int64)
     digest = hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
     return SplitManifest.build(
         "file", n_train, indices, details={"file": Path(path).name, "file_sha256": digest, "index": index}
     )
+
+
+def _full_file_names(wanted: list[str], keys: list[str], where: str) -> list[str]:
+    """Replace each bare base name in ``wanted`` by the one file name of ``keys`` that ends with it."""
+    known = set(keys)
+    by_base: dict[str, list[str]] = {}
+    for key in keys:
+        by_base.setdefault(key.rsplit("/", 1)[-1], []).append(key)
+    out = []
+    for entry in wanted:
+        entry = entry.replace("\\", "/").strip("/")
+        if entry in known or "/" in entry:
+            out.append(entry)
+            continue
+        matches = by_base.get(entry, [])
+        if len(matches) > 1:
+            raise ValueError(
+                f"{where}: {entry!r} names {len(matches)} training files ({', '.join(sorted(matches)[:4])}); give its "
+                "path under the split folder instead, e.g. " + repr(sorted(matches)[0])
+            )
+        out.append(matches[0] if matches else entry)
+    return out

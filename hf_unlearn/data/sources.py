@@ -105,6 +105,7 @@ def load_source_splits(
             description["loader"] = "load_from_disk"
         elif path.is_dir():
             loaded = datasets.load_dataset("imagefolder", data_dir=str(path))
+            loaded = {name: with_file_names(ds, path, image_column) for name, ds in loaded.items()}
             description["loader"] = "imagefolder"
         elif source.startswith("imagefolder:") or source.startswith((".", "/", "~")):
             raise ValueError(
@@ -127,6 +128,22 @@ def load_source_splits(
     splits = {name: _standard_columns(ds, image_column, label_column, name) for name, ds in dict(loaded).items()}
     description["splits"] = {name: len(ds) for name, ds in splits.items()}
     return splits, description
+
+
+FILE_NAME_COLUMN = "file_name"
+
+
+def with_file_names(dataset: Dataset, root: Path, image_column: str = "image") -> Dataset:
+    """Add a ``file_name`` column to an image-folder split: each image's path under its split folder, with ``/``
+    (``3/digit_0341.png`` for ``ROOT/train/3/digit_0341.png``), so a forget file can name samples by file."""
+    if FILE_NAME_COLUMN in dataset.column_names or image_column not in dataset.column_names:
+        return dataset
+    paths = dataset.cast_column(image_column, Image(decode=False)).with_format(None)[image_column]
+    parts = [Path(item["path"]).resolve().relative_to(root.resolve()).parts for item in paths]
+    # ROOT/<split>/<class>/<file>: drop the split folder, which every file of the split shares.
+    if parts and all(len(p) >= 3 for p in parts) and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    return dataset.add_column(FILE_NAME_COLUMN, ["/".join(p) for p in parts])
 
 
 def _standard_columns(dataset: Dataset, image_column: str, label_column: str, split: str) -> Dataset:
