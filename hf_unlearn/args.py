@@ -23,6 +23,29 @@ METHOD_CHOICES: tuple[str, ...] = (
     "sharp_minmax",
 )
 
+# Settings that only one family of methods reads; a run's record (report, model card) keeps only its own.
+METHOD_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
+    "alpha": ("neggrad", "sharp_minmax"),
+    "mask_ratio": ("salun", "sharp_minmax"),
+    "forget_direction": ("sharp_minmax",),
+    "official": ("salun", "sharp_minmax"),
+    "l1_weight": ("l1_sparse",),
+    "msteps": ("scrub",),
+    "kd_T": ("scrub",),
+    "beta": ("scrub",),
+    "gamma": ("scrub",),
+}
+SAM_ONLY_FIELDS = ("rho", "sam_lambda")
+
+
+def own_hyperparameters(method: str, sharpness: str, values: dict) -> dict:
+    """``values`` without the settings ``method`` (with ``sharpness``) never reads, e.g. SCRUB's for Sharp MinMax."""
+    return {
+        key: value
+        for key, value in values.items()
+        if method in METHOD_ONLY_FIELDS.get(key, (method,)) and (sharpness != "none" or key not in SAM_ONLY_FIELDS)
+    }
+
 
 @dataclass
 class UnlearnArguments(TrainingArguments):

@@ -94,6 +94,31 @@ def load_saved_model(folder: str) -> PreTrainedModel:
     return AutoModelForImageClassification.from_pretrained(folder, config=config, use_safetensors=True)
 
 
+def load_reference_model(
+    name_or_path: str, class_names: list[str], *, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """A reference model given by the user (retrained elsewhere): loaded as it is, its head must fit the data."""
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot load {name_or_path!r} ({error}); give a folder written by save_pretrained or a reachable Hub id."
+        ) from error
+    if config.num_labels != len(class_names):
+        raise ValueError(
+            f"{name_or_path!r} has a {config.num_labels}-class head but the data set has {len(class_names)} classes; "
+            "the reference must be retrained on the same classes (without the forget set)."
+        )
+    if config.model_type == TIMM_MODEL_TYPE:
+        _drop_duplicate_num_classes(config)
+    try:
+        return AutoModelForImageClassification.from_pretrained(
+            name_or_path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load the weights of {name_or_path!r} (safetensors only): {error}") from error
+
+
 def class_names_of(model: PreTrainedModel) -> list[str]:
     """The label names of a classifier, in class-index order."""
     id2label = model.config.id2label

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, set_seed
 
+from .args import own_hyperparameters
 from .checkpoints import CHECKPOINT_SETTINGS, HistoryCheckpoint, StageCheckpoints, train_resumable
 from .data import SplitManifest, split_retain_forget
 from .data.forget_sets import (
@@ -39,12 +40,13 @@ from .data.forget_sets import (
 )
 from .data.prepare import PreparedData, prepare_splits
 from .data.score_files import load_scores
+from .data.sources import FILE_NAME_COLUMN
 from .errors import DivergenceError, located
 from .memorization import ConfidenceRecorder
 from .metrics import accuracy, mia_efficacy, predict_probabilities, sample_shadow_members, tug_of_war
-from .models import build_model_from_config, load_pretrained_model, load_saved_model
-from .recipe import forget_sets, training_arguments
-from .report import atomic_save_npy, write_combined_markdown, write_report
+from .models import build_model_from_config, load_pretrained_model, load_reference_model, load_saved_model
+from .recipe import forget_sets, reference_kind, training_arguments
+from .report import atomic_save_npy, atomic_write_text, write_combined_markdown, write_report
 from .trainers import get_trainer_class
 from .validation import (
     StagePlan,
@@ -164,7 +166,11 @@ class Pipeline:
     def run_forget_set(self, splits: Splits, original: PreTrainedModel, spec: dict[str, Any]) -> dict[str, Any]:
         """Retrain and every unlearning run on one forget set; its report."""
         results: dict[str, dict[str, Any]] = {}
-        results["retrain"] = self.train_stage("retrain", self.retrain_settings(), splits, original)
+        kind = reference_kind(self.recipe)
+        if kind == "retrain":
+            results["retrain"] = self.train_stage("retrain", self.retrain_settings(), splits, original)
+        elif kind == "given":
+            results["retrain"] = self.given_reference(splits)
         results["original"] = self.finished_stage("original")
         for run in self.recipe["unlearn"]["runs"]:
             settings = {**UNLEARN_DEFAULTS, **self.recipe["unlearn"]["defaults"], **run}
@@ -227,7 +233,12 @@ class Pipeline:
         else:  # file
             ids = splits.prepared.train_column(spec["id_column"]) if spec["index"] == "id" else None
             manifest = file_forget_set(
-                spec["path"], n_train=n_train, index=spec["index"], train_rows=splits.train_rows, train_ids=ids
+                spec["path"],
+                n_train=n_train,
+                index=spec["index"],
+                train_rows=splits.train_rows,
+                train_ids=ids,
+                match_base_names=spec["id_column"] == FILE_NAME_COLUMN,
             )
         manifest.details["name"] = spec["name"]
         manifest.details["spec"] = spec
@@ -308,6 +319,34 @@ class Pipeline:
         )
         checkpoints.remove()
         return model
+
+    def given_reference(self, splits: Splits) -> dict[str, Any]:
+        """``retrain: {from: ...}``: a reference retrained elsewhere, evaluated like a retrained one (not copied)."""
+        source = self.recipe["retrain"]["from"]
+        fingerprint = self.fingerprint("retrain", {"from": source}, splits.manifest.sha256)
+        if self.is_finished("retrain", fingerprint):
+            return self.finished_stage("retrain")
+        if _is_main_process():
+            start = time.perf_counter()
+            with located("retrain.from"):
+                model = load_reference_model(
+                    source, splits.class_names, trust_remote_code=self.recipe["model"]["trust_remote_code"]
+                )
+            record = {
+                "method": "retrain",
+                "sharpness": "none",
+                "hyperparameters": {},
+                "reference": "given",
+                "fingerprint": fingerprint,
+                "status": "finished",
+                **self.evaluate(model, splits),
+            }
+            record["wall_seconds"] = round(time.perf_counter() - start, 3)  # loading and evaluating it
+            folder = self.stage_dir("retrain")
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / "stage.json", json.dumps(record, indent=2, default=str))
+        _barrier()
+        return self.finished_stage("retrain")
 
     def retrain_settings(self) -> dict[str, Any]:
         return {**REFERENCE_DEFAULTS, **self.recipe["pretrain"], **self.recipe["retrain"], "method": "retrain"}
@@ -413,14 +452,17 @@ class Pipeline:
                 {**REFERENCE_DEFAULTS, **recipe["pretrain"]},
                 [("pretrain", recipe["pretrain"])],
             ),
-            StagePlan(
-                "retrain",
-                "retrain",
-                "retrain",
-                self.retrain_settings(),
-                [("retrain", recipe["retrain"]), ("pretrain", recipe["pretrain"])],
-            ),
         ]
+        if reference_kind(recipe) == "retrain":
+            plans.append(
+                StagePlan(
+                    "retrain",
+                    "retrain",
+                    "retrain",
+                    self.retrain_settings(),
+                    [("retrain", recipe["retrain"]), ("pretrain", recipe["pretrain"])],
+                )
+            )
         defaults = recipe["unlearn"]["defaults"]
         for i, run in enumerate(recipe["unlearn"]["runs"]):
             plans.append(
@@ -580,7 +622,9 @@ class Pipeline:
         record = {
             "method": args.method,
             "sharpness": args.sharpness,
-            "hyperparameters": {key: getattr(args, key) for key in RECORDED},
+            "hyperparameters": own_hyperparameters(
+                args.method, args.sharpness, {key: getattr(args, key) for key in RECORDED}
+            ),
             "wall_seconds": round(wall_seconds, 3),
             "fingerprint": fingerprint,
             "status": status,
@@ -602,9 +646,12 @@ class Pipeline:
         if "accuracy" not in results["original"]:
             # The original is saved before the forget set exists; evaluate it now, once per forget set.
             results["original"].update(self.evaluate(load_saved_model(str(self.stage_dir("original"))), splits))
-        reference = results["retrain"].get("accuracy")  # None when the retrain diverged before a checkpoint
+        # None without a reference, or when the retrain diverged before a checkpoint
+        reference = results["retrain"].get("accuracy") if "retrain" in results else None
         models = {}
         for name in ["original", "retrain", *[r["name"] for r in self.recipe["unlearn"]["runs"]]]:
+            if name not in results:
+                continue
             entry = dict(results[name])
             entry.setdefault("status", "finished")
             comparable = name != "retrain" and reference is not None and entry.get("accuracy") is not None
@@ -626,8 +673,22 @@ class Pipeline:
                 "forget": len(splits.forget),
                 "test": len(splits.test),
             },
+            "reference": reference_summary(self.recipe, results),
+            "preprocessing": splits.prepared.description.get("transform") if splits.prepared else None,
             "models": models,
         }
+
+
+def reference_summary(recipe: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What ToW was measured against (``kind``: retrain | given | none), and why it is null when it is."""
+    kind = reference_kind(recipe)
+    source = recipe["retrain"]["from"] if kind == "given" else None
+    reason = None
+    if kind == "none":
+        reason = "no reference model (retrain: false): ToW compares with a model retrained without the forget set"
+    elif (results.get("retrain") or {}).get("accuracy") is None:
+        reason = "the reference has no metrics (its training diverged before a checkpoint)"
+    return {"kind": kind, "from": source, "tow_unavailable": reason}
 
 
 def _is_main_process() -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import TrainingArguments
 
 from .args import METHOD_CHOICES, UnlearnArguments
 from .errors import ValidationError
@@ -24,6 +25,42 @@ MANAGED_FIELDS = {"output_dir", "method"}
 TRAINING_KEYS = ({f.name for f in dataclasses.fields(UnlearnArguments) if f.init} - MANAGED_FIELDS) | set(
     TRAINING_ALIASES
 )
+# The keys an unknown-key error names when nothing is close: hf_unlearn's own fields and the usual Trainer ones
+# (listing all ~130 TrainingArguments fields, most irrelevant here, helps nobody).
+TRAINING_KEYS_SHOWN = (
+    set(UnlearnArguments.__dataclass_fields__) - set(TrainingArguments.__dataclass_fields__) - MANAGED_FIELDS
+) | {
+    *TRAINING_ALIASES,
+    "learning_rate",
+    "optim",
+    "optim_args",
+    "lr_scheduler_type",
+    "weight_decay",
+    "warmup_steps",
+    "max_steps",
+    "gradient_accumulation_steps",
+    "max_grad_norm",
+    "seed",
+    "bf16",
+    "fp16",
+    "report_to",
+    "logging_steps",
+}
+# TrainingArguments fields a training section refuses, with the reason (every other field is passed on).
+REFUSED_TRAINING_KEYS: dict[str, str] = {
+    "push_to_hub": "a training stage must not publish itself (the original still knows the forget set); publishing "
+    "goes through `hf-unlearn push` or the recipe's hub: section",
+    "eval_strategy": "stages have no evaluation set during training; hf_unlearn evaluates every finished stage on "
+    "retain, forget and test itself (report.json)",
+    "resume_from_checkpoint": "hf_unlearn resumes an interrupted stage from its own checkpoints on a rerun of the "
+    "same output folder (docs/reliability.md)",
+    "label_smoothing_factor": "hf_unlearn computes each method's losses itself, so the Trainer's label smoothing "
+    "would never be applied",
+    "load_best_model_at_end": "stages have no evaluation set during training, so there is no best checkpoint",
+    "metric_for_best_model": "stages have no evaluation set during training, so there is no best checkpoint",
+    "eval_steps": "stages have no evaluation set during training",
+    "per_device_eval_batch_size": "evaluation batches are set by evaluation.batch_size",
+}
 
 FORGET_KINDS = ("random", "classwise", "memorization", "low_confidence", "file")
 _REQUIRED = "<required>"
@@ -77,7 +114,7 @@ SCHEMA: dict[str, Any] = {
     "forget": "forget",  # one forget set (a mapping) or several (a list of mappings); see _check_forget
     "model": {"config": dict, "name_or_path": str, "trust_remote_code": bool, "ignore_mismatched_sizes": bool},
     "pretrain": "training",
-    "retrain": "training",
+    "retrain": "reference",  # training settings, false (no reference) or {from: PATH_OR_HUB_ID}
     "unlearn": {"defaults": "training", "runs": "runs"},
     "evaluation": {"batch_size": int, "mia_shadow_size": int, "mia_seed": int},
     "hub": {"push": bool, "repo_id": str, "run": str, "private": bool},
@@ -132,9 +169,17 @@ class RecipeError(ValidationError):
     """A recipe that cannot run; the message says which key and how to fix it (a ValueError, as before)."""
 
 
-def _unknown(key: str, where: str, known: set[str] | list[str]) -> RecipeError:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+def _unknown(
+    key: str, where: str, known: set[str] | list[str], shown: set[str] | list[str] | None = None
+) -> RecipeError:
+    """An unknown key: the close match among ``shown`` (else ``known``), or the list of ``shown`` keys."""
+    shown = known if shown is None else shown
+    close = difflib.get_close_matches(key, list(shown), n=1) or difflib.get_close_matches(key, list(known), n=1)
+    if close:
+        hint = f"; did you mean {close[0]!r}?"
+    else:
+        more = " (and any other TrainingArguments field)" if len(shown) < len(known) else ""
+        hint = f"; known keys: {', '.join(sorted(shown))}{more}"
     return RecipeError(f"{where}{key}: unknown recipe key{hint}")
 
 
@@ -142,8 +187,35 @@ def _check_training(section: Any, where: str) -> None:
     if not isinstance(section, dict):
         raise RecipeError(f"{where.rstrip('.')}: expected a mapping of training settings, got {type(section).__name__}")
     for key in section:
+        if key in REFUSED_TRAINING_KEYS or key.startswith("hub_"):
+            reason = REFUSED_TRAINING_KEYS.get(key, REFUSED_TRAINING_KEYS["push_to_hub"])
+            raise RecipeError(f"{where}{key}: not accepted in a training section: {reason}")
         if key not in TRAINING_KEYS:
-            raise _unknown(key, where, TRAINING_KEYS)
+            raise _unknown(key, where, TRAINING_KEYS, TRAINING_KEYS_SHOWN)
+
+
+def _check_reference(section: Any, where: str) -> None:
+    """``retrain``: training settings (retrain from scratch), ``false`` (no reference) or ``{from: ...}``."""
+    if section is False or section is True:
+        return
+    if isinstance(section, dict) and "from" in section:
+        if not isinstance(section["from"], str) or not section["from"]:
+            raise RecipeError(f"{where}from: expected a model folder or Hub id, got {section['from']!r}")
+        extra = sorted(k for k in section if k != "from")
+        if extra:
+            raise RecipeError(
+                f"{where}{extra[0]}: a given reference (retrain.from) is evaluated, not trained; remove "
+                f"{', '.join(extra)}"
+            )
+        return
+    _check_training(section, where)
+    epochs = section.get("epochs", section.get("num_train_epochs"))
+    if epochs is not None and not isinstance(epochs, bool) and epochs == 0 and not section.get("max_steps"):
+        raise RecipeError(
+            f"{where}epochs: 0 would evaluate an untrained model as the reference and report a meaningless ToW. "
+            "Use retrain: false (no reference: no ToW, the report compares with the original) or "
+            "retrain: {from: PATH_OR_HUB_ID} (a model retrained without the forget set elsewhere)"
+        )
 
 
 def _check_runs(runs: Any, where: str) -> None:
@@ -172,6 +244,8 @@ def _check_runs(runs: Any, where: str) -> None:
 def _check(node: Any, schema: Any, where: str) -> None:
     if schema == "training":
         _check_training(node, where)
+    elif schema == "reference":
+        _check_reference(node, where)
     elif schema == "runs":
         _check_runs(node, where)
     elif schema == "forget":
@@ -250,6 +324,15 @@ def normalize_forget(node: dict[str, Any] | list[dict[str, Any]]) -> dict[str, A
     return out if isinstance(node, list) else out[0]
 
 
+def reference_kind(recipe: dict[str, Any]) -> str:
+    """How the recipe gets its reference: ``retrain`` (from scratch, the default), ``given`` (``retrain.from``) or
+    ``none`` (``retrain: false``)."""
+    section = recipe["retrain"]
+    if section is False:
+        return "none"
+    return "given" if isinstance(section, dict) and "from" in section else "retrain"
+
+
 def forget_sets(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     """The recipe's forget sets as a list (one for a mapping)."""
     node = recipe["forget"]
@@ -275,6 +358,8 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     """Check a raw recipe and return it merged over the defaults."""
     _check(recipe, SCHEMA, "")
     merged = _merge(DEFAULTS, recipe)
+    if merged["retrain"] is True:  # retrain: true is the default, retraining from scratch
+        merged["retrain"] = {}
     merged["forget"] = normalize_forget(merged["forget"])
     if merged["data"]["transforms"] not in DATA_TRANSFORMS:
         raise _unknown(merged["data"]["transforms"], "data.transforms=", DATA_TRANSFORMS)

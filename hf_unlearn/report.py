@@ -73,7 +73,20 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def tow_line(report: dict[str, Any]) -> str:
+    """What ToW was measured against, or why it was not."""
+    reference = report.get("reference") or {"kind": "retrain"}
+    definition = "product of (1 - |accuracy difference|) on retain, forget and test (RUM's definition)"
+    if reference["kind"] == "none":
+        return "- ToW: not computed (no reference model: retrain: false)."
+    if reference["kind"] == "given":
+        return f"- ToW: {definition} against the given reference `{reference.get('from')}` (1 = identical to it)."
+    return f"- ToW: {definition} against the retrained model (1 = identical to retraining)."
+
+
 def markdown(report: dict[str, Any]) -> str:
+    from .summary import plain_summary
+
     forget = report["forget_set"]
     lines = [
         f"# hf_unlearn report: {report['name']}",
@@ -81,9 +94,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"- data set: `{report['dataset']}`, seed {report['seed']}",
         f"- forget set: {forget['kind']}{' (' + forget['band'] + ' band)' if forget.get('band') else ''}, "
         f"{forget['size']} samples, sha256 `{forget['sha256']}`",
-        "- ToW: product of (1 - |accuracy difference|) against the retrained model on retain, forget and test "
-        "(RUM's definition; 1 = identical to retraining). MIA: MIA-efficacy on the forget set (fraction predicted "
-        "non-member by an SVC trained on retain vs test confidence / entropy).",
+        tow_line(report),
+        "- MIA: MIA-efficacy on the forget set (fraction predicted non-member by an SVC trained on retain vs test "
+        "confidence / entropy).",
+        "",
+        "## What happened",
+        "",
+        *[f"- {line}" for line in plain_summary(report)],
+        "",
+        "## Table",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
@@ -101,9 +120,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     from .plots import save_figure
 
     names = list(report["models"])
-    fig = Figure(figsize=(12, 4.5))
+    tow_names = [n for n in names if report["models"][n]["tow"] is not None]
+    fig = Figure(figsize=(12, 4.5) if tow_names else (6.5, 4.5))
     FigureCanvasAgg(fig)  # no pyplot: no global backend, safe on headless machines
-    ax_acc, ax_tow = fig.subplots(1, 2)
+    # Without a reference model there is no ToW: the accuracy panel alone.
+    ax_acc, ax_tow = fig.subplots(1, 2) if tow_names else (fig.subplots(1, 1), None)
     width = 0.27
     for i, split in enumerate(("retain", "forget", "test")):
         values = [(report["models"][n].get("accuracy") or {}).get(split, float("nan")) for n in names]
@@ -113,7 +134,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax_acc.set_ylim(0, 1.05)
     ax_acc.legend(loc="lower left")
     ax_acc.set_title("Accuracy on retain / forget / test")
-    tow_names = [n for n in names if report["models"][n]["tow"] is not None]
+    if ax_tow is None:
+        ax_acc.set_title("Accuracy on retain / forget / test (no reference: no ToW)")
+        fig.tight_layout()
+        save_figure(fig, path, dpi=110)
+        return
     ax_tow.bar(tow_names, [report["models"][n]["tow"] for n in tow_names], color="tab:purple")
     ax_tow.set_xticks(range(len(tow_names)), tow_names, rotation=35, ha="right")
     lowest = min((report["models"][n]["tow"] for n in tow_names), default=0.0)
@@ -144,7 +169,7 @@ def combined_markdown(name: str, reports: dict[str, dict[str, Any]]) -> str:
     ]
     for set_name, report in reports.items():
         forget, models = report["forget_set"], report["models"]
-        retrain_acc = (models["retrain"].get("accuracy") or {}).get("forget")
+        retrain_acc = ((models.get("retrain") or {}).get("accuracy") or {}).get("forget")
         original_acc = (models["original"].get("accuracy") or {}).get("forget")
         lines.append(
             f"| [{set_name}]({set_name}/report.md) | {forget['kind']} | {forget.get('band') or '—'} | {forget['size']} "
