@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import is_timm_model, load_saved_model, save_model
+from .processors import save_processor
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,16 @@ def select_run(report: dict[str, Any], run: str | None) -> str:
     )
 
 
+def public_name(source: str | None) -> str | None:
+    """A Hub id or registered source as is; a local path reduced to ``local:<last part>`` (no path leaves)."""
+    if source is None:
+        return None
+    path = Path(source.removeprefix("imagefolder:")).expanduser()
+    if source.startswith(("imagefolder:", ".", "/", "~")) or ("/" in source and path.exists()):
+        return f"local:{path.resolve().name}"
+    return source
+
+
 def _is_hub_id(name: str | None) -> bool:
     """A Hub repo id (``owner/name`` or a canonical ``name``), not a local folder."""
     return bool(name) and not Path(name).exists() and bool(_REPO_ID.match(name))
@@ -88,7 +99,7 @@ def build_model_card(
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     entry = report["models"][run]
-    dataset = str(report["dataset"])
+    dataset = public_name(str(report["dataset"]))  # never a local path
     forget_set = report["forget_set"]
 
     def result(metric_type: str, value: float, name: str, split: str | None, config: str | None = None):
@@ -138,7 +149,7 @@ def build_model_card(
             "run": run,
             "method": entry["method"],
             "sharpness": entry.get("sharpness"),
-            "hyperparameters": entry.get("hyperparameters", {}),
+            "hyperparameters": _own_hyperparameters(entry),
             "dataset": dataset,
             "seed": report.get("seed"),
             # kind, size, sha256 (and band / name ...): scalars only, so never a list of indices.
@@ -157,9 +168,16 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _own_hyperparameters(entry: dict[str, Any]) -> dict[str, Any]:
+    from .args import own_hyperparameters
+
+    return own_hyperparameters(entry["method"], entry.get("sharpness", "none"), entry.get("hyperparameters") or {})
+
+
 def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model: str | None, library_name: str) -> str:
     entry = report["models"][run]
     forget = report["forget_set"]
+    dataset = public_name(str(report["dataset"]))
     if base_model is None:
         origin = "trained from scratch"
     elif _is_hub_id(base_model):
@@ -170,7 +188,7 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
     lines = [
         f"# {model_name}",
         "",
-        f"An image classifier {origin} on `{report['dataset']}` and then made to forget "
+        f"An image classifier {origin} on `{dataset}` and then made to forget "
         f"{forget['size']} of its training samples with hf_unlearn: method `{entry['method']}`"
         + (f" with sharpness-aware updates (`{sharpness}`)." if sharpness != "none" else "."),
         "",
@@ -196,13 +214,13 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
             + " | ".join(mia)
             + " |"
         )
-    hyper = entry.get("hyperparameters", {})
+    hyper = _own_hyperparameters(entry)
     lines += [
         "",
         "## Unlearning",
         "",
         f"- method: `{entry['method']}`, sharpness: `{sharpness}`",
-        f"- data set: `{report['dataset']}`, seed {report.get('seed')}",
+        f"- data set: `{dataset}`, seed {report.get('seed')}",
         "- hyperparameters:",
         "",
         "```json",
@@ -239,21 +257,6 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
 
 
 # ------------------------------------------------------------------------------------------------ export
-def _save_image_processor(base_model: str | None, folder: Path) -> bool:
-    """Copy the base model's image processor into ``folder`` when it has one."""
-    if not base_model:
-        return False
-    from transformers import AutoImageProcessor
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(base_model)
-    except (OSError, ValueError, KeyError) as error:
-        logger.info("No image processor saved (none found for %s: %s)", base_model, error)
-        return False
-    processor.save_pretrained(folder)
-    return True
-
-
 def export_run(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -280,8 +283,11 @@ def export_run(
         raise HubError(f"{out_dir} is not empty; export into a new folder.")
     model = load_saved_model(str(model_dir))
     save_model(model, out_dir)
-    _save_image_processor(base_model, out_dir)
     library = "timm" if is_timm_model(model) else "transformers"
+    try:  # every export stands on its own: the processor the run used, or one built from its transform
+        save_processor(out_dir, report.get("preprocessing"), base_model, timm=library == "timm")
+    except ValueError as error:
+        raise HubError(str(error)) from error
     card = build_model_card(
         report,
         name,
