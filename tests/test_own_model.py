@@ -1,0 +1,156 @@
+"""The user path: a trained transformers model folder (with its image processor), an image folder of PNGs in class
+sub-folders and a forget list of file names; unlearn without a reference, export, and use the export on its own.
+
+The model and the data are made here without hf_unlearn (plain torch / PIL / transformers), as a user has them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from hf_unlearn.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CLASSES = ["0", "1", "2"]
+
+
+def _make_image_folder(root: Path) -> None:
+    """sklearn's digits 0-2 as 8x8 RGB PNGs in ROOT/{train,test}/<class>/digit_<i>.png."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.flatnonzero(digits.target < len(CLASSES))
+    rng = np.random.default_rng(0)
+    rng.shuffle(keep)
+    for n, i in enumerate(keep):
+        split = "test" if n % 5 == 0 else "train"
+        folder = root / split / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        grey = np.rint(digits.images[i] * (255 / 16)).astype(np.uint8)
+        Image.fromarray(np.stack([grey] * 3, axis=-1)).save(folder / f"digit_{i:04d}.png")
+
+
+def _train_model_folder(data: Path, folder: Path, seed: int = 0, skip: set[str] | None = None) -> None:
+    """A small transformers ResNet trained with plain torch on data/train (minus ``skip``), saved with its
+    image processor."""
+    from transformers import AutoImageProcessor, ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+
+    processor = ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    files = sorted(p for p in (data / "train").glob("*/*.png") if p.name not in (skip or set()))
+    x = processor(images=[Image.open(p).convert("RGB") for p in files], return_tensors="pt")["pixel_values"]
+    y = torch.tensor([CLASSES.index(p.parent.name) for p in files])
+    torch.manual_seed(seed)
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=len(CLASSES),
+        id2label=dict(enumerate(CLASSES)),
+        label2id={c: i for i, c in enumerate(CLASSES)},
+    )
+    model = ResNetForImageClassification(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(6):
+        for batch in torch.randperm(len(y)).split(32):
+            if len(batch) < 2:  # BatchNorm needs two samples
+                continue
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=x[batch]).logits, y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    assert isinstance(AutoImageProcessor.from_pretrained(folder), ViTImageProcessor)
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("user")
+    _make_image_folder(root / "images")
+    _train_model_folder(root / "images", root / "my-model")
+    # The deletion request: 12 training images of class 1, by bare file name.
+    names = sorted(p.name for p in (root / "images" / "train" / "1").glob("*.png"))[:12]
+    (root / "forget.txt").write_text("\n".join(names) + "\n")
+    _train_model_folder(root / "images", root / "retrained-elsewhere", seed=1, skip=set(names))
+    return {"root": root, "images": root / "images", "model": root / "my-model", "forget": root / "forget.txt"}
+
+
+def _recipe(files: dict[str, Path], retrain) -> dict:
+    return {
+        "name": "own",
+        "seed": 0,
+        "data": {"source": str(files["images"])},
+        "forget": {"kind": "file", "path": str(files["forget"]), "index": "id", "id_column": "file_name"},
+        "model": {"name_or_path": str(files["model"])},
+        "pretrain": {"epochs": 0},
+        "retrain": retrain,
+        "unlearn": {"runs": [{"method": "neggrad", "alpha": 0.9, "epochs": 2, "batch_size": 24}]},
+        "evaluation": {"batch_size": 64},
+    }
+
+
+def _run(files: dict[str, Path], retrain, name: str) -> Path:
+    recipe = files["root"] / f"{name}.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(files, retrain)))
+    out = files["root"] / name
+    assert main(["run", str(recipe), "--output-dir", str(out), "--cpu"]) == 0
+    return out
+
+
+def _pipeline_accuracy(folder: Path, files: list[Path]) -> float:
+    from transformers import pipeline
+
+    classify = pipeline("image-classification", model=str(folder), device="cpu")
+    predictions = classify([str(p) for p in files], top_k=1, batch_size=16)
+    return float(np.mean([pred[0]["label"] == p.parent.name for pred, p in zip(predictions, files, strict=True)]))
+
+
+@pytest.fixture(scope="module")
+def no_reference_run(user_files) -> Path:
+    return _run(user_files, False, "no-ref")
+
+
+def test_no_reference_report_and_self_contained_export(user_files, no_reference_run, capsys):
+    out = no_reference_run
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"original", "neggrad"}  # no retrain entry
+    assert report["reference"]["kind"] == "none" and "retrain: false" in report["reference"]["tow_unavailable"]
+    assert all(entry["tow"] is None for entry in report["models"].values())
+    assert report["sizes"]["forget"] == 12 and report["forget_set"]["kind"] == "file"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["forget_indices"]) == 12
+    text = (out / "report.md").read_text()
+    assert "ToW: not computed" in text and "## What happened" in text and "forget accuracy" in text
+
+    export = user_files["root"] / "export"
+    assert main(["push", str(out), "--run", "neggrad", "--export-dir", str(export)]) == 0
+    assert (export / "preprocessor_config.json").is_file()
+    forget_names = set(user_files["forget"].read_text().split())
+    forget_files = [p for p in (user_files["images"] / "train").glob("*/*.png") if p.name in forget_names]
+    test_files = sorted((user_files["images"] / "test").glob("*/*.png"))
+    accuracy = report["models"]["neggrad"]["accuracy"]
+    assert _pipeline_accuracy(export, test_files) == pytest.approx(accuracy["test"], abs=1e-9)
+    assert _pipeline_accuracy(export, forget_files) == pytest.approx(accuracy["forget"], abs=1e-9)
+    card = (export / "README.md").read_text()
+    assert str(user_files["root"]) not in card and "local:images" in card
+
+
+def test_given_reference_reports_a_tow(user_files):
+    out = _run(user_files, {"from": str(user_files["root"] / "retrained-elsewhere")}, "given-ref")
+    report = json.loads((out / "report.json").read_text())
+    assert report["reference"]["kind"] == "given"
+    assert report["models"]["retrain"]["reference"] == "given"
+    tow = report["models"]["neggrad"]["tow"]
+    assert tow is not None and 0.0 < tow <= 1.0
+    ref, run = report["models"]["retrain"]["accuracy"], report["models"]["neggrad"]["accuracy"]
+    expected = np.prod([1 - abs(ref[s] - run[s]) for s in ("retain", "forget", "test")])
+    assert tow == pytest.approx(expected)
