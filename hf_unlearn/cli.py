@@ -40,9 +40,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="Redo finished stages instead of reusing them.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    add_evaluate_parser(commands)
     add_push_parser(commands)
     add_memorization_parsers(commands)
     return parser
+
+
+def add_evaluate_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="Evaluate any model folder on a recipe's data and forget set (same metrics and report as run).",
+        description="Write report.json, report.md and a plot for a model folder unlearned elsewhere (or with the "
+        "Python API): accuracy on retain / forget / test and MIA-efficacy, next to the recipe's original model "
+        "when it loads one as it is (pretrain.epochs: 0), and ToW against --reference (or the recipe's "
+        "retrain.from) when one is given.",
+    )
+    evaluate.add_argument("recipe", help="Path of a YAML recipe, or the name of a built-in one.")
+    evaluate.add_argument("--model", type=Path, required=True, help="Model folder to evaluate (save_pretrained).")
+    evaluate.add_argument(
+        "--reference", default=None, help="A model retrained without the forget set (folder or Hub id), for ToW."
+    )
+    evaluate.add_argument(
+        "--output-dir", type=Path, default=None, help="Output folder (default: runs/<recipe name>-evaluate)."
+    )
+    evaluate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a recipe key (repeatable; values are parsed as YAML).",
+    )
+    evaluate.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_folder
+    from .recipe import load_recipe
+    from .report import format_table
+    from .summary import plain_summary
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    output_dir = args.output_dir or Path("runs") / f"{recipe['name']}-evaluate"
+    report = evaluate_folder(recipe, args.model, output_dir, reference=args.reference, use_cpu=args.cpu)
+    print(format_table(report))
+    for line in plain_summary(report):
+        print(line)
+    print(f"\nWrote {output_dir}/report.json, report.md and the plot.")
+    return 0
 
 
 def add_push_parser(commands) -> None:
@@ -195,6 +240,7 @@ def run_command(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     from .recipe import load_recipe
     from .report import format_table
+    from .summary import plain_summary
 
     recipe = load_recipe(args.recipe, args.overrides)
     output_dir = args.output_dir or Path("runs") / recipe["name"]
@@ -218,6 +264,8 @@ def run_command(args: argparse.Namespace) -> int:
         if set_name is not None:
             print(f"\nForget set {set_name} ({report['forget_set']['size']} samples):")
         print(format_table(report))
+        for line in plain_summary(report):
+            print(line)
     where = output_dir / "report.json" if None in reports else f"{output_dir}/<forget set>/report.json"
     print(f"\nWrote {where}, report.md and the plots in {time.perf_counter() - start:.1f} s.")
     for set_name, report in reports.items():
@@ -241,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_command(args)
+        if args.command == "evaluate":
+            return evaluate_command(args)
         if args.command == "push":
             return push_command(args)
         if args.command == "memorization":

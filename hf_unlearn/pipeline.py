@@ -643,13 +643,14 @@ class Pipeline:
     def assemble_report(
         self, results: dict[str, dict[str, Any]], splits: Splits, spec: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        if "accuracy" not in results["original"]:
+        if "original" in results and "accuracy" not in results["original"]:
             # The original is saved before the forget set exists; evaluate it now, once per forget set.
             results["original"].update(self.evaluate(load_saved_model(str(self.stage_dir("original"))), splits))
         # None without a reference, or when the retrain diverged before a checkpoint
         reference = results["retrain"].get("accuracy") if "retrain" in results else None
         models = {}
-        for name in ["original", "retrain", *[r["name"] for r in self.recipe["unlearn"]["runs"]]]:
+        # The original and the reference first, then the runs (`hf-unlearn evaluate` passes other names).
+        for name in ["original", "retrain", *[n for n in results if n not in ("original", "retrain")]]:
             if name not in results:
                 continue
             entry = dict(results[name])

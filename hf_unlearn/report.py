@@ -55,7 +55,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 _fmt(m["tow"]),
                 _fmt(mia.get("confidence")),
                 _fmt(mia.get("entropy")),
-                f"{m['wall_seconds']:.1f}",
+                _fmt(m.get("wall_seconds"), 1),
             ]
         )
     return rows

@@ -154,3 +154,25 @@ def test_given_reference_reports_a_tow(user_files):
     ref, run = report["models"]["retrain"]["accuracy"], report["models"]["neggrad"]["accuracy"]
     expected = np.prod([1 - abs(ref[s] - run[s]) for s in ("retain", "forget", "test")])
     assert tow == pytest.approx(expected)
+
+
+def test_evaluate_any_model_folder_matches_the_run(user_files, no_reference_run, capsys):
+    recipe = user_files["root"] / "no-ref.yaml"
+    out = user_files["root"] / "evaluated"
+    reference = user_files["root"] / "retrained-elsewhere"
+    model = no_reference_run / "models" / "neggrad"
+    args = ["evaluate", str(recipe), "--model", str(model), "--reference", str(reference), "--output-dir", str(out)]
+    assert main([*args, "--cpu"]) == 0
+    run = json.loads((no_reference_run / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"original", "retrain", "neggrad"}
+    entry = report["models"]["neggrad"]
+    assert entry["method"] == "neggrad"  # read from the folder's stage.json
+    assert entry["accuracy"] == run["models"]["neggrad"]["accuracy"]
+    assert entry["mia"] == run["models"]["neggrad"]["mia"]
+    assert report["models"]["original"]["accuracy"] == run["models"]["original"]["accuracy"]
+    ref = report["models"]["retrain"]["accuracy"]
+    expected = np.prod([1 - abs(ref[s] - entry["accuracy"][s]) for s in ("retain", "forget", "test")])
+    assert entry["tow"] == pytest.approx(expected)
+    assert report["reference"]["kind"] == "given"
+    assert "neggrad" in capsys.readouterr().out
