@@ -23,6 +23,30 @@ METHOD_CHOICES: tuple[str, ...] = (
     "sharp_minmax",
 )
 
+# Fields of a run's settings worth recording as its hyperparameters in the report.
+RECORDED = (
+    "sharpness",
+    "rho",
+    "sam_lambda",
+    "alpha",
+    "mask_ratio",
+    "forget_direction",
+    "learning_rate",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "optim",
+    "optim_args",
+    "lr_scheduler_type",
+    "weight_decay",
+    "seed",
+    "official",
+    "l1_weight",
+    "msteps",
+    "kd_T",
+    "beta",
+    "gamma",
+)
+
 # Settings that only one family of methods reads; a run's record (report, model card) keeps only its own.
 METHOD_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
     "alpha": ("neggrad", "sharp_minmax"),

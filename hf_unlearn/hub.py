@@ -230,11 +230,17 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
         "## Forget set",
         "",
         f"- kind: `{forget['kind']}`, size: {forget['size']} samples",
-        f"- sha256: `{forget['sha256']}`",
-        "",
-        "The sha256 identifies the forget set without revealing it: it is the SHA-256 of the sorted indices of the "
-        "forgotten training samples, written in decimal and joined by `,`. The samples and their indices are not "
-        "published with this model.",
+        *(
+            [
+                f"- sha256: `{forget['sha256']}`",
+                "",
+                "The sha256 identifies the forget set without revealing it: it is the SHA-256 of the sorted indices "
+                "of the forgotten training samples, written in decimal and joined by `,`. The samples and their "
+                "indices are not published with this model.",
+            ]
+            if forget.get("sha256")
+            else ["- identifier: not recorded. The samples are not published with this model."]
+        ),
         "",
         "## Usage",
         "",

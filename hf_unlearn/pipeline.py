@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, set_seed
 
-from .args import own_hyperparameters
+from .args import RECORDED, own_hyperparameters
 from .checkpoints import CHECKPOINT_SETTINGS, HistoryCheckpoint, StageCheckpoints, train_resumable
 from .data import SplitManifest, split_retain_forget
 from .data.forget_sets import (
@@ -43,7 +43,8 @@ from .data.score_files import load_scores
 from .data.sources import FILE_NAME_COLUMN
 from .errors import DivergenceError, located
 from .memorization import ConfidenceRecorder
-from .metrics import accuracy, mia_efficacy, predict_probabilities, sample_shadow_members, tug_of_war
+from .metrics import tug_of_war
+from .metrics.unlearning import unlearning_metrics
 from .models import build_model_from_config, load_pretrained_model, load_reference_model, load_saved_model
 from .recipe import forget_sets, reference_kind, training_arguments
 from .report import atomic_save_npy, atomic_write_text, write_combined_markdown, write_report
@@ -82,29 +83,6 @@ UNLEARN_DEFAULTS: dict[str, Any] = {
     "optim_args": "momentum=0.9",
     "weight_decay": 5e-4,
 }
-# Fields of a run's settings worth recording as its hyperparameters in the report.
-RECORDED = (
-    "sharpness",
-    "rho",
-    "sam_lambda",
-    "alpha",
-    "mask_ratio",
-    "forget_direction",
-    "learning_rate",
-    "num_train_epochs",
-    "per_device_train_batch_size",
-    "optim",
-    "optim_args",
-    "lr_scheduler_type",
-    "weight_decay",
-    "seed",
-    "official",
-    "l1_weight",
-    "msteps",
-    "kd_T",
-    "beta",
-    "gamma",
-)
 
 
 @dataclass
@@ -535,29 +513,16 @@ class Pipeline:
 
     # ------------------------------------------------------------- evaluation
     def evaluate(self, model: torch.nn.Module, splits: Splits) -> dict[str, Any]:
-        batch_size = self.recipe["evaluation"]["batch_size"]
-        probs = {
-            name: predict_probabilities(model, dataset, batch_size=batch_size)
-            for name, dataset in (("retain", splits.retain), ("forget", splits.forget), ("test", splits.test))
-        }
-        for name, (p, _) in probs.items():
-            if not np.isfinite(p).all():
-                raise DivergenceError(
-                    f"the model's predictions on the {name} split are not finite (its weights or BatchNorm statistics "
-                    "overflow); the run diverged. Lower the learning rate."
-                )
-        accuracies = {name: accuracy(p, y) for name, (p, y) in probs.items()}
-        shadow_size = self.recipe["evaluation"]["mia_shadow_size"] or len(splits.test)
-        members = sample_shadow_members(len(splits.retain), shadow_size, self.recipe["evaluation"]["mia_seed"])
-        retain_probs, retain_labels = probs["retain"]
-        mia = mia_efficacy(
-            retain_probs[members],
-            retain_labels[members],
-            *probs["test"],
-            *probs["forget"],
-            seed=self.recipe["evaluation"]["mia_seed"],
+        settings = self.recipe["evaluation"]
+        return unlearning_metrics(
+            model,
+            splits.retain,
+            splits.forget,
+            splits.test,
+            batch_size=settings["batch_size"],
+            mia_shadow_size=settings["mia_shadow_size"],
+            mia_seed=settings["mia_seed"],
         )
-        return {"accuracy": accuracies, "mia": mia}
 
     # ---------------------------------------------------------------- stages
     def stage_dir(self, name: str) -> Path:

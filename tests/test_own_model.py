@@ -176,3 +176,60 @@ def test_evaluate_any_model_folder_matches_the_run(user_files, no_reference_run,
     assert entry["tow"] == pytest.approx(expected)
     assert report["reference"]["kind"] == "given"
     assert "neggrad" in capsys.readouterr().out
+
+
+def test_trainer_push_to_hub_publishes_the_cli_card(user_files, no_reference_run, monkeypatch, tmp_path):
+    """`trainer.push_to_hub()` up to the network boundary writes the card `hf-unlearn push` writes."""
+    import transformers.trainer
+    from huggingface_hub import HfApi
+
+    from hf_unlearn import UnlearnArguments, get_trainer_class
+    from hf_unlearn.data import SplitManifest, split_retain_forget
+    from hf_unlearn.data.prepare import prepare_splits
+    from hf_unlearn.models import load_saved_model
+
+    uploads: list[dict] = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Url", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, *, folder_path, **kwargs):
+            uploads.append({"readme": (Path(folder_path) / "README.md").read_text(), **kwargs})
+            return "https://huggingface.co/me/own-neggrad/commit/0"
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", FakeApi)
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, **kwargs: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: "url")
+    out = no_reference_run
+    assert main(["push", str(out), "--repo-id", "me/own-neggrad", "--export-dir", str(tmp_path / "cli")]) == 0
+    cli_card = (tmp_path / "cli" / "README.md").read_text()
+
+    report = json.loads((out / "report.json").read_text())
+    entry = report["models"]["neggrad"]
+    data = prepare_splits(
+        {"source": str(user_files["images"])}, seed=0, model={"name_or_path": str(user_files["model"])}
+    )
+    retain, forget = split_retain_forget(data.train, SplitManifest.from_json(out / "manifest.json"))
+    args = UnlearnArguments(
+        output_dir=str(tmp_path / "py"),
+        method="neggrad",
+        use_cpu=True,
+        report_to="none",
+        hub_model_id="me/own-neggrad",
+        per_device_eval_batch_size=64,
+        **entry["hyperparameters"],
+    )
+    trainer = get_trainer_class("neggrad")(
+        model=load_saved_model(str(out / "models" / "neggrad")), args=args, retain_dataset=retain, forget_dataset=forget
+    )
+    trainer.push_to_hub(
+        finetuned_from=report["base_model"],
+        dataset=report["dataset"],
+        test_dataset=data.test,
+        forget_set=report["forget_set"],
+        references={"original": report["models"]["original"]},
+    )
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/own-neggrad"
+    assert uploads[0]["readme"] == cli_card
+    assert "model-index" in cli_card and "alpha" in cli_card and "kd_T" not in cli_card
