@@ -1,0 +1,60 @@
+"""Recipe keys that cannot work are refused before anything runs: exit 2, one line naming the key and the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from hf_unlearn.cli import main
+from hf_unlearn.recipe import load_recipe
+
+
+def _refused(capsys, *overrides: str) -> str:
+    args = ["run", "digits", "--cpu", "--output-dir", "/nonexistent/never-written"]
+    for override in overrides:
+        args += ["--set", override]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hf-unlearn: error: ") and "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "reason"),
+    [
+        ("pretrain.push_to_hub=true", "pretrain.push_to_hub", "hf-unlearn push"),
+        ("unlearn.defaults.hub_model_id=me/x", "unlearn.defaults.hub_model_id", "hub: section"),
+        ("unlearn.runs.0.hub_strategy=end", "unlearn.runs[0].hub_strategy", "hf-unlearn push"),
+        ("retrain.push_to_hub=true", "retrain.push_to_hub", "hf-unlearn push"),
+        ("unlearn.defaults.eval_strategy=epoch", "unlearn.defaults.eval_strategy", "evaluates every finished stage"),
+        ("pretrain.resume_from_checkpoint=true", "pretrain.resume_from_checkpoint", "resumes an interrupted stage"),
+        ("unlearn.defaults.label_smoothing_factor=0.1", "unlearn.defaults.label_smoothing_factor", "losses itself"),
+    ],
+)
+def test_training_sections_refuse_keys_that_cannot_work(capsys, override, key, reason):
+    err = _refused(capsys, override)
+    assert key in err and reason in err
+
+
+def test_retrain_epochs_zero_explains_both_options(capsys):
+    err = _refused(capsys, "retrain.epochs=0")
+    assert "retrain.epochs" in err and "retrain: false" in err and "retrain: {from:" in err
+
+
+def test_given_reference_takes_no_training_settings(capsys):
+    err = _refused(capsys, "retrain={from: some/model, epochs: 3}")
+    assert "retrain.epochs" in err and "not trained" in err
+
+
+def test_reference_forms_validate():
+    assert load_recipe("digits", ["retrain=false"])["retrain"] is False
+    assert load_recipe("digits", ["retrain={from: me/retrained}"])["retrain"] == {"from": "me/retrained"}
+    assert load_recipe("digits", ["retrain=true"])["retrain"] == {}
+
+
+def test_unknown_training_key_suggests_the_close_match_and_names_only_relevant_keys(capsys):
+    err = _refused(capsys, "unlearn.defaults.learning_rat=0.1")
+    assert "unlearn.defaults.learning_rat" in err and "did you mean 'learning_rate'" in err
+    err = _refused(capsys, "unlearn.defaults.qqqqq=1")
+    assert "unlearn.defaults.qqqqq" in err and "mask_ratio" in err
+    assert "neftune_noise_alpha" not in err and "use_cache" not in err
+    assert err.count(",") < 45
