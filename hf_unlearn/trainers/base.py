@@ -143,7 +143,20 @@ class UnlearnTrainer(Trainer):
     # ------------------------------------------------------------- the step
     def train(self, *args: Any, **kwargs: Any):
         self._trainable = None  # requires_grad may have changed since the last run
+        self.check_labels()
         return super().train(*args, **kwargs)
+
+    def check_labels(self) -> None:
+        """Labels outside the head's range fail here, named, not inside the loss (raw IndexError / CUDA assert)."""
+        from .labels import check_label_range, num_labels_of
+
+        self._batch_label_limit = None
+        try:
+            num_labels = num_labels_of(self.model, self.retain_dataset, self.forget_dataset)
+        except ValueError:
+            return  # nothing declares the class count; methods that need it (random_label) say so themselves
+        if not check_label_range(num_labels, retain_dataset=self.retain_dataset, forget_dataset=self.forget_dataset):
+            self._batch_label_limit = num_labels  # labels not readable up front: check each batch instead
 
     def _trainable_parameters(self, base_model: nn.Module) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
         """The trainable (name, parameter) pairs of ``base_model`` and the parameters alone (cached per run)."""
@@ -157,6 +170,10 @@ class UnlearnTrainer(Trainer):
     ) -> torch.Tensor:
         model.train()
         inputs = self._prepare_inputs(inputs)
+        if getattr(self, "_batch_label_limit", None):
+            from .labels import check_batch_labels
+
+            check_batch_labels(inputs, self._batch_label_limit)
         branches = self.branches(inputs)
         base_model = self.accelerator.unwrap_model(model)
         named, params = self._trainable_parameters(base_model)

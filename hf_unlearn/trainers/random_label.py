@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+from .labels import num_labels_of
 
 
 def random_wrong_labels(
@@ -18,14 +19,6 @@ def random_wrong_labels(
         raise ValueError("Random relabelling needs at least 2 classes.")
     shift = torch.randint(1, num_labels, labels.shape, device=labels.device, generator=generator)
     return (labels + shift) % num_labels
-
-
-def num_labels_of(model: torch.nn.Module) -> int:
-    config = getattr(model, "config", None)
-    n = getattr(config, "num_labels", None) or getattr(model, "num_labels", None)
-    if not n:
-        raise ValueError("Cannot tell the number of classes: the model has neither config.num_labels nor num_labels.")
-    return int(n)
 
 
 class RandomLabelTrainer(UnlearnTrainer):
@@ -39,7 +32,7 @@ class RandomLabelTrainer(UnlearnTrainer):
 
     @cached_property
     def num_labels(self) -> int:
-        return num_labels_of(self.model)
+        return num_labels_of(self.model, self.retain_dataset, self.forget_dataset)
 
     def random_labels(self, forget_labels: torch.Tensor) -> torch.Tensor:
         return random_wrong_labels(forget_labels, self.num_labels)
