@@ -284,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command in ("run", "evaluate"):
+        from .console import quiet_library_bars
+
+        quiet_library_bars()
     from .errors import HfUnlearnError
 
     try:

@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, set_seed
 
 from .args import RECORDED, own_hyperparameters
 from .checkpoints import CHECKPOINT_SETTINGS, HistoryCheckpoint, StageCheckpoints, train_resumable
+from .console import check_report_to, use_stage_progress
 from .data import SplitManifest, split_retain_forget
 from .data.forget_sets import (
     classwise_forget_set,
@@ -73,6 +74,10 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
     "optim_args": "momentum=0.9",
     "weight_decay": 5e-4,
 }
+# Training settings that only change what is logged or shown, not what is trained.
+TRACKING_KEYS = frozenset(
+    {"report_to", "log_level", "logging_steps", "logging_strategy", "logging_first_step", "run_name", "disable_tqdm"}
+)
 # Unlearning defaults: SGD with momentum and a constant learning rate (design.md: AdamW made Sharp MinMax collapse).
 UNLEARN_DEFAULTS: dict[str, Any] = {
     "epochs": 5,
@@ -271,6 +276,7 @@ class Pipeline:
         trainer = get_trainer_class("pretrain")(
             model=model, args=args, retain_dataset=splits.train, callbacks=[recorder]
         )
+        use_stage_progress(trainer, "original")
         logger.info("Stage original: pretraining on %d samples", len(splits.train))
         history = HistoryCheckpoint(recorder)
         checkpoints = StageCheckpoints(args.output_dir, "original", fingerprint, extra_files=(history.filename,))
@@ -293,7 +299,14 @@ class Pipeline:
                 "overflow); the run diverged. Every later stage starts from it: lower pretrain.learning_rate."
             )
         self.save_stage(
-            "original", model, args, time.perf_counter() - start, fingerprint, splits=None, extra_arrays=extra
+            "original",
+            model,
+            args,
+            time.perf_counter() - start,
+            fingerprint,
+            splits=None,
+            extra_arrays=extra,
+            details={"log_history": trainer.state.log_history},
         )
         checkpoints.remove()
         return model
@@ -344,12 +357,21 @@ class Pipeline:
         trainer = get_trainer_class(method)(
             model=model, args=args, retain_dataset=splits.retain, forget_dataset=splits.forget
         )
+        use_stage_progress(trainer, name)
         logger.info("Stage %s: %s (sharpness=%s)", name, method, args.sharpness)
         checkpoints = StageCheckpoints(args.output_dir, name, fingerprint)
         diverged = train_resumable(trainer, checkpoints, force=self.force)
         if diverged is None:
             try:
-                self.save_stage(name, model, args, time.perf_counter() - start, fingerprint, splits=splits)
+                self.save_stage(
+                    name,
+                    model,
+                    args,
+                    time.perf_counter() - start,
+                    fingerprint,
+                    splits=splits,
+                    details={"log_history": trainer.state.log_history},
+                )
             except DivergenceError as error:  # finite losses, but the predictions overflow (e.g. BatchNorm stats)
                 diverged = error
         if diverged is not None:
@@ -408,14 +430,14 @@ class Pipeline:
         )
 
     def arguments(self, method: str, settings: dict[str, Any], stage: str | None = None):
+        # A checkpoint per epoch (to resume after a crash); report_to and log_level are the recipe's when it sets
+        # them (tracking: tensorboard, trackio, wandb ... when installed), else no tracking and quiet logs.
         return training_arguments(
-            {**CHECKPOINT_SETTINGS, **settings},  # a checkpoint per epoch, to resume after a crash
+            {**CHECKPOINT_SETTINGS, "report_to": "none", "log_level": "warning", **settings},
             method=method,
             output_dir=str((self.output_dir if stage is None else self.set_dir) / "checkpoints" / (stage or method)),
             use_cpu=self.use_cpu,
-            report_to="none",
             seed=settings.get("seed", self.seed),
-            log_level="warning",
         )
 
     # ------------------------------------------------------------ reliability
@@ -459,7 +481,9 @@ class Pipeline:
 
         def make(plan: StagePlan):
             settings = {k: v for k, v in plan.settings.items() if k not in ("method", "name")}
-            return self.arguments(plan.method, settings, stage=plan.stage)
+            args = self.arguments(plan.method, settings, stage=plan.stage)
+            check_report_to(args.report_to)  # a tracker that is not installed fails now, not after pretraining
+            return args
 
         check_stages(self.stage_plans(), make)
 
@@ -533,7 +557,8 @@ class Pipeline:
         """What a stage's result depends on; a finished stage with another fingerprint is redone."""
         inputs = {
             "stage": name,
-            "settings": settings,
+            # Tracking and console settings do not change the result: changing them reuses finished stages.
+            "settings": {k: v for k, v in settings.items() if k not in TRACKING_KEYS},
             "seed": self.seed,
             "data": self.recipe["data"],
             "model": self.recipe["model"],
@@ -619,6 +644,7 @@ class Pipeline:
             if name not in results:
                 continue
             entry = dict(results[name])
+            entry.pop("log_history", None)  # kept in the stage's stage.json; the report stays a summary
             entry.setdefault("status", "finished")
             comparable = name != "retrain" and reference is not None and entry.get("accuracy") is not None
             entry["tow"] = tug_of_war(entry["accuracy"], reference) if comparable else None

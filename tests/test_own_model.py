@@ -142,8 +142,16 @@ def test_no_reference_report_and_self_contained_export(user_files, no_reference_
     assert str(user_files["root"]) not in card and "local:images" in card
 
 
-def test_given_reference_reports_a_tow(user_files):
+def test_given_reference_reports_a_tow(user_files, capfd):
     out = _run(user_files, {"from": str(user_files["root"] / "retrained-elsewhere")}, "given-ref")
+    printed, shown = capfd.readouterr()
+    # The console: one bar per stage, the table and the summary; no raw log dicts, no per-checkpoint save bars.
+    assert "{'loss'" not in printed and "{'train_runtime'" not in printed
+    assert "Writing model shards" not in shown and "neggrad: 100%" in shown
+    assert "ToW" in printed and "neggrad: forget accuracy" in printed
+    stage = json.loads((out / "models" / "neggrad" / "stage.json").read_text())
+    epochs = [entry for entry in stage["log_history"] if "loss" in entry]
+    assert len(epochs) == 2 and all({"loss_neggrad", "forget_accuracy"} <= set(e) for e in epochs)
     report = json.loads((out / "report.json").read_text())
     assert report["reference"]["kind"] == "given"
     assert report["models"]["retrain"]["reference"] == "given"

@@ -58,3 +58,24 @@ def test_unknown_training_key_suggests_the_close_match_and_names_only_relevant_k
     assert "unlearn.defaults.qqqqq" in err and "mask_ratio" in err
     assert "neftune_noise_alpha" not in err and "use_cache" not in err
     assert err.count(",") < 45
+
+
+def test_report_to_a_tracker_that_is_not_installed_is_refused(capsys, monkeypatch):
+    import transformers.integrations
+
+    monkeypatch.setattr(transformers.integrations, "get_available_reporting_integrations", lambda: [])
+    err = _refused(capsys, "unlearn.defaults.report_to=tensorboard")
+    assert "unlearn.defaults.report_to" in err and "tensorboard, which is not installed" in err
+
+
+def test_report_to_and_log_level_are_the_recipes(tmp_path):
+    from hf_unlearn.pipeline import Pipeline
+
+    pipeline = Pipeline(load_recipe("digits"), tmp_path)
+    args = pipeline.arguments("neggrad", {"report_to": "tensorboard", "log_level": "info"}, stage="neggrad")
+    assert args.report_to == ["tensorboard"] and args.log_level == "info"
+    quiet = pipeline.arguments("neggrad", {}, stage="neggrad")
+    assert quiet.report_to == [] or quiet.report_to == ["none"]
+    assert quiet.log_level == "warning"
+    # Tracking settings do not change what is trained: the stage's fingerprint stays.
+    assert pipeline.fingerprint("x", {"alpha": 0.9}) == pipeline.fingerprint("x", {"alpha": 0.9, "report_to": "wandb"})

@@ -206,6 +206,7 @@ class UnlearnTrainer(Trainer):
                     mask_g1_only=branch.mask_g1_only,
                 )
                 total_loss = total_loss + loss.float()
+                self._record_branch_loss(branch.name, loss)
                 composed = [_add(c, g) for c, g in zip(composed, grads, strict=True)]
         self._check_loss(total_loss)  # one process: stops here, before any gradient reaches p.grad
         for p, before, new in zip(params, accumulated, composed, strict=True):
@@ -245,6 +246,30 @@ class UnlearnTrainer(Trainer):
         if prediction_loss_only:
             return loss, None, None
         return loss, logits.detach(), labels
+
+    # --------------------------------------------------------------- logging
+    def _record_branch_loss(self, name: str, loss: torch.Tensor) -> None:
+        """Sum each branch's loss between logging steps (on the device: no synchronisation per step)."""
+        sums = self.__dict__.setdefault("_branch_losses", {})
+        total, count = sums.get(name, (0.0, 0))
+        sums[name] = (total + loss.detach().float(), count + 1)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Training logs get each branch's mean loss since the last log (``loss_retain``, ``loss_forget`` ...) and
+        the accuracy on the forget set (``forget_accuracy``), for ``report_to`` and ``log_history``."""
+        if "loss" in logs:
+            sums = self.__dict__.pop("_branch_losses", {})
+            for name, (total, count) in sums.items():
+                logs[f"loss_{name}"] = round(float(total) / max(count, 1), 4)
+            if self.forget_dataset is not None and len(self.forget_dataset):
+                from ..metrics import accuracy, predict_probabilities
+
+                with torch.random.fork_rng(devices=[]):  # the loader draws a seed: leave training's stream alone
+                    probs = predict_probabilities(
+                        self.model, self.forget_dataset, batch_size=self.args.per_device_eval_batch_size
+                    )
+                logs["forget_accuracy"] = round(accuracy(*probs), 4)
+        super().log(logs, *args, **kwargs)
 
     # ------------------------------------------------------------ model card
     def create_model_card(
