@@ -60,7 +60,46 @@ REFUSED_TRAINING_KEYS: dict[str, str] = {
     "metric_for_best_model": "stages have no evaluation set during training, so there is no best checkpoint",
     "eval_steps": "stages have no evaluation set during training",
     "per_device_eval_batch_size": "evaluation batches are set by evaluation.batch_size",
+    "use_cpu": "give --cpu on the command line (it applies to every stage)",
+    "local_rank": "the launcher (accelerate launch / torchrun) sets it",
+    "average_tokens_across_devices": "hf_unlearn's losses are per-batch means, never token counts",
 }
+_NO_EVALUATION = "stages have no evaluation set during training; hf_unlearn evaluates every finished stage itself"
+_TEXT_ONLY = "it applies to language models only, not to image classifiers"
+REFUSED_TRAINING_KEYS.update(
+    {
+        key: _NO_EVALUATION
+        for key in (
+            "do_eval",
+            "do_predict",
+            "eval_accumulation_steps",
+            "eval_delay",
+            "eval_do_concat_batches",
+            "eval_on_start",
+            "eval_use_gather_object",
+            "batch_eval_metrics",
+            "include_for_metrics",
+            "prediction_loss_only",
+            "bf16_full_eval",
+            "fp16_full_eval",
+            "greater_is_better",
+        )
+    }
+)
+REFUSED_TRAINING_KEYS.update(
+    {
+        key: _TEXT_ONLY
+        for key in (
+            "neftune_noise_alpha",
+            "use_liger_kernel",
+            "liger_kernel_config",
+            "length_column_name",
+            "include_num_input_tokens_seen",
+            "use_cache",
+            "train_sampling_strategy",
+        )
+    }
+)
 
 FORGET_KINDS = ("random", "classwise", "memorization", "low_confidence", "file")
 _REQUIRED = "<required>"

@@ -79,3 +79,16 @@ def test_report_to_and_log_level_are_the_recipes(tmp_path):
     assert quiet.log_level == "warning"
     # Tracking settings do not change what is trained: the stage's fingerprint stays.
     assert pipeline.fingerprint("x", {"alpha": 0.9}) == pipeline.fingerprint("x", {"alpha": 0.9, "report_to": "wandb"})
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("unlearn.defaults.neftune_noise_alpha=5", "language models only"),
+        ("pretrain.use_cpu=true", "--cpu"),
+        ("unlearn.runs.0.eval_on_start=true", "evaluates every finished stage"),
+    ],
+)
+def test_keys_that_would_be_ignored_are_refused_with_the_reason(capsys, override, reason):
+    err = _refused(capsys, override)
+    assert override.split("=")[0].replace("runs.0", "runs[0]") in err and reason in err
