@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command in ("run", "evaluate"):
+    if args.command in ("run", "evaluate", "push"):
         from .console import quiet_library_bars
 
         quiet_library_bars()

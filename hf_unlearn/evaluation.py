@@ -22,8 +22,9 @@ from .report import write_report
 from .validation import check_labels
 
 
-def _entry(pipeline, folder: str, splits, what: str) -> dict[str, Any]:
-    """Metrics of one model folder; method and settings from its stage.json when hf_unlearn saved it."""
+def _entry(pipeline, folder: str, splits, what: str, method: str = "unknown") -> dict[str, Any]:
+    """Metrics of one model folder; method and settings from its stage.json when hf_unlearn saved it (else
+    ``method``: pretrain for the original, retrain for a reference, unknown for the model evaluated)."""
     start = time.perf_counter()
     with located(what):
         model = load_reference_model(
@@ -33,8 +34,8 @@ def _entry(pipeline, folder: str, splits, what: str) -> dict[str, Any]:
     saved = json.loads(stage.read_text(encoding="utf-8")) if stage.is_file() else {}
     metrics = pipeline.evaluate(model, splits)
     return {
-        "method": saved.get("method", "unknown"),
-        "sharpness": saved.get("sharpness", "unknown"),
+        "method": saved.get("method", method),
+        "sharpness": saved.get("sharpness", "none" if method != "unknown" else "unknown"),
         "hyperparameters": saved.get("hyperparameters", {}),
         "status": "finished",
         "evaluated_from": str(folder),
@@ -74,12 +75,12 @@ def evaluate_folder(
     results: dict[str, dict[str, Any]] = {}
     spec = recipe["model"]
     if spec["name_or_path"] and not recipe["pretrain"].get("epochs", recipe["pretrain"].get("num_train_epochs", 1)):
-        results["original"] = _entry(pipeline, spec["name_or_path"], splits, "model.name_or_path")
+        results["original"] = _entry(pipeline, spec["name_or_path"], splits, "model.name_or_path", "pretrain")
     reference = str(reference) if reference is not None else None
     if reference is None and reference_kind(recipe) == "given":
         reference = recipe["retrain"]["from"]
     if reference is not None:
-        results["retrain"] = {**_entry(pipeline, reference, splits, "--reference"), "reference": "given"}
+        results["retrain"] = {**_entry(pipeline, reference, splits, "--reference", "retrain"), "reference": "given"}
     results[name] = _entry(pipeline, str(model_dir), splits, "--model")
     evaluated = {**recipe, "retrain": {"from": reference} if reference else False}
     pipeline.recipe = evaluated  # the report's reference block describes what was evaluated

@@ -197,7 +197,12 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
         "Accuracy on the retained training samples, on the forgotten ones and on the test split; ToW (tug of war: the "
         "product of 1 - |accuracy difference| against a model retrained without the forget set, 1 = as if never "
         "trained on it); MIA-efficacy (the fraction of forget samples a membership-inference attack calls "
-        "non-members).",
+        "non-members)."
+        + (
+            " No reference model was used, so there is no ToW."
+            if (report.get("reference") or {}).get("kind") == "none"
+            else ""
+        ),
         "",
         "| model | retain acc | forget acc | test acc | ToW | "
         + " | ".join(f"MIA ({k})" for k in entry.get("mia", {}))

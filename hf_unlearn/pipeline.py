@@ -277,7 +277,10 @@ class Pipeline:
             model=model, args=args, retain_dataset=splits.train, callbacks=[recorder]
         )
         use_stage_progress(trainer, "original")
-        logger.info("Stage original: pretraining on %d samples", len(splits.train))
+        if trainer.args.num_train_epochs or trainer.args.max_steps > 0:
+            logger.info("Stage original: pretraining on %d samples", len(splits.train))
+        else:
+            logger.info("Stage original: the given model as it is (pretrain.epochs: 0)")
         history = HistoryCheckpoint(recorder)
         checkpoints = StageCheckpoints(args.output_dir, "original", fingerprint, extra_files=(history.filename,))
         diverged = train_resumable(trainer, checkpoints, force=self.force, history=history)

@@ -470,7 +470,9 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
             if isinstance(node, list):
                 node = node[_list_index(node, part, ".".join(path[: i + 1]))]
             else:
-                node = node.setdefault(part, {})
+                if node.get(part) is None or node.get(part) is False:  # retrain: false, then --set retrain.epochs=3
+                    node[part] = {}
+                node = node[part]
         last = path[-1]
         if isinstance(node, list):
             node[_list_index(node, last, ".".join(path))] = value

@@ -58,8 +58,10 @@ def run_summary(report: dict[str, Any], name: str) -> list[str]:
         if after == before:
             lines.append(
                 f"Warning: {name} did not change the forget set's accuracy ({after} of {size} samples right, as in "
-                "the original): nothing was forgotten. Train it longer or with a higher learning rate, or try "
-                "another method."
+                "the original): by accuracy, nothing was forgotten. Typical samples can stay right in a model that "
+                "never saw them; MIA-efficacy"
+                + (" and ToW tell" if entry.get("tow") is not None else " and a reference model (retrain.from) tell")
+                + " more. Otherwise train longer, with a higher learning rate, or with another method."
             )
         elif test is not None and test_before is not None and forget_before - forget <= max(test_before - test, 0):
             lines.append(

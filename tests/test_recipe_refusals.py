@@ -49,6 +49,7 @@ def test_reference_forms_validate():
     assert load_recipe("digits", ["retrain=false"])["retrain"] is False
     assert load_recipe("digits", ["retrain={from: me/retrained}"])["retrain"] == {"from": "me/retrained"}
     assert load_recipe("digits", ["retrain=true"])["retrain"] == {}
+    assert load_recipe("digits", ["retrain=false", "retrain.epochs=3"])["retrain"] == {"epochs": 3}
 
 
 def test_unknown_training_key_suggests_the_close_match_and_names_only_relevant_keys(capsys):

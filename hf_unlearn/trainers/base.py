@@ -78,6 +78,8 @@ class UnlearnTrainer(Trainer):
     # Losses are per-batch means computed by hf_unlearn; the Trainer must not treat them as already
     # normalised for gradient accumulation (HF image models accept **kwargs, which fools its heuristic).
     loss_is_scaled_for_ga = False
+    # Measure the forget set's accuracy at every logging step (one evaluation pass over it; off: set False).
+    log_forget_accuracy: bool = True
 
     def __init__(
         self,
@@ -261,7 +263,7 @@ class UnlearnTrainer(Trainer):
             sums = self.__dict__.pop("_branch_losses", {})
             for name, (total, count) in sums.items():
                 logs[f"loss_{name}"] = round(float(total) / max(count, 1), 4)
-            if self.forget_dataset is not None and len(self.forget_dataset):
+            if self.log_forget_accuracy and self.forget_dataset is not None and len(self.forget_dataset):
                 from ..metrics import accuracy, predict_probabilities
 
                 with torch.random.fork_rng(devices=[]):  # the loader draws a seed: leave training's stream alone
