@@ -229,3 +229,32 @@ def test_several_forget_sets_share_the_original_and_write_a_report_each(tmp_path
     before = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
     assert main(["run", str(tmp_path / "multi.yaml"), "--output-dir", str(out), "--cpu"]) == 0
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
+
+
+def test_file_names_match_paths_or_unique_base_names(tmp_path):
+    names = ["0/a.png", "1/a.png", "1/b.png", "2/c.png"]
+    (tmp_path / "forget.txt").write_text("b.png\n2/c.png\n")
+    manifest = file_forget_set(tmp_path / "forget.txt", n_train=4, index="id", train_ids=names, match_base_names=True)
+    assert manifest.forget_indices == [2, 3]
+    (tmp_path / "ambiguous.txt").write_text("a.png\n")
+    with pytest.raises(ValueError, match=r"'a\.png' names 2 training files \(0/a\.png, 1/a\.png\)"):
+        file_forget_set(tmp_path / "ambiguous.txt", n_train=4, index="id", train_ids=names, match_base_names=True)
+    (tmp_path / "unknown.txt").write_text("b.png\nzzz.png\n")
+    with pytest.raises(ValueError, match=r"1 of 2 entries are not in the training split \('zzz\.png'\)"):
+        file_forget_set(tmp_path / "unknown.txt", n_train=4, index="id", train_ids=names, match_base_names=True)
+    # Without base-name matching (any other id column) a bare name must equal an id exactly.
+    with pytest.raises(ValueError, match="not in the training split"):
+        file_forget_set(tmp_path / "forget.txt", n_train=4, index="id", train_ids=names)
+
+
+def test_image_folders_have_a_file_name_column(tmp_path):
+    from PIL import Image
+
+    from hf_unlearn.data.sources import load_source_splits
+
+    for path in ("train/cat/x.png", "train/dog/x.png", "train/dog/y.png", "test/cat/z.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / path)
+    splits, _ = load_source_splits(str(tmp_path))
+    assert sorted(splits["train"]["file_name"]) == ["cat/x.png", "dog/x.png", "dog/y.png"]
+    assert list(splits["test"]["file_name"]) == ["cat/z.png"]
