@@ -182,9 +182,9 @@ class StageCheckpoints:
         """After the stage is finished: its checkpoints (with their pickles) are no longer needed."""
         shutil.rmtree(self.folder, ignore_errors=True)
         parent = self.folder.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            # Under DDP every process removes: another one got there first (or wrote into it).
-            with contextlib.suppress(OSError):
+        # Under DDP every process removes: another one may get there first (even between the check and the rmdir).
+        with contextlib.suppress(OSError):
+            if not any(parent.iterdir()):
                 parent.rmdir()
 
 

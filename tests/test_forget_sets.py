@@ -240,7 +240,7 @@ def test_file_names_match_paths_or_unique_base_names(tmp_path):
     with pytest.raises(ValueError, match=r"'a\.png' names 2 training files \(0/a\.png, 1/a\.png\)"):
         file_forget_set(tmp_path / "ambiguous.txt", n_train=4, index="id", train_ids=names, match_base_names=True)
     (tmp_path / "unknown.txt").write_text("b.png\nzzz.png\n")
-    with pytest.raises(ValueError, match=r"1 of 2 entries are not in the training split \('zzz\.png'\)"):
+    with pytest.raises(ValueError, match=r"1 of 2 entries are not in the training split \(e\.g\. 'zzz\.png'\)"):
         file_forget_set(tmp_path / "unknown.txt", n_train=4, index="id", train_ids=names, match_base_names=True)
     # Without base-name matching (any other id column) a bare name must equal an id exactly.
     with pytest.raises(ValueError, match="not in the training split"):

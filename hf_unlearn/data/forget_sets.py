@@ -316,7 +316,7 @@ def file_forget_set(
         if missing:
             shown = ", ".join(repr(m) for m in missing[:3])
             raise ValueError(
-                f"{path}: {len(missing)} of {len(wanted)} entries are not in the training split ({shown}"
+                f"{path}: {len(missing)} of {len(wanted)} entries are not in the training split (e.g. {shown}"
                 f"{', ...' if len(missing) > 3 else ''}); they may be in the test split, or the file may use another "
                 "index (forget.index: row | train | id)."
             )

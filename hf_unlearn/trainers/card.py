@@ -85,5 +85,10 @@ def trainer_report(
         "forget_set": {**forget, "band": forget.get("band")},
         "base_model": finetuned_from,
         "sizes": {"retain": len(trainer.retain_dataset), "forget": len(trainer.forget_dataset), "test": len(test)},
+        "reference": {
+            "kind": "given" if reference is not None else "none",
+            "from": None,
+            "tow_unavailable": None if reference is not None else "no reference model (references['retrain'])",
+        },
         "models": {**references, run: entry},
     }
