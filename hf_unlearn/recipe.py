@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 
 from .args import METHOD_CHOICES, UnlearnArguments
 from .errors import ValidationError
+from .paths import safe_name
 
 TRAINING_ALIASES = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
 # Set by the pipeline for every stage; a recipe must not set them.
@@ -274,6 +275,7 @@ def _check_runs(runs: Any, where: str) -> None:
                 f"Choose one of: {', '.join(METHOD_CHOICES)}."
             )
         name = run.get("name") or default_run_name(run)
+        _safe(name, f"{here}name")  # run names become folder names (models/<run>, checkpoints/<run>)
         if name in names or name in ("original", "retrain"):
             raise RecipeError(f"{here}name: run name {name!r} is used twice (or reserved); give each run a unique name")
         names.add(name)
@@ -350,12 +352,10 @@ def normalize_forget(node: dict[str, Any] | list[dict[str, Any]]) -> dict[str, A
                 "name the classes to forget, or give a fraction below 1"
             )
         spec.setdefault("name", spec.get("band") or kind)
-        spec["name"] = str(spec["name"])
-        if not spec["name"].replace("-", "").replace("_", "").replace(".", "").isalnum() or spec["name"] in (
-            "models",
-            "checkpoints",
-        ):
-            raise RecipeError(f"forget.name: {spec['name']!r} must be a plain folder name (letters, digits, - _ .)")
+        where = f"forget[{len(out)}].name" if isinstance(node, list) else "forget.name"
+        spec["name"] = _safe(spec["name"], where)  # a forget set's folder, with several sets
+        if spec["name"] in ("models", "checkpoints", "manifests", "analysis"):
+            raise RecipeError(f"{where}: {spec['name']!r} is a folder hf_unlearn uses itself; choose another name")
         out.append(spec)
     names = [spec["name"] for spec in out]
     if len(set(names)) != len(names):
@@ -370,6 +370,14 @@ def reference_kind(recipe: dict[str, Any]) -> str:
     if section is False:
         return "none"
     return "given" if isinstance(section, dict) and "from" in section else "retrain"
+
+
+def _safe(name: Any, where: str) -> str:
+    """A name that becomes a path (`hf_unlearn.paths.safe_name`), as a `RecipeError`."""
+    try:
+        return safe_name(name, where)
+    except ValidationError as error:
+        raise RecipeError(str(error)) from None
 
 
 def forget_sets(recipe: dict[str, Any]) -> list[dict[str, Any]]:
@@ -399,9 +407,16 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     merged = _merge(DEFAULTS, recipe)
     if merged["retrain"] is True:  # retrain: true is the default, retraining from scratch
         merged["retrain"] = {}
+    _safe(merged["name"], "name")  # the default output folder is runs/<name>
     merged["forget"] = normalize_forget(merged["forget"])
     if merged["data"]["transforms"] not in DATA_TRANSFORMS:
         raise _unknown(merged["data"]["transforms"], "data.transforms=", DATA_TRANSFORMS)
+    if merged["model"]["config"] is not None and merged["model"]["name_or_path"] is not None:
+        raise RecipeError(
+            "model: give model.config (build from scratch) or model.name_or_path (start from a Hub id or folder), "
+            "not both: with both, the report would name a base model the run did not start from; remove one "
+            "(on the command line: --set model.config=null)"
+        )
     if merged["model"]["config"] is None and merged["model"]["name_or_path"] is None:
         raise RecipeError(
             "model: give either model.config (build from scratch) or model.name_or_path (Hub id or folder)"
@@ -409,7 +424,7 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     if not merged["unlearn"]["runs"]:
         raise RecipeError("unlearn.runs: the recipe lists no unlearning run; add at least one {method: ...}")
     for run in merged["unlearn"]["runs"]:
-        run.setdefault("name", default_run_name(run))
+        run["name"] = str(run.get("name") or default_run_name(run))
     _check_hub(merged)
     _check_seeds(merged)
     return merged
@@ -457,7 +472,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. --set pretrain.epochs=5")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    return key.strip().split("."), safe_load_yaml(raw, f"--set {key.strip()}")
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -499,6 +514,25 @@ def _entry_name(item: dict[str, Any]) -> str | None:
     return item.get("band") or item.get("kind")
 
 
+def safe_load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` (no Python tags: a recipe cannot run code); a syntax error or an unknown tag becomes a
+    one-line `RecipeError` with the file (or ``--set`` key), line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        place = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        context = getattr(error, "context", None)
+        what = f"{context}, {problem}" if context else problem
+        hint = (
+            " Recipes are plain YAML: Python tags such as !!python/object are refused (they could run code)."
+            if "tag" in str(problem)
+            else " Fix the YAML syntax there (indentation, a missing ':' or quote)."
+        )
+        raise RecipeError(f"{place}: {what}.{hint}") from None
+
+
 def builtin_recipe_path(name: str) -> Path | None:
     """A recipe shipped with hf_unlearn (``digits`` -> recipes/digits.yaml)."""
     candidate = resources.files("hf_unlearn") / "recipes" / f"{name}.yaml"
@@ -516,7 +550,7 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] | None = None) ->
             )
         path = builtin
     with open(path, encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle) or {}
+        raw = safe_load_yaml(handle.read(), str(path)) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping at top level")
     return validate(apply_overrides(raw, overrides or []))

@@ -9,7 +9,6 @@ checks that forget and retain are disjoint and cover the training split. See doc
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import numbers
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..paths import read_json
 from .manifest import SplitManifest
 
 
@@ -244,7 +244,7 @@ def read_index_file(path: str | Path) -> list[Any]:
     if suffix == ".npy":
         return np.load(source, allow_pickle=False).reshape(-1).tolist()
     if suffix == ".json":
-        data = json.loads(source.read_text(encoding="utf-8"))
+        data = read_json(source)
         if isinstance(data, dict):
             for key in ("indices", "ids", "rows"):
                 if key in data:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..paths import read_json
 from .atomic import atomic_path
 
 SCORE_FORMAT = "hf_unlearn.memorization/1"
@@ -153,7 +154,7 @@ def load_scores(
         scores = np.load(path, allow_pickle=False)
         table = ScoreTable(scores, np.arange(np.asarray(scores).size), {}, {}, origin)
     elif suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         if isinstance(data, dict):
             scores = data.get(key or "scores")
             if scores is None:
