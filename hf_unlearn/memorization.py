@@ -43,6 +43,7 @@ from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from .data.prepare import PreparedData, prepare_pool
 from .data.score_files import COUNT_ARRAYS, SCORE_FORMAT, ScoreTable, atomic_savez, load_scores, save_scores
+from .lock import FolderLock, FolderLockedError
 from .metrics import predict_probabilities
 from .models import build_model_from_config, load_pretrained_model
 from .recipe import training_arguments
@@ -297,23 +298,38 @@ class MemorizationEstimator:
                 desc=f"memorization shard {self.shard[0]}/{self.shard[1]}"
                 + (f" process {self.rank}/{self.world_size}" if self.world_size > 1 else ""),
             )
+        threads = torch.get_num_threads()
+        if self.use_cpu:  # CPU kernels reduce in thread-count-dependent order: pin, so any machine gives the same bits
+            torch.set_num_threads(1)
         try:
             for k in todo:
-                correct = self.train_one(k)
-                atomic_savez(
-                    self.model_path(k),
-                    correct=correct,
-                    fingerprint=np.array(self.fingerprint),
-                    k=np.array(k),
-                    wall_seconds=np.array(time.perf_counter() - start),
-                )
+                # One trainer per model: a second command on the same work folder is refused (exit 2, naming
+                # this process) instead of training the same model twice; a killed worker's lock dies with it.
+                lock = FolderLock(self.model_dir, "hf-unlearn memorization worker", name=f".model_{k:05d}.lock")
+                lock.acquire()
+                try:
+                    if self.is_done(k):  # finished meanwhile by another worker that has since released it
+                        continue
+                    correct = self.train_one(k)
+                    atomic_savez(
+                        self.model_path(k),
+                        correct=correct,
+                        fingerprint=np.array(self.fingerprint),
+                        k=np.array(k),
+                        wall_seconds=np.array(time.perf_counter() - start),
+                    )
+                finally:
+                    lock.release()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(acc=f"{correct.mean():.3f}")
+        except FolderLockedError:  # another command's worker: not a failure of this launch's processes
+            raise
         except BaseException as error:
             (self.model_dir / f"failed-rank{self.rank}.txt").write_text(f"{type(error).__name__}: {error}\n")
             raise
         finally:
+            torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
         trained_seconds = time.perf_counter() - start
