@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import PushFailedError
 from .report import _fmt, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -242,9 +243,16 @@ def run_recipe(
     output_dir = Path(output_dir)
     seeds = recipe.get("seeds")
     if not seeds:
-        result = Pipeline(recipe, output_dir, force=force, use_cpu=use_cpu).run()
+        failed = None
+        try:
+            result = Pipeline(recipe, output_dir, force=force, use_cpu=use_cpu).run()
+        except PushFailedError as error:  # the run is complete: analyse it, then report the failed push
+            result, failed = error.result, error
         if _analysis_wanted(recipe):
             result = analyze_run(recipe, output_dir, result, use_cpu=use_cpu)
+        if failed is not None:
+            failed.result = result
+            raise failed
         return result
     per_seed: dict[int, dict[str, dict[str, Any]]] = {}
     for seed in seeds:
@@ -255,7 +263,10 @@ def run_recipe(
             result = analyze_run(one, output_dir / f"seed-{seed}", result, use_cpu=use_cpu)
         per_seed[int(seed)] = per_set_reports(result)
     agg = aggregate_reports(recipe["name"], per_seed)
-    write_aggregate(agg, output_dir)
+    from .pipeline import _is_main_process
+
+    if _is_main_process():
+        write_aggregate(agg, output_dir)
     return agg
 
 
@@ -320,10 +331,12 @@ def analyze_run(
     model is loaded from its ``models/<run>/`` folder; a run without weights (diverged early) is skipped.
     """
     from .models import load_saved_model
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, _is_main_process
     from .recipe import forget_sets
     from .report import write_report
 
+    if not _is_main_process():  # evaluation only, no collectives: process 0 analyses and writes, alone
+        return result
     settings = analysis_settings(recipe)
     pipeline = Pipeline(recipe, output_dir, use_cpu=use_cpu)
     splits = pipeline.prepare_data()

@@ -179,13 +179,20 @@ class StageCheckpoints:
         return resume
 
     def remove(self) -> None:
-        """After the stage is finished: its checkpoints (with their pickles) are no longer needed."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-        parent = self.folder.parent
-        # Under DDP every process removes: another one may get there first (even between the check and the rmdir).
-        with contextlib.suppress(OSError):
-            if not any(parent.iterdir()):
-                parent.rmdir()
+        """After the stage is finished: its checkpoints (with their pickles) are no longer needed.
+
+        Under DDP every process calls this; process 0 removes while the others wait at a barrier, so that none
+        lists a folder another one is deleting.
+        """
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not distributed or torch.distributed.get_rank() == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            parent = self.folder.parent
+            with contextlib.suppress(OSError):  # checkpoints/ goes when its last stage is done
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+        if distributed:
+            torch.distributed.barrier()
 
 
 def train_resumable(

@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 
 DEFAULT_RECIPE = "digits"
+# What a rerun of an interrupted command does (Ctrl-C).
+RESUME_HINT = {
+    "run": "Finished stages are kept: rerun the same command to resume from the last checkpoint.",
+    "memorization": "Finished models are kept: rerun the same command to resume.",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(commands)
     add_push_parser(commands)
     add_memorization_parsers(commands)
+    verify = commands.add_parser(
+        "verify",
+        help="Check that a list of samples is the forget set a run's report and model card committed to.",
+        description="Recompute the HMAC-SHA256 commitment of a list of forgotten samples (positions in the training "
+        "split, as in the run's manifest.json) with the key in the run's private manifest, and compare it with the "
+        "published commitment (report.json, or --commitment from a model card). Exit 0: the list is the committed "
+        "forget set; exit 1: it is not. See docs/reliability.md.",
+    )
+    verify.add_argument("run_dir", type=Path, help="Folder of the run (holds manifest.json and report.json).")
+    verify.add_argument("--ids", type=Path, required=True, help="The list: .txt / .csv (one per line), .json, .npy.")
+    verify.add_argument("--commitment", default=None, help="The published value (default: report.json's).")
     return parser
 
 
@@ -95,7 +111,7 @@ def add_push_parser(commands) -> None:
         "push",
         help="Push one unlearned model of a finished run to the Hugging Face Hub, with a model card.",
         description="Upload the weights (safetensors), config, image processor and a model card (metrics, method, "
-        "hyperparameters, forget-set size and sha256; never the forget samples or their indices) of one run.",
+        "hyperparameters, forget-set size and commitment; never the forget samples or their indices) of one run.",
     )
     push.add_argument("run_dir", type=Path, help="Output folder of `hf-unlearn run` (holds report.json).")
     push.add_argument("--repo-id", default=None, help="Hub repository OWNER/NAME (created if missing).")
@@ -210,6 +226,17 @@ def memorization_merge_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def verify_command(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    match, commitment = verify(args.run_dir, args.ids, args.commitment)
+    if match:
+        print(f"Match: {args.ids} is the forget set committed to by {args.run_dir} (commitment {commitment}).")
+        return 0
+    print(f"No match: {args.ids} is not the forget set committed to by {args.run_dir} (commitment {commitment}).")
+    return 1
+
+
 def push_command(args: argparse.Namespace) -> int:
     from .hub import HubError, export_run, push_run
 
@@ -236,28 +263,59 @@ def push_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_main_process() -> bool:
+    """Process 0 of a launch (accelerate launch / torchrun set RANK), or a plain process: the one that prints."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def run_command(args: argparse.Namespace) -> int:
+    from .errors import PushFailedError
+    from .lock import run_lock
     from .pipeline import Pipeline
     from .recipe import load_recipe
-    from .report import format_table
-    from .summary import plain_summary
 
     recipe = load_recipe(args.recipe, args.overrides)
     output_dir = args.output_dir or Path("runs") / recipe["name"]
     start = time.perf_counter()
-    if recipe.get("seeds") or recipe.get("analysis"):  # several seeds / analysis section: hf_unlearn.aggregate
-        from .aggregate import format_aggregate, run_recipe
+    Pipeline(recipe, output_dir, use_cpu=args.cpu).check_stages()  # before the folder (and its lock) exists
+    push_failed = None
+    with run_lock(output_dir, use_cpu=args.cpu):  # one run per output folder (docs/reliability.md)
+        try:
+            result = _run(recipe, output_dir, args)
+        except PushFailedError as error:  # the run finished: print its table, then say how to push again
+            result, push_failed = error.result, error
+    if not is_main_process():
+        return 0
+    _print_results(result, output_dir, time.perf_counter() - start)
+    if push_failed is not None:
+        print(f"hf-unlearn: error: {push_failed}", file=sys.stderr)
+        return 2
+    return 0
 
-        result = run_recipe(recipe, output_dir, force=args.force, use_cpu=args.cpu)
-        if "seeds" in result:
-            print(format_aggregate(result))
-            print(
-                f"\nWrote {output_dir}/report.json (aggregate over seeds {result['seeds']}), report.md, the ToW "
-                f"plot and seed-<s>/ in {time.perf_counter() - start:.1f} s."
-            )
-            return 0
-    else:
-        result = Pipeline(recipe, output_dir, force=args.force, use_cpu=args.cpu).run()
+
+def _run(recipe: dict, output_dir: Path, args: argparse.Namespace) -> dict:
+    if recipe.get("seeds") or recipe.get("analysis"):  # several seeds / analysis section: hf_unlearn.aggregate
+        from .aggregate import run_recipe
+
+        return run_recipe(recipe, output_dir, force=args.force, use_cpu=args.cpu)
+    from .pipeline import Pipeline
+
+    return Pipeline(recipe, output_dir, force=args.force, use_cpu=args.cpu).run()
+
+
+def _print_results(result: dict, output_dir: Path, seconds: float) -> None:
+    from .report import format_table
+    from .summary import plain_summary
+
+    if "seeds" in result:
+        from .aggregate import format_aggregate
+
+        print(format_aggregate(result))
+        print(
+            f"\nWrote {output_dir}/report.json (aggregate over seeds {result['seeds']}), report.md, the ToW "
+            f"plot and seed-<s>/ in {seconds:.1f} s."
+        )
+        return
     # Several forget sets: one report per set, in a subfolder named after it (docs/forget-sets.md).
     reports = result.get("forget_sets", {None: result})
     for set_name, report in reports.items():
@@ -267,7 +325,7 @@ def run_command(args: argparse.Namespace) -> int:
         for line in plain_summary(report):
             print(line)
     where = output_dir / "report.json" if None in reports else f"{output_dir}/<forget set>/report.json"
-    print(f"\nWrote {where}, report.md and the plots in {time.perf_counter() - start:.1f} s.")
+    print(f"\nWrote {where}, report.md and the plots in {seconds:.1f} s.")
     for set_name, report in reports.items():
         for name, entry in report["models"].items():
             if entry.get("status") == "diverged":  # recorded, not fatal: the other runs finished (docs/reliability.md)
@@ -277,7 +335,6 @@ def run_command(args: argparse.Namespace) -> int:
                     "has status 'diverged'.",
                     file=sys.stderr,
                 )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,12 +358,21 @@ def main(argv: list[str] | None = None) -> int:
             return memorization_command(args)
         if args.command == "memorization-merge":
             return memorization_merge_command(args)
+        if args.command == "verify":
+            return verify_command(args)
     except (HfUnlearnError, ValueError) as error:  # bad input (RecipeError, ValidationError ...), divergence
         if os.environ.get("HF_UNLEARN_DEBUG"):
             raise
         hint = "" if isinstance(error, HfUnlearnError) else " (set HF_UNLEARN_DEBUG=1 to see the traceback)"
-        print(f"hf-unlearn: error: {error}{hint}", file=sys.stderr)
+        if is_main_process():  # every process of a launch reaches the same refusal; one says it
+            print(f"hf-unlearn: error: {error}{hint}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("HF_UNLEARN_DEBUG"):
+            raise
+        if is_main_process():
+            print(f"hf-unlearn: interrupted. {RESUME_HINT.get(args.command, '')}".rstrip(), file=sys.stderr)
+        return 130
     return 1
 
 

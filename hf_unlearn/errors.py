@@ -54,3 +54,12 @@ def located(where: str) -> Iterator[None]:
         raise
     except ValueError as error:
         raise ValidationError(f"{where}: {error}") from error
+
+
+class PushFailedError(HfUnlearnError):
+    """The recipe's ``hub:`` push failed after every stage finished; ``result`` is the finished run's report, so the
+    CLI can still print its table (and says how to push again)."""
+
+    def __init__(self, message: str, result: dict) -> None:
+        super().__init__(message)
+        self.result = result

@@ -8,7 +8,7 @@ one run of a finished ``hf-unlearn run``:
 * the base model's image processor, when it has one (``preprocessor_config.json``);
 * ``README.md``, a model card built with `huggingface_hub.ModelCard` / `ModelCardData` / `EvalResult`: base model,
   data set, method and hyperparameters, retain / forget / test accuracy, ToW, MIA, and the forget set's kind,
-  size and sha256.
+  size and commitment (an HMAC of the forget set under a key that stays in the private manifest).
 
 Nothing else from the run folder is uploaded: never the split manifest (it lists the forgotten samples), the
 learning-event scores, checkpoints, or any data. The upload goes through `huggingface_hub.HfApi`
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import is_timm_model, load_saved_model, save_model
+from .paths import read_json
 from .processors import save_processor
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ def read_report(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "report.json"
     if not path.is_file():
         raise HubError(f"{path} not found: give the output folder of a finished `hf-unlearn run`.")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_json(path)
 
 
 def unlearning_runs(report: dict[str, Any]) -> list[str]:
@@ -152,7 +152,7 @@ def build_model_card(
             "hyperparameters": _own_hyperparameters(entry),
             "dataset": dataset,
             "seed": report.get("seed"),
-            # kind, size, sha256 (and band / name ...): scalars only, so never a list of indices.
+            # kind, size, commitment (and band / name ...): scalars only, so never a list of indices.
             "forget_set": {k: v for k, v in forget_set.items() if v is None or isinstance(v, (str, int, float, bool))},
             "accuracy": entry["accuracy"],
             "tow": entry.get("tow"),
@@ -237,13 +237,15 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
         f"- kind: `{forget['kind']}`, size: {forget['size']} samples",
         *(
             [
-                f"- sha256: `{forget['sha256']}`",
+                f"- commitment: `{forget['commitment']}`",
                 "",
-                "The sha256 identifies the forget set without revealing it: it is the SHA-256 of the sorted indices "
-                "of the forgotten training samples, written in decimal and joined by `,`. The samples and their "
-                "indices are not published with this model.",
+                "The commitment binds this model to one forget set without revealing it: it is the HMAC-SHA256 of "
+                "the sorted indices of the forgotten training samples (decimal, joined by `,`) under a random 32-byte "
+                "key that only the model's publisher holds. Nobody can test a guessed list against it without that "
+                "key; the publisher can prove which list it was with `hf-unlearn verify`. The samples, their indices "
+                "and the key are not published with this model.",
             ]
-            if forget.get("sha256")
+            if forget.get("commitment")
             else ["- identifier: not recorded. The samples are not published with this model."]
         ),
         "",
@@ -336,11 +338,33 @@ def push_run(
         folder = export_run(run_dir, export_dir, run, repo_id=repo_id)
         name = select_run(read_report(run_dir), run)
         api = HfApi(token=token, library_name="hf_unlearn")
-        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=repo_id,
-            repo_type="model",
-            folder_path=str(folder),
-            commit_message=commit_message or f"Upload {name} (hf_unlearn)",
-        )
+        try:
+            api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                repo_type="model",
+                folder_path=str(folder),
+                commit_message=commit_message or f"Upload {name} (hf_unlearn)",
+            )
+        except (OSError, ValueError) as error:  # huggingface_hub's errors: offline, HTTP (auth, missing repo) ...
+            raise hub_failure(repo_id, error) from error
         return str(getattr(info, "commit_url", info))
+
+
+def hub_failure(repo_id: str, error: BaseException) -> HubError:
+    """One line for a failed Hub call: what failed and the likely fix (offline, auth, missing repository)."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, (OfflineModeIsEnabled, ConnectionError)):
+        fix = "the Hub cannot be reached (HF_HUB_OFFLINE=1 or no network); connect and push again"
+    elif isinstance(error, RepositoryNotFoundError) or status == 404:
+        fix = f"the repository {repo_id!r} does not exist or your token cannot see it; check the id and the token"
+    elif status in (401, 403):
+        fix = "the Hub refused the token; log in with `hf auth login` (a token with write access) or pass --token"
+    elif isinstance(error, HfHubHTTPError):
+        fix = f"the Hub answered HTTP {status}; retry later"
+    else:
+        fix = "check the repository id, your token and the network"
+    return HubError(f"pushing to {repo_id} failed ({type(error).__name__}: {first[:200]}): {fix}.")

@@ -42,11 +42,12 @@ from .data.forget_sets import (
 from .data.prepare import PreparedData, prepare_splits
 from .data.score_files import load_scores
 from .data.sources import FILE_NAME_COLUMN
-from .errors import DivergenceError, located
+from .errors import DivergenceError, PushFailedError, ValidationError, located
 from .memorization import ConfidenceRecorder
 from .metrics import tug_of_war
 from .metrics.unlearning import unlearning_metrics
 from .models import build_model_from_config, load_pretrained_model, load_reference_model, load_saved_model
+from .paths import inside
 from .recipe import forget_sets, reference_kind, training_arguments
 from .report import atomic_save_npy, atomic_write_text, write_combined_markdown, write_report
 from .trainers import get_trainer_class
@@ -133,18 +134,23 @@ class Pipeline:
         reports: dict[str, dict[str, Any]] = {}
         for spec in forget_sets(self.recipe):
             # The original is shared; retrain and the unlearning runs belong to one forget set.
-            self.set_dir = self.output_dir / spec["name"] if self.several else self.output_dir
-            self.set_dir.mkdir(parents=True, exist_ok=True)
+            self.set_dir = inside(self.output_dir / spec["name"], self.output_dir) if self.several else self.output_dir
+            if _is_main_process():
+                self.set_dir.mkdir(parents=True, exist_ok=True)
             with located("forget"):
                 set_splits = self.build_forget_set(splits, spec)
             reports[spec["name"]] = report = self.run_forget_set(set_splits, original, spec)
-            write_report(report, self.set_dir)
+            if _is_main_process():  # every process holds the same report; one writes it
+                write_report(report, self.set_dir)
         self.set_dir = self.output_dir
-        if self.several:
+        if self.several and _is_main_process():
             write_combined_markdown(self.recipe["name"], reports, self.output_dir)
+        _barrier()
+        if self.several:
             return {"name": self.recipe["name"], "forget_sets": reports}
-        self.push_to_hub()
-        return next(iter(reports.values()))
+        result = next(iter(reports.values()))
+        self.push_to_hub(result)
+        return result
 
     def run_forget_set(self, splits: Splits, original: PreTrainedModel, spec: dict[str, Any]) -> dict[str, Any]:
         """Retrain and every unlearning run on one forget set; its report."""
@@ -160,18 +166,28 @@ class Pipeline:
             results[run["name"]] = self.train_stage(run["name"], settings, splits, original)
         return self.assemble_report(results, splits, spec)
 
-    def push_to_hub(self) -> str | None:
-        """Final stage (``hub.push``): upload one run with its model card, from the main process only."""
+    def push_to_hub(self, result: dict[str, Any]) -> str | None:
+        """Final stage (``hub.push``): upload one run with its model card, from the main process only.
+
+        A failed upload raises `PushFailedError` carrying ``result``: the run itself is complete and kept."""
         hub = self.recipe.get("hub") or {}
         if not hub.get("push"):
             return None
         from accelerate import PartialState
 
-        from .hub import push_run
+        from .hub import HubError, push_run
 
         if not PartialState().is_main_process:
             return None
-        url = push_run(self.output_dir, hub["repo_id"], hub.get("run"), private=bool(hub.get("private")))
+        try:
+            url = push_run(self.output_dir, hub["repo_id"], hub.get("run"), private=bool(hub.get("private")))
+        except HubError as error:
+            again = f"hf-unlearn push {self.output_dir} --repo-id {hub['repo_id']}"
+            again += f" --run {hub['run']}" if hub.get("run") else ""
+            again += " --private" if hub.get("private") else ""
+            raise PushFailedError(
+                f"hub: {error} Every stage finished and is kept; push again with `{again}`.", result
+            ) from error
         logger.info("Pushed %s to %s", hub.get("run") or "the unlearned model", url)
         return url
 
@@ -225,18 +241,39 @@ class Pipeline:
             )
         manifest.details["name"] = spec["name"]
         manifest.details["spec"] = spec
+        manifest.details["inputs"] = self.forget_inputs(spec, n_train, manifest.details)
         return manifest
+
+    def forget_inputs(self, spec: dict[str, Any], n_train: int, details: dict[str, Any]) -> str:
+        """Fingerprint of everything a forget set is built from: a saved manifest with the same inputs but other
+        contents was edited by hand (`build_forget_set` refuses it); other inputs mean the recipe changed."""
+        inputs = {
+            "spec": spec,
+            "seed": self.seed,
+            "n_train": n_train,
+            "data": self.recipe["data"],
+            # A low-confidence set is ranked by pretraining; score and index files by their contents.
+            "pretrain": [self.recipe["model"], self.recipe["pretrain"]] if spec["kind"] == "low_confidence" else None,
+            "file": details.get("file_sha256") or (details.get("scores") or {}).get("sha256"),
+        }
+        return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
     def build_forget_set(self, splits: Splits, spec: dict[str, Any] | None = None) -> Splits:
         """The forget set of ``spec`` (default: the recipe's only one) as ``set_dir/manifest.json`` and retain /
         forget subsets. The manifest is rebuilt from the recipe every run (it is cheap and deterministic) and only
-        rewritten when it changed, so finished stages stay valid."""
+        rewritten when it changed, so finished stages stay valid. A saved manifest keeps its commitment key while
+        its forget set is unchanged; one edited by hand (same inputs, other contents) is refused."""
         spec = spec if spec is not None else forget_sets(self.recipe)[0]
         path = self.set_dir / "manifest.json"
         manifest = self.make_manifest(splits, spec)
         existing = SplitManifest.from_json(path) if path.exists() and not self.force else None  # --force rebuilds
-        if existing is None or existing != _json_roundtrip(manifest):
-            manifest.to_json(path)
+        if existing is not None:
+            if existing.sha256 == manifest.sha256:  # same forget set: same key, same published commitment
+                manifest = manifest.with_key(existing.commitment_key)
+            if existing.details.get("inputs") == manifest.details["inputs"]:
+                check_unedited(path, existing, _json_roundtrip(manifest))
+        if _is_main_process() and (existing is None or existing != _json_roundtrip(manifest)):
+            manifest.to_json(path)  # one writer; the others only compared it with the saved one (atomic rename)
         out = copy.copy(splits)
         out.manifest = manifest
         out.retain, out.forget = split_retain_forget(splits.train, manifest)
@@ -438,7 +475,12 @@ class Pipeline:
         return training_arguments(
             {**CHECKPOINT_SETTINGS, "report_to": "none", "log_level": "warning", **settings},
             method=method,
-            output_dir=str((self.output_dir if stage is None else self.set_dir) / "checkpoints" / (stage or method)),
+            output_dir=str(
+                inside(
+                    (self.output_dir if stage is None else self.set_dir) / "checkpoints" / (stage or method),
+                    self.output_dir,
+                )
+            ),
             use_cpu=self.use_cpu,
             seed=settings.get("seed", self.seed),
         )
@@ -502,6 +544,7 @@ class Pipeline:
             for path in [*self.output_dir.glob(".*"), *self.output_dir.glob("*/.*")]:
                 if path.is_file() and path.name.startswith(prefixes):
                     path.unlink(missing_ok=True)
+        _barrier()  # nobody reads the folder while process 0 cleans it
         if not self.force:
             manifests = (
                 *sorted(self.output_dir.glob("manifests/*.json")),
@@ -536,7 +579,7 @@ class Pipeline:
     def learning_events_path(self) -> Path:
         """Per-sample confidence over pretraining. It ranks the training samples (it picks low_confidence forget
         sets), so it is private run state beside manifest.json, never inside a (shareable) model folder."""
-        return self.output_dir / "learning_events.npy"
+        return inside(self.output_dir / "learning_events.npy", self.output_dir)
 
     # ------------------------------------------------------------- evaluation
     def evaluate(self, model: torch.nn.Module, splits: Splits) -> dict[str, Any]:
@@ -554,7 +597,7 @@ class Pipeline:
     # ---------------------------------------------------------------- stages
     def stage_dir(self, name: str) -> Path:
         """``models/<name>`` of the current forget set; the shared original sits at the top of the output folder."""
-        return (self.output_dir if name == "original" else self.set_dir) / "models" / name
+        return inside((self.output_dir if name == "original" else self.set_dir) / "models" / name, self.output_dir)
 
     def fingerprint(self, name: str, settings: dict[str, Any], forget_sha256: str | None = None) -> str:
         """What a stage's result depends on; a finished stage with another fingerprint is redone."""
@@ -684,6 +727,26 @@ def reference_summary(recipe: dict[str, Any], results: dict[str, dict[str, Any]]
     elif (results.get("retrain") or {}).get("accuracy") is None:
         reason = "the reference has no metrics (its training diverged before a checkpoint)"
     return {"kind": kind, "from": source, "tow_unavailable": reason}
+
+
+def check_unedited(path: Path, saved: SplitManifest, rebuilt: SplitManifest) -> None:
+    """``saved`` was built from the same inputs as ``rebuilt``, so any difference is a hand edit: refuse it."""
+    from dataclasses import asdict
+
+    old, new = asdict(saved), asdict(rebuilt)
+    changed = []
+    for key in new:
+        if key == "details":  # name the detail that changed, e.g. details.band
+            both = sorted(set(old[key]) | set(new[key]))
+            changed += [f"details.{k}" for k in both if old[key].get(k) != new[key].get(k)]
+        elif key != "commitment_key" and old[key] != new[key]:
+            changed.append(key)
+    if changed:
+        raise ValidationError(
+            f"forget: {path} was edited after it was written: its {', '.join(changed[:3])} differs from what the "
+            "recipe builds from the same inputs. Refusing to guess which samples to forget: restore the file, or "
+            "delete it (or rerun with --force) to rebuild the split from the recipe."
+        )
 
 
 def _is_main_process() -> bool:
