@@ -93,7 +93,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- data set: `{report['dataset']}`, seed {report['seed']}",
         f"- forget set: {forget['kind']}{' (' + forget['band'] + ' band)' if forget.get('band') else ''}, "
-        f"{forget['size']} samples, sha256 `{forget['sha256']}`",
+        f"{forget['size']} samples, commitment `{forget['commitment']}`",
         tow_line(report),
         "- MIA: MIA-efficacy on the forget set (fraction predicted non-member by an SVC trained on retain vs test "
         "confidence / entropy).",
@@ -180,7 +180,7 @@ def combined_markdown(name: str, reports: dict[str, dict[str, Any]]) -> str:
         lines += [
             "",
             f"## {set_name}: {forget['kind']}{' ' + forget['band'] if forget.get('band') else ''}, {forget['size']} "
-            f"samples (sha256 `{forget['sha256'][:16]}...`)",
+            f"samples (commitment `{forget['commitment'][:16]}...`)",
             "",
             "| " + " | ".join(HEADER) + " |",
             "|" + "---|" * len(HEADER),

@@ -46,7 +46,7 @@ def test_cli_writes_a_valid_report(tiny_run):
     assert report["dataset"] == "digits" and report["seed"] == 0
     forget = report["forget_set"]
     assert forget["kind"] == "low_confidence" and forget["size"] == report["sizes"]["forget"] > 0
-    assert len(forget["sha256"]) == 64
+    assert len(forget["commitment"]) == 64 and "sha256" not in forget
     assert set(report["models"]) == {"original", "retrain", "finetune", "neggrad_sam", "sharp_minmax_asam"}
     for name, entry in report["models"].items():
         assert set(entry["accuracy"]) == {"retain", "forget", "test"}

@@ -216,7 +216,7 @@ def test_manifest_build_and_sha256() -> None:
     assert m.retain_indices == [0, 1, 3, 4, 6, 8, 9]
     assert all(type(i) is int for i in m.forget_indices + m.retain_indices)
     assert m.sha256 == hashlib.sha256(b"2,5,7").hexdigest()
-    assert m.summary() == {"kind": "random", "size": 3, "sha256": m.sha256}
+    assert m.summary() == {"kind": "random", "size": 3, "commitment": m.commitment}  # no sha256, no key
     assert "forget_indices" not in repr(m)  # keep indices out of logs
 
 

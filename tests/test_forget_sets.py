@@ -220,7 +220,7 @@ def test_several_forget_sets_share_the_original_and_write_a_report_each(tmp_path
         assert set(report["models"]) == {"original", "retrain", "neggrad"}
         assert (out / name / "models" / "retrain" / "stage.json").is_file()
         manifest = SplitManifest.from_json(out / name / "manifest.json")
-        assert manifest.sha256 == report["forget_set"]["sha256"] and manifest.details["name"] == name
+        assert manifest.commitment == report["forget_set"]["commitment"] and manifest.details["name"] == name
     # The original is the same model in both reports; the retrained references differ.
     assert reports["high"]["models"]["original"]["fingerprint"] == reports["few"]["models"]["original"]["fingerprint"]
     combined = (out / "report.md").read_text()

@@ -195,7 +195,7 @@ def _report(dataset: str = "digits", runs: tuple[str, ...] = ("sharp_minmax_asam
         "dataset": dataset,
         "seed": 0,
         "base_model": None,
-        "forget_set": {"kind": "low_confidence", "size": 144, "sha256": "ab" * 32},
+        "forget_set": {"kind": "low_confidence", "size": 144, "commitment": "ab" * 32},
         "models": models,
     }
 

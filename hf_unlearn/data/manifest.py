@@ -1,15 +1,23 @@
 """The split manifest: which training samples are forgotten, which retained, and how the split was made.
 
-The manifest's `sha256` identifies a forget set without revealing it: it is the hex SHA-256 of the UTF-8 bytes
-of the sorted forget indices written in decimal and joined by "," (no spaces, no brackets), e.g. indices
-[3, 10, 42] hash the bytes b"3,10,42". Reports and model cards carry only `summary()` (kind, size, sha256).
+The manifest is private (it lists the samples). Reports and model cards carry only `summary()`: the kind, the size
+and the forget set's `commitment`, the hex HMAC-SHA256 of the forget set's canonical text under
+`commitment_key`, a random 32-byte key kept only in this manifest. The canonical text is the sorted forget
+indices written in decimal and joined by "," (UTF-8, no spaces, no brackets): indices [3, 10, 42] give b"3,10,42".
+Without the key nobody can test a guessed list against a published commitment (a plain hash could be checked
+against any rebuilt candidate set); with the manifest, `hf-unlearn verify` proves which list was committed to.
+The manifest's own `sha256` (the plain SHA-256 of the same text) stays private: it checks the file's consistency
+and keys the stage fingerprints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import hmac
 import json
 import os
+import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,6 +33,21 @@ def indices_sha256(indices: Iterable[int]) -> str:
     """Hex SHA-256 of the sorted indices joined by "," (UTF-8): the manifest's forget-set fingerprint."""
     text = ",".join(str(int(i)) for i in sorted(int(i) for i in indices))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def indices_text(indices: Iterable[int]) -> bytes:
+    """The canonical bytes of a forget set: sorted decimal indices joined by ","."""
+    return ",".join(str(int(i)) for i in sorted(int(i) for i in indices)).encode("utf-8")
+
+
+def indices_commitment(indices: Iterable[int], key_hex: str) -> str:
+    """Hex HMAC-SHA256 of `indices_text` under the hex key: the forget-set commitment of reports and cards."""
+    return hmac.new(bytes.fromhex(key_hex), indices_text(indices), hashlib.sha256).hexdigest()
+
+
+def new_commitment_key() -> str:
+    """A fresh random 32-byte key (hex), from the OS's cryptographic generator."""
+    return secrets.token_hex(32)
 
 
 def _check_n_train(n_train: Any) -> int:
@@ -87,9 +110,20 @@ class SplitManifest:
     sha256: str
     seed: int | None = None
     details: dict = field(default_factory=dict)
+    commitment_key: str = field(default="", repr=False)  # private: 32 random bytes as hex ("" = draw one)
+    commitment: str = ""  # HMAC-SHA256 of the forget set under commitment_key ("" = compute it)
 
     def __post_init__(self) -> None:
+        if not self.commitment_key:
+            self.commitment_key = new_commitment_key()
+            self.commitment = indices_commitment(self.forget_indices, self.commitment_key)
+        elif not self.commitment:
+            self.commitment = indices_commitment(self.forget_indices, self.commitment_key)
         self.validate()
+
+    def with_key(self, key_hex: str) -> SplitManifest:
+        """This manifest under another commitment key (a rebuilt manifest keeps its saved key)."""
+        return dataclasses.replace(self, commitment_key=key_hex, commitment="")
 
     @classmethod
     def build(
@@ -137,10 +171,18 @@ class SplitManifest:
         expected = indices_sha256(forget.tolist())
         if self.sha256 != expected:
             raise ValueError(f"sha256 {self.sha256!r} does not match the forget indices (expected {expected!r}).")
+        try:
+            key_ok = len(bytes.fromhex(self.commitment_key)) == 32
+        except (TypeError, ValueError):
+            key_ok = False
+        if not key_ok:
+            raise ValueError("commitment_key is not 32 bytes of hex.")
+        if not hmac.compare_digest(str(self.commitment), indices_commitment(forget.tolist(), self.commitment_key)):
+            raise ValueError("commitment does not match the forget indices under commitment_key.")
 
     def summary(self) -> dict[str, Any]:
-        """What reports and model cards record: kind, size and sha256, never the indices themselves."""
-        return {"kind": self.kind, "size": len(self.forget_indices), "sha256": self.sha256}
+        """What reports and model cards record: kind, size and the commitment, never the indices or the key."""
+        return {"kind": self.kind, "size": len(self.forget_indices), "commitment": self.commitment}
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write the manifest atomically: a temporary file in the same folder, fsync, then `os.replace`.
@@ -166,7 +208,8 @@ class SplitManifest:
         except json.JSONDecodeError as err:
             raise ValueError(f"{source} is not valid JSON ({err}); restore the file or rebuild the split.") from err
         names = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
+        optional = {"commitment", "commitment_key"}  # manifests written before commitments: a key is drawn
+        if not isinstance(data, dict) or not names - optional <= set(data) <= names:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise ValueError(
                 f"{source} is not a split manifest: expected keys {sorted(names)}, got {got}. "

@@ -289,7 +289,7 @@ class UnlearnTrainer(Trainer):
     ) -> None:
         """Write the unlearning model card of ``hf-unlearn push`` to ``output_dir/README.md`` (so `push_to_hub`
         publishes it). Extra keywords: ``run`` (the run's name, default method[_sharpness]) and those of
-        `hf_unlearn.trainers.card.trainer_report`: ``test_dataset``, ``forget_set`` ({kind, size, sha256}),
+        `hf_unlearn.trainers.card.trainer_report`: ``test_dataset``, ``forget_set`` ({kind, size, commitment}),
         ``references`` (report entries), ``mia_shadow_size``, ``mia_seed``."""
         if not self.is_world_process_zero():
             return

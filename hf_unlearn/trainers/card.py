@@ -44,7 +44,7 @@ def trainer_report(
 ) -> dict[str, Any]:
     """A one-run report (the schema of report.json) of ``trainer.model`` on its retain / forget data and ``test``.
 
-    ``forget_set``: ``{"kind", "size", "sha256"}`` as a run's report records it (default: kind ``given``, the forget
+    ``forget_set``: ``{"kind", "size", "commitment"}`` as a run's report records it (default: kind ``given``, the forget
     data set's size, no identifier). ``references``: report entries (``original``, ``retrain``) to show beside the
     model; ToW is computed against ``references["retrain"]`` when present.
     """
@@ -77,7 +77,7 @@ def trainer_report(
         **metrics,
         "tow": tug_of_war(metrics["accuracy"], reference) if reference is not None else None,
     }
-    forget = forget_set or {"kind": "given", "size": len(trainer.forget_dataset), "sha256": None}
+    forget = forget_set or {"kind": "given", "size": len(trainer.forget_dataset), "commitment": None}
     return {
         "name": run,
         "dataset": dataset or "unknown",
