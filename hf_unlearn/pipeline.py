@@ -705,6 +705,11 @@ class Pipeline:
                 "name": (spec or {}).get("name") if self.several else None,
             },
             "base_model": self.recipe["model"]["name_or_path"],  # Hub id or folder; None when built from a config
+            **(
+                {"skipped_images": splits.prepared.description["skipped_images"]}  # data.on_bad_image: skip
+                if splits.prepared is not None and "skipped_images" in splits.prepared.description
+                else {}
+            ),
             "sizes": {
                 "train": len(splits.train),
                 "retain": len(splits.retain),

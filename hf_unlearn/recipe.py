@@ -150,6 +150,7 @@ SCHEMA: dict[str, Any] = {
         "num_channels": int,
         "mean": list,
         "std": list,
+        "on_bad_image": str,
     },
     "forget": "forget",  # one forget set (a mapping) or several (a list of mappings); see _check_forget
     "model": {"config": dict, "name_or_path": str, "trust_remote_code": bool, "ignore_mismatched_sizes": bool},
@@ -409,6 +410,8 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
         merged["retrain"] = {}
     _safe(merged["name"], "name")  # the default output folder is runs/<name>
     merged["forget"] = normalize_forget(merged["forget"])
+    if merged["data"].get("on_bad_image", "error") not in ("error", "skip"):
+        raise _unknown(str(merged["data"]["on_bad_image"]), "data.on_bad_image=", ("error", "skip"))
     if merged["data"]["transforms"] not in DATA_TRANSFORMS:
         raise _unknown(merged["data"]["transforms"], "data.transforms=", DATA_TRANSFORMS)
     if merged["model"]["config"] is not None and merged["model"]["name_or_path"] is not None:

@@ -48,7 +48,9 @@ DATA_DEFAULTS: dict[str, Any] = {
     "num_channels": 1,
     "mean": [0.5],
     "std": [0.5],
+    "on_bad_image": "error",  # or "skip": leave out rows whose image does not decode, counted in the report
 }
+BAD_IMAGE_CHOICES = ("error", "skip")
 
 
 @dataclass
@@ -120,7 +122,8 @@ def _aligned_labels(split: Dataset, names: list[str], split_name: str) -> Datase
 def _to_inputs(dataset: Dataset, transform, precompute: bool, class_names: list[str]):
     if precompute:
         return materialize(dataset, transform, class_names=class_names)
-    return on_the_fly(dataset.select_columns(["image", "label"]), transform)
+    rows = ROW_COLUMN if ROW_COLUMN in dataset.column_names else None  # to name a bad image's source row
+    return on_the_fly(dataset.select_columns(["image", "label", *([rows] if rows else [])]), transform, row_column=rows)
 
 
 def _decide_precompute(data: dict[str, Any], pool: Dataset, transform) -> bool:
@@ -149,10 +152,41 @@ def load_pool(data: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset], dict[s
     if len(pool) < 2:
         raise ValueError(f"The training split of {spec['source']!r} has {len(pool)} rows; at least 2 are needed.")
     pool = pool.add_column(ROW_COLUMN, np.arange(len(pool), dtype=np.int64))
+    if spec["on_bad_image"] == "skip":  # row ids stay the source's, so index and score files still line up
+        skipped = {}
+        pool, skipped[spec["train_split"]] = drop_undecodable(pool)
+        for name in list(splits):
+            splits[name], skipped[name] = drop_undecodable(splits[name])
+        description["skipped_images"] = {
+            name: {"count": len(rows), "rows": rows[:20]} for name, rows in skipped.items() if rows
+        }
     labels = np.asarray(pool.with_format("numpy")["label"])
     description["pool_fingerprint"] = labels_fingerprint(labels)
     description["pool_size"] = len(pool)
     return pool, splits, description
+
+
+def drop_undecodable(dataset: Dataset, column: str = "image", chunk: int = 1024) -> tuple[Dataset, list[int]]:
+    """``dataset`` without the rows whose image does not decode, and those rows (positions in ``dataset``).
+
+    One decoding pass over the split (``data.on_bad_image: skip``); plain arrays (no `datasets.Image` column) are
+    kept as they are."""
+    from datasets import Image
+
+    if not isinstance(dataset.features.get(column), Image):
+        return dataset, []
+    raw = dataset.with_format(None).cast_column(column, Image(decode=False))
+    decoder, bad = Image(), []
+    for start in range(0, len(raw), chunk):
+        for offset, value in enumerate(raw[start : start + chunk][column]):
+            try:
+                decoder.decode_example(value).load()
+            except Exception:  # any PIL failure means "does not decode"
+                bad.append(start + offset)
+    if not bad:
+        return dataset, []
+    keep = np.setdiff1d(np.arange(len(dataset)), np.asarray(bad))
+    return dataset.select(keep), bad
 
 
 def prepare_pool(data: dict[str, Any], model: dict[str, Any] | None = None) -> PreparedData:

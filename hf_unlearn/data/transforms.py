@@ -10,6 +10,8 @@ import torch
 from datasets import Array3D, ClassLabel, Dataset, Features, Value
 from PIL import Image as PILImage
 
+from ..errors import ValidationError
+
 # PIL mode for each supported channel count.
 _MODES: dict[int, str] = {1: "L", 3: "RGB"}
 
@@ -206,18 +208,46 @@ def on_the_fly(
     *,
     image_column: str = "image",
     label_column: str = "label",
+    row_column: str | None = None,
 ) -> Dataset:
     """The dataset with a format transform giving ``{"pixel_values", "labels"}`` per accessed batch.
 
     Images are decoded and transformed when the Trainer (or the evaluation) reads them, so data sets that would not
-    fit in memory as tensors (ImageNet) work; `select` keeps the transform.
+    fit in memory as tensors (ImageNet) work; `select` keeps the transform. Encoded images are decoded here, one
+    by one, so that an image that does not decode stops the run with a `ValidationError` naming its source row
+    (``row_column``) and file, not a raw PIL error from inside the data loader mid-training.
     """
+    from datasets import Image
+
+    feature = dataset.features.get(image_column)
+    encoded = isinstance(feature, Image) and feature.decode
+    if encoded:
+        dataset = dataset.cast_column(image_column, Image(decode=False))
+    decoder = Image()
+
+    def decode(value: Any, batch: dict[str, list], k: int) -> Any:
+        try:
+            image = decoder.decode_example(value)
+            image.load()
+            return image
+        except Exception as error:  # PIL raises many types for a broken file; any of them means "does not decode"
+            row = f"row {batch[row_column][k]} of the source's training split" if row_column else "a row"
+            path = value.get("path") if isinstance(value, dict) else None
+            raise ValidationError(
+                f"data.image_column: {row}{f' (file {path})' if path else ''} does not decode as an image "
+                f"({type(error).__name__}: {error}). Fix or remove that row (e.g. dataset.filter), or set "
+                "data.on_bad_image: skip to leave out such rows (they are counted in the report)."
+            ) from None
 
     def apply(batch: dict[str, list]) -> dict[str, Any]:
-        pixels = torch.from_numpy(transform(batch[image_column]))
+        images = batch[image_column]
+        if encoded:
+            images = [decode(value, batch, k) for k, value in enumerate(images)]
+        pixels = torch.from_numpy(transform(images))
         return {"pixel_values": list(pixels), "labels": [torch.tensor(int(y)) for y in batch[label_column]]}
 
-    return dataset.with_transform(apply, columns=[image_column, label_column])
+    columns = [image_column, label_column, *([row_column] if row_column else [])]
+    return dataset.with_transform(apply, columns=columns)
 
 
 def materialize(
