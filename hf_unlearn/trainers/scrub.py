@@ -30,8 +30,9 @@ Everything else is ordinary Trainer machinery: each step is one `Branch`, so ``s
 passes (direction ``min``, as the official code's ``--sam min``), gradient clipping, schedulers and DDP work as for
 every method. The teacher is a deep copy of the model taken when the trainer is built, in eval mode, with
 ``requires_grad=False``; it is not handed to the optimizer or to ``accelerator.prepare`` (no DDP wrapper), and it
-only follows the student to its device. Resuming SCRUB from a mid-run checkpoint is not exact (the Trainer assumes
-epochs of equal length when it works out where to resume).
+only follows the student to its device. Resuming from a checkpoint is exact: `ScrubTrainer._init_training_state`
+finds the epoch (hence the phase) and the position in it from the real epoch lengths, where the Trainer would
+assume epochs of equal length.
 """
 
 from __future__ import annotations
@@ -242,6 +243,21 @@ class ScrubTrainer(UnlearnTrainer):
         values[5] = longest * args.gradient_accumulation_steps
         values[6] = max_steps
         return tuple(values)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume, trial):
+        """Where a resumed run restarts. The Trainer divides the global step by one epoch length; SCRUB's epochs
+        differ in length (max epochs are longer), so walk the real epoch lengths instead: the phase (max / min) and
+        the position in the epoch then follow from the checkpoint's global step, and the resumed run is exact."""
+        epochs, skipped = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume, trial
+        )
+        if resume is None or self.state.global_step == 0:
+            return epochs, skipped
+        epoch, done = 0, 0
+        while epoch < num_train_epochs and done + self.epoch_steps(epoch) <= self.state.global_step:
+            done += self.epoch_steps(epoch)
+            epoch += 1
+        return epoch, (self.state.global_step - done) * self.args.gradient_accumulation_steps
 
     # ---------------------------------------------------------------- method
     def teacher_logits(self, batch: Batch) -> torch.Tensor:

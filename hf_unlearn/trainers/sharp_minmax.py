@@ -15,18 +15,22 @@ the Trainer's own optimizer applies it. Both optimizers apply weight decay, so e
 step, as in the official code; the retain optimizer copies the Trainer optimizer's learning rate before each
 update, so both follow the Trainer's schedule (stepped once per Trainer step); gradient clipping
 (``max_grad_norm``) applies to each update. Without SAM each branch's gradient is masked (``g0 * partition``).
-It needs ``gradient_accumulation_steps=1`` and no fp16 loss scaling; ``retain_optimizer`` is not saved in
-checkpoints.
+It needs ``gradient_accumulation_steps=1`` and no fp16 loss scaling. ``retain_optimizer``'s state is saved with
+every checkpoint (``retain_optimizer.pt``, beside the Trainer's ``optimizer.pt``) and restored on resume, so a
+resumed run continues bit-identically.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
+
+RETAIN_OPTIMIZER_NAME = "retain_optimizer.pt"
 
 
 class SharpMinMaxTrainer(UnlearnTrainer):
@@ -78,6 +82,18 @@ class SharpMinMaxTrainer(UnlearnTrainer):
             finally:
                 self.optimizer = main
         return optimizer
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.retain_optimizer is not None and self.args.should_save:  # one writer; every replica holds the same
+            torch.save(self.retain_optimizer.state_dict(), os.path.join(output_dir, RETAIN_OPTIMIZER_NAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, RETAIN_OPTIMIZER_NAME) if checkpoint else None
+        if self.retain_optimizer is not None and path and os.path.isfile(path):
+            # The run's own file, read like the Trainer reads optimizer.pt: a restricted unpickler, no code.
+            self.retain_optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
     def training_step(self, model: nn.Module, inputs: Batch, num_items_in_batch: Any = None) -> torch.Tensor:
         if not self.args.official:
