@@ -173,7 +173,9 @@ def memorization_command(args: argparse.Namespace) -> int:
     from .memorization import detach_from_launcher, parse_shard
 
     # First, before anything touches CUDA or builds a Trainer: launched processes become independent workers.
+    global _DETACHED_RANK
     rank, world = detach_from_launcher()
+    _DETACHED_RANK = rank
     from .memorization import MemorizationEstimator, write_scores
     from .pipeline import REFERENCE_DEFAULTS
     from .recipe import load_recipe
@@ -263,8 +265,14 @@ def push_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# Set by `hf-unlearn memorization`, whose launched processes drop the launcher's variables (they become workers).
+_DETACHED_RANK: int | None = None
+
+
 def is_main_process() -> bool:
     """Process 0 of a launch (accelerate launch / torchrun set RANK), or a plain process: the one that prints."""
+    if _DETACHED_RANK is not None:
+        return _DETACHED_RANK == 0
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -338,6 +346,8 @@ def _print_results(result: dict, output_dir: Path, seconds: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _DETACHED_RANK
+    _DETACHED_RANK = None  # (main may run several times in one process: the tests)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

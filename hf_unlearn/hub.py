@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import is_timm_model, load_saved_model, save_model
-from .paths import read_json
+from .paths import SAFE_NAME, inside, read_json
 from .processors import save_processor
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,11 @@ def export_run(
             f"Run {name!r} diverged (see its 'divergence' entry in report.json): its weights are those of its last "
             "good checkpoint, not a finished run. Fix its settings (e.g. a lower learning rate) and rerun first."
         )
-    model_dir = run_dir / "models" / name
+    if not SAFE_NAME.fullmatch(name):  # a report edited to name a path: never read outside models/
+        raise HubError(
+            f"Run name {name!r} in {run_dir / 'report.json'} is not a plain folder name; restore the report."
+        )
+    model_dir = inside(run_dir / "models" / name, run_dir)
     if not (model_dir / "config.json").is_file():
         raise HubError(f"{model_dir} holds no saved model (config.json missing); rerun the recipe.")
     base_model = base_model if base_model is not None else report.get("base_model")
