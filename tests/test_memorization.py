@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,36 @@ def test_confidence_proxy_marks_mislabelled_samples_as_memorized(tmp_path):
     assert len(set(high.forget_indices) & set(flipped.tolist())) >= 7  # chance: 0.5
     low = low_confidence_forget_set(confidence, 10, "low")
     assert not set(low.forget_indices) & set(flipped.tolist())
+
+
+def test_scores_do_not_depend_on_the_callers_thread_count(recipe, tmp_path):
+    """CPU kernels reduce in an order that depends on the thread count; the estimator pins one thread while it
+    trains, so shards computed on machines with different core counts merge into exactly the unsharded result."""
+    import torch
+
+    before = torch.get_num_threads()
+    tables = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            estimator = MemorizationEstimator(
+                recipe, SETTINGS, num_models=2, work_dir=tmp_path / str(threads), progress=False, use_cpu=True
+            )
+            tables[threads] = estimator.run()
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    for name in ("n_in", "n_out", "correct_in", "correct_out"):
+        assert np.array_equal(tables[1].arrays[name], tables[2].arrays[name]), name
+    assert np.array_equal(tables[1].scores, tables[2].scores, equal_nan=True)
+
+
+def test_a_second_worker_on_a_model_in_training_is_refused(recipe, tmp_path):
+    from hf_unlearn.lock import FolderLock, FolderLockedError
+
+    estimator = MemorizationEstimator(recipe, SETTINGS, num_models=1, work_dir=tmp_path, progress=False, use_cpu=True)
+    estimator.model_dir.mkdir(parents=True)
+    held = FolderLock(estimator.model_dir, "hf-unlearn memorization worker", name=".model_00000.lock")
+    with held, pytest.raises(FolderLockedError, match=f"process {os.getpid()}"):
+        estimator.run()
+    assert not list(estimator.model_dir.glob("failed-rank*"))  # not recorded as a failure of this launch

@@ -48,7 +48,15 @@ TINY: dict[str, Any] = {
     "evaluation": {"mia_shadow_size": 200},
 }
 STAGES = ("original", "retrain", "neggrad_sam")
-ALLOWED_TOP = {"manifest.json", "learning_events.npy", "report.json", "report.md", "accuracy_tow.png", "models"}
+ALLOWED_TOP = {
+    "manifest.json",
+    "learning_events.npy",
+    "report.json",
+    "report.md",
+    "accuracy_tow.png",
+    "models",
+    ".hf_unlearn.lock",  # the run lock's file (docs/reliability.md); it stays, unlocked
+}
 ALLOWED_MODEL_FILES = {"config.json", "model.safetensors", "stage.json"}
 
 
@@ -89,8 +97,10 @@ def assert_same_weights(a: Path, b: Path, stage: str) -> None:
 
 
 def without_wall_seconds(report: Any) -> Any:
+    """The report without timings and without the forget set's commitment: a fresh manifest draws a fresh random
+    key, so two independent runs commit to the same forget set with different values (docs/reliability.md)."""
     if isinstance(report, dict):
-        return {k: without_wall_seconds(v) for k, v in report.items() if k != "wall_seconds"}
+        return {k: without_wall_seconds(v) for k, v in report.items() if k not in ("wall_seconds", "commitment")}
     if isinstance(report, list):
         return [without_wall_seconds(v) for v in report]
     return report
@@ -581,8 +591,7 @@ def test_interrupts_in_pretraining_and_between_stages_resume_without_redoing_fin
 
     monkeypatch.setattr(base.UnlearnTrainer, "__init__", spy)
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(tmp_path, TINY, out)
+    assert run_cli(tmp_path, TINY, out) == 130  # Ctrl-C: one line, exit 130 (test_integrity.py)
     assert [p.name for p in (out / "checkpoints" / "pretrain").glob("checkpoint-*")] == [
         f"checkpoint-{STEPS_PER_EPOCH}"
     ]
@@ -597,8 +606,7 @@ def test_interrupts_in_pretraining_and_between_stages_resume_without_redoing_fin
 
     monkeypatch.setattr(Pipeline, "train_stage", interrupt_before_unlearning)
     trained.clear()
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(tmp_path, TINY, out)
+    assert run_cli(tmp_path, TINY, out) == 130  # Ctrl-C: one line, exit 130 (test_integrity.py)
     assert trained == ["pretrain", "retrain"]  # pretraining resumed (its checkpoint), then retrain
     assert (out / "models" / "retrain" / "stage.json").is_file() and not (out / "report.json").exists()
     assert not (out / "checkpoints" / "pretrain").exists()  # a finished stage's checkpoints are deleted
@@ -621,8 +629,7 @@ def test_interrupts_in_pretraining_and_between_stages_resume_without_redoing_fin
 
     trained.clear()
     monkeypatch.setattr(base.UnlearnTrainer, "__init__", stop_at_first_trainer)
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(tmp_path, TINY, out, "--force")
+    assert run_cli(tmp_path, TINY, out, "--force") == 130
     assert trained == ["pretrain"]
 
 
@@ -651,7 +658,10 @@ def test_checkpoints_of_other_settings_or_foreign_folders_are_never_loaded(tmp_p
 def test_same_recipe_and_seed_give_the_same_splits_manifest_weights_and_report(baseline, tmp_path):
     out = tmp_path / "out"
     assert run_cli(tmp_path, TINY, out) == 0
-    assert (out / "manifest.json").read_bytes() == (baseline / "manifest.json").read_bytes()
+    mine, theirs = (json.loads((folder / "manifest.json").read_text()) for folder in (out, baseline))
+    keyed = ("commitment_key", "commitment")  # a fresh random key per fresh manifest; everything else is equal
+    assert {k: v for k, v in mine.items() if k not in keyed} == {k: v for k, v in theirs.items() if k not in keyed}
+    assert mine["commitment_key"] != theirs["commitment_key"]
     assert np.array_equal(np.load(out / "learning_events.npy"), np.load(baseline / "learning_events.npy"))
     for stage in STAGES:
         assert_same_weights(baseline, out, stage)
@@ -670,9 +680,9 @@ def test_output_folder_holds_no_data_or_index_files(baseline):
         config = json.loads((stage / "config.json").read_text())
         assert "forget_indices" not in json.dumps(config)
     report = read_report(baseline)
-    assert "sha256" in report["forget_set"] and not {"forget_indices", "retain_indices"} & set(report["forget_set"])
+    assert "commitment" in report["forget_set"] and not {"forget_indices", "retain_indices"} & set(report["forget_set"])
     assert all(not isinstance(v, (list, dict)) for v in report["forget_set"].values())  # a summary, no indices
-    assert report["forget_set"]["sha256"] == manifest["sha256"] and report["forget_set"]["size"] == len(forget)
+    assert report["forget_set"]["commitment"] == manifest["commitment"] and report["forget_set"]["size"] == len(forget)
     # No file but the manifest spells out the forget indices.
     needle = json.dumps(forget[:8])[1:-1]
     for path in baseline.rglob("*"):
