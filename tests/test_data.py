@@ -245,7 +245,9 @@ def test_manifest_json_round_trip_is_atomic(tmp_path) -> None:
     assert m.to_json(path) == path
     assert os.listdir(path.parent) == ["manifest.json"]  # no temporary file left behind
     loaded = SplitManifest.from_json(path)
-    assert loaded == SplitManifest.build("low_confidence", 20, [0, 4, 19], details={"score": "confidence", "epochs": 3})
+    rebuilt = SplitManifest.build("low_confidence", 20, [0, 4, 19], details={"score": "confidence", "epochs": 3})
+    assert loaded == rebuilt.with_key(m.commitment_key)  # equal up to the random commitment key
+    assert loaded.commitment == m.commitment and loaded.commitment_key == m.commitment_key
 
     # Overwriting replaces the file whole.
     m2 = SplitManifest.build("random", 20, [1], seed=5)
