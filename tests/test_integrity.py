@@ -225,6 +225,31 @@ def test_an_offline_push_is_one_line(baseline, tmp_path, capsys):
     assert len(lines) == 1 and "OfflineModeIsEnabled" in lines[0] and "cannot be reached" in lines[0], err
 
 
+@pytest.mark.parametrize(
+    "status, fix",
+    [(401, "the Hub refused the token; log in with `hf auth login`"), (404, "does not exist or your token cannot see")],
+    ids=["auth", "missing-repository"],
+)
+def test_hub_http_failures_are_one_line_with_the_fix(baseline, capsys, monkeypatch, status, fix):
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    kind = RepositoryNotFoundError if status == 404 else HfHubHTTPError
+    response = SimpleNamespace(status_code=status, headers={}, request=None)
+
+    def refuse(self, **kwargs):
+        raise kind(f"{status} Client Error: refused\n(many more lines)", response=response)
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    code = main(["push", str(baseline), "--repo-id", "someone/model"])
+    err = capsys.readouterr().err
+    lines = re.findall(r"hf-unlearn push: error: [^\r\n]*", err)
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert f"{kind.__name__}: {status} Client Error: refused)" in lines[0] and fix in lines[0]
+
+
 def test_a_failed_recipe_push_keeps_the_table_and_says_how_to_push_again(baseline, tmp_path, capsys):
     out = copy_of(baseline, tmp_path)
     recipe = recipe_with(hub={"push": True, "repo_id": "someone/model"})
