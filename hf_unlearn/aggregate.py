@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PushFailedError
+from .paths import inside
 from .report import _fmt, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ def analyze_run(
                 set_splits.forget,
                 set_splits.test,
                 settings,
-                pipeline.set_dir / "analysis",
+                inside(pipeline.set_dir / "analysis", pipeline.output_dir),
                 run,
             )
         write_report(report, pipeline.set_dir)
