@@ -344,7 +344,7 @@ def analyze_run(
     reports = per_set_reports(result)
     for spec in forget_sets(recipe):
         pipeline.set_dir = pipeline.output_dir / spec["name"] if pipeline.several else pipeline.output_dir
-        set_splits = pipeline.build_forget_set(splits, spec)
+        set_splits = pipeline.build_forget_set(splits, spec, shared=False)  # process 0 only: no collective
         report = reports[spec["name"]] if spec["name"] in reports else next(iter(reports.values()))
         for run, entry in report["models"].items():
             folder = pipeline.stage_dir(run)

@@ -258,11 +258,12 @@ class Pipeline:
         }
         return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
-    def build_forget_set(self, splits: Splits, spec: dict[str, Any] | None = None) -> Splits:
+    def build_forget_set(self, splits: Splits, spec: dict[str, Any] | None = None, *, shared: bool = True) -> Splits:
         """The forget set of ``spec`` (default: the recipe's only one) as ``set_dir/manifest.json`` and retain /
         forget subsets. The manifest is rebuilt from the recipe every run (it is cheap and deterministic) and only
         rewritten when it changed, so finished stages stay valid. A saved manifest keeps its commitment key while
-        its forget set is unchanged; one edited by hand (same inputs, other contents) is refused."""
+        its forget set is unchanged; one edited by hand (same inputs, other contents) is refused. Under DDP every
+        process commits with process 0's key (a broadcast: ``shared=False`` when process 0 builds it alone)."""
         spec = spec if spec is not None else forget_sets(self.recipe)[0]
         path = self.set_dir / "manifest.json"
         manifest = self.make_manifest(splits, spec)
@@ -272,6 +273,10 @@ class Pipeline:
                 manifest = manifest.with_key(existing.commitment_key)
             if existing.details.get("inputs") == manifest.details["inputs"]:
                 check_unedited(path, existing, _json_roundtrip(manifest))
+        if shared and torch.distributed.is_initialized():  # every process commits with process 0's random key
+            key = [manifest.commitment_key]
+            torch.distributed.broadcast_object_list(key, src=0)
+            manifest = manifest if key[0] == manifest.commitment_key else manifest.with_key(key[0])
         if _is_main_process() and (existing is None or existing != _json_roundtrip(manifest)):
             manifest.to_json(path)  # one writer; the others only compared it with the saved one (atomic rename)
         out = copy.copy(splits)

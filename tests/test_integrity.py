@@ -331,14 +331,14 @@ def test_readme_two_process_command_runs_the_default_recipe_to_the_end(tmp_path,
 
 # ========================================================================================= exact resume, every method
 def all_methods_recipe() -> dict:
-    """TINY with every run of recipes/digits-all-methods.yaml (plus the official Sharp MinMax), 3 epochs each.
+    """TINY with every run of recipes/digits-all-methods.yaml (plus the official Sharp MinMax), 2 epochs each.
 
     SCRUB gets ``msteps: 1`` and 4 epochs: its epochs then take 5, 4, 4 and 4 steps, and resuming from the third
     checkpoint (step 13) is where the Trainer's own arithmetic (13 // 5 = epoch 2, 3 batches in) goes wrong."""
     runs = load_recipe(str(REPO / "recipes" / "digits-all-methods.yaml"))["unlearn"]["runs"]
     runs = [{**run, "msteps": 1, "epochs": 4} if run["method"] == "scrub" else run for run in runs]
     runs.append({"method": "sharp_minmax", "name": "sharp_minmax_official", "official": True, "mask_ratio": 0.5})
-    return recipe_with(**{"unlearn.runs": runs, "unlearn.defaults.epochs": 3})
+    return recipe_with(**{"unlearn.runs": runs, "unlearn.defaults.epochs": 2})
 
 
 def test_every_method_resumes_bit_identically_after_an_interrupt(baseline, tmp_path, monkeypatch):
