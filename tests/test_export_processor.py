@@ -49,7 +49,7 @@ def _run_dir(tmp_path, model, preprocessing):
         "dataset": str(tmp_path / "secret" / "images"),
         "seed": 0,
         "base_model": None,
-        "forget_set": {"kind": "file", "size": 3, "sha256": "cd" * 32},
+        "forget_set": {"kind": "file", "size": 3, "commitment": "cd" * 32},
         "preprocessing": preprocessing,
         "models": {"neggrad": entry},
     }
