@@ -28,6 +28,7 @@ RECORDED = (
     "sharpness",
     "rho",
     "sam_lambda",
+    "sam_every",
     "alpha",
     "mask_ratio",
     "forget_direction",
@@ -59,7 +60,7 @@ METHOD_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
     "beta": ("scrub",),
     "gamma": ("scrub",),
 }
-SAM_ONLY_FIELDS = ("rho", "sam_lambda")
+SAM_ONLY_FIELDS = ("rho", "sam_lambda", "sam_every")
 
 
 def own_hyperparameters(method: str, sharpness: str, values: dict) -> dict:
@@ -79,6 +80,7 @@ class UnlearnArguments(TrainingArguments):
         method: which unlearning (or reference) method to run.
         sharpness: "none" (plain gradients), "sam" or "asam" (adaptive SAM) for every branch of the method.
         rho, sam_lambda: SAM radius and the combination weight lambda of ``g0 + sign * lambda * (g1 - g0)``.
+        sam_every: the full SAM step every k optimizer steps, a one-pass LookSAM step in between (1: every step).
         alpha: retain weight of NegGrad / Sharp MinMax, ``alpha * CE_R - (1 - alpha) * CE_F``.
         mask_ratio: fraction of parameter elements in the forget-saliency mask (Sharp MinMax).
         forget_direction: sharpness direction of Sharp MinMax's forget branch ("max" in the paper).
@@ -118,6 +120,14 @@ class UnlearnArguments(TrainingArguments):
         metadata={
             "help": "Lambda of the combination rule g0 + sign*lambda*(g1 - g0); 1.0 gives standard SAM for 'min' "
             "and 2*g0 - g1 for 'max'."
+        },
+    )
+    sam_every: int = field(
+        default=1,
+        metadata={
+            "help": "Cheap SAM: the full two-pass SAM step every sam_every optimizer steps and, in between, one pass "
+            "that reuses the sharpness direction the last full step measured (LookSAM, Liu et al., 2022; "
+            "docs/methods.md). 1 (default) is SAM at every step; no effect with sharpness='none'."
         },
     )
     alpha: float = field(
@@ -211,6 +221,16 @@ class UnlearnArguments(TrainingArguments):
             raise ValueError(f"rho must be a finite number > 0 (got {self.rho}); try 0.05-0.1 for SAM, 1.0 for ASAM.")
         if not (math.isfinite(self.sam_lambda) and self.sam_lambda >= 0):
             raise ValueError(f"sam_lambda must be a finite number >= 0 (got {self.sam_lambda}); 1.0 is standard SAM.")
+        if isinstance(self.sam_every, bool) or not isinstance(self.sam_every, int) or self.sam_every < 1:
+            raise ValueError(
+                f"sam_every must be an integer >= 1 (got {self.sam_every!r}); 1 is SAM at every step, 5 a full SAM "
+                "step every 5 steps."
+            )
+        if self.sam_every > 1 and self.official:
+            raise ValueError(
+                "sam_every > 1 is not available with official=True (the official code has no cheap SAM); "
+                "set sam_every: 1 or official: false."
+            )
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1] (got {self.alpha}); it weighs retain against forget loss.")
         if not 0.0 < self.mask_ratio <= 1.0:

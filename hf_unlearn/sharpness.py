@@ -13,7 +13,21 @@ restricted to the partition. ``min`` with ``lambda = 1`` is standard SAM / ASAM 
 ``max`` with ``lambda = 1`` gives ``2 * g0 - g1``, a descent step on ``L - S`` that increases the
 sharpness ``S(w) = L(w + eps) - L(w)`` (method-spec.md A).
 
-Everything here works on plain lists of parameters and gradients, so it is testable without a Trainer.
+The cheap SAM (``sam_every = k``, `SharpnessMemory`) runs that two-pass step every k-th step and, in between, one
+pass that reuses the sharpness direction the last full step measured (a LookSAM rule, Liu et al., CVPR 2022):
+
+    full step:   d = m * (g1 - g0),  v = d - (<d, g0m> / ||g0m||^2) * g0m,  n0 = ||g0m||     (g0m = m * g0)
+    cheap step:  g = m * g0 + sign * lambda * (||m * g0|| / n0) * v
+
+``v`` is the part of the sharpness gradient ``g1 - g0`` orthogonal to the plain gradient (LookSAM's ``g_v``; the
+parallel part only rescales ``g0``), and the cheap step gives it the same size relative to the current gradient
+as it had at the full step (LookSAM's fixed ``alpha`` becomes the measured ``||v|| / n0``). On a full step the
+result is exactly the two-pass formula above.
+
+All bookkeeping is multi-tensor (``torch._foreach_*``): each stage (the norm, eps, perturb and restore, masks,
+the combination) launches a constant number of kernels whatever the number of parameter tensors, and nothing
+here reads a value back to the host. Everything works on plain lists of parameters and gradients, so it is
+testable without a Trainer.
 """
 
 from __future__ import annotations
@@ -59,8 +73,26 @@ def direction_sign(direction: Direction) -> float:
     return 1.0 if direction == "min" else -1.0
 
 
-def _masked(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return tensor if mask is None else tensor * mask
+def _float(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """float32 views of the tensors (no copy, no kernel when they already are float32)."""
+    return [t.float() for t in tensors]
+
+
+def _multiply(tensors: list[torch.Tensor], masks: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+    """``t * m`` for every masked tensor (new tensors; unmasked ones are passed through)."""
+    idx = [i for i, m in enumerate(masks) if m is not None]
+    if not idx:
+        return list(tensors)
+    out = list(tensors)
+    products = torch._foreach_mul([tensors[i] for i in idx], [masks[i] for i in idx])
+    for i, t in zip(idx, products, strict=True):
+        out[i] = t
+    return out
+
+
+def global_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``||(t_1, ..., t_n)||_2`` as a 0-d tensor (per-tensor norms in one multi-tensor op, then their norm)."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
 def perturbation(
@@ -70,37 +102,32 @@ def perturbation(
     rho: float,
     adaptive: bool,
 ) -> list[torch.Tensor | None] | None:
-    """Return eps per parameter (``None`` where the parameter has no gradient or lies outside the partition).
+    """Return eps per parameter (``None`` where the parameter has no gradient); ``None`` when no parameter has one.
 
-    Returns ``None`` when the gradient norm over the partition is not finite (an fp16 overflow, a
-    diverged loss): the caller then skips the perturbed pass. The direction is scale-invariant, so
-    gradients still multiplied by an fp16 loss scale give the same eps.
+    Outside the partition eps is 0. The direction is scale-invariant, so gradients still multiplied by an fp16
+    loss scale give the same eps. A non-finite gradient (an fp16 overflow, a diverged loss) gives a non-finite
+    eps, hence a non-finite g1 and a non-finite final gradient, which the fp16 GradScaler skips as it would have
+    skipped g0: checking the norm on the host instead would stall the device every step.
     """
-    scaled: list[torch.Tensor | None] = []
-    for p, g, m in zip(params, grads, masks, strict=True):
-        if g is None:
-            scaled.append(None)
-            continue
-        g = g.detach().float()
-        if adaptive:
-            g = g * p.detach().abs().float()
-        scaled.append(_masked(g, m))
-    present = [s for s in scaled if s is not None]
-    if not present:
+    idx = [i for i, g in enumerate(grads) if g is not None]
+    if not idx:
         return None
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s) for s in present]))
-    if not torch.isfinite(norm):
-        return None
-    factor = rho / (norm + _NORM_EPS)
-    eps: list[torch.Tensor | None] = []
-    for p, s in zip(params, scaled, strict=True):
-        if s is None:
-            eps.append(None)
-            continue
-        # ASAM: eps = rho * T^2 g / ||T g||; s already holds T g (masked), so multiply by T once more.
-        # One multiplication per tensor for SAM (``s`` may be the caller's gradient itself: never in place).
-        e = (s * p.detach().abs().float()).mul_(factor) if adaptive else s * factor
-        eps.append(e.to(p.dtype))
+    p_abs = _float(torch._foreach_abs([params[i].detach() for i in idx])) if adaptive else None
+    scaled = _float([grads[i].detach() for i in idx])
+    if adaptive:
+        scaled = torch._foreach_mul(scaled, p_abs)
+    scaled = _multiply(scaled, [masks[i] for i in idx])
+    factor = rho / (global_norm(scaled) + _NORM_EPS)
+    # ASAM: eps = rho * T^2 g / ||T g||; ``scaled`` holds T g (masked), so multiply by T once more.
+    # Never in place on ``scaled``: without ASAM or masks it is the caller's gradient itself.
+    if adaptive:
+        eps_present = torch._foreach_mul(scaled, p_abs)
+        torch._foreach_mul_(eps_present, factor)
+    else:
+        eps_present = torch._foreach_mul(scaled, factor)
+    eps: list[torch.Tensor | None] = [None] * len(params)
+    for i, e in zip(idx, eps_present, strict=True):
+        eps[i] = e.to(params[i].dtype)
     return eps
 
 
@@ -121,8 +148,9 @@ def perturbed(params: Sequence[torch.Tensor], eps: Sequence[torch.Tensor | None]
     pairs = [(p, e) for p, e in zip(params, eps, strict=True) if e is not None]
     moved = [p for p, _ in pairs]
     with torch.no_grad():
-        saved = [p.detach().clone() for p in moved]
+        saved = [torch.empty_like(p) for p in moved]
         if moved:
+            torch._foreach_copy_(saved, moved)
             torch._foreach_add_(moved, [e for _, e in pairs])
     del eps, pairs  # applied; the restore uses the saved copy, so eps need not stay alive during the pass
     try:
@@ -133,26 +161,90 @@ def perturbed(params: Sequence[torch.Tensor], eps: Sequence[torch.Tensor | None]
                 torch._foreach_copy_(moved, saved)
 
 
+def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics (what `frozen_batchnorm_stats` guards)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 @contextlib.contextmanager
-def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+def frozen_batchnorm_stats(
+    model: nn.Module, modules: Sequence[nn.modules.batchnorm._BatchNorm] | None = None
+) -> Iterator[None]:
     """Keep BatchNorm running statistics fixed during a forward pass (the perturbed SAM pass).
 
-    Momentum 0 leaves running mean/var unchanged while the forward still normalises with batch
-    statistics; ``num_batches_tracked`` is restored too, so the module state is bit-identical.
+    A BatchNorm layer in training mode normalises with the batch's statistics whether or not it has running
+    ones, so its running buffers are detached from the module for the pass (``None``): the forward computes the
+    same output and updates nothing, without a single tensor op or copy. Layers in eval mode normalise with their
+    running statistics and never update them, so they are left alone. ``modules`` is ``batchnorm_modules(model)``
+    if the caller has it cached.
     """
-    saved = []
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            tracked = None if module.num_batches_tracked is None else module.num_batches_tracked.clone()
-            saved.append((module, module.momentum, tracked))
-            module.momentum = 0.0
+    detached = []
+    for module in batchnorm_modules(model) if modules is None else modules:
+        if module.training:
+            detached.append((module, [module._buffers[name] for name in _BN_BUFFERS]))
+            for name in _BN_BUFFERS:
+                module._buffers[name] = None
     try:
         yield
     finally:
-        for module, momentum, tracked in saved:
-            module.momentum = momentum
-            if tracked is not None:
-                module.num_batches_tracked.copy_(tracked)
+        for module, buffers in detached:
+            for name, buffer in zip(_BN_BUFFERS, buffers, strict=True):
+                module._buffers[name] = buffer
+
+
+@dataclass
+class SharpnessMemory:
+    """What a full SAM step learned for one branch, reused by the cheap steps in between (see the module docs).
+
+    ``v`` holds, per parameter, the component of ``m * (g1 - g0)`` orthogonal to ``m * g0`` (views into one flat
+    buffer); ``g0_norm`` is ``||m * g0||`` of that step (plus a tiny constant, so a zero gradient divides safely).
+    """
+
+    v: list[torch.Tensor | None]
+    g0_norm: torch.Tensor
+
+    @classmethod
+    def measure(
+        cls,
+        g0: Sequence[torch.Tensor | None],
+        g1: Sequence[torch.Tensor | None],
+        masks: Sequence[torch.Tensor | None],
+    ) -> SharpnessMemory:
+        idx = [i for i, (a, b) in enumerate(zip(g0, g1, strict=True)) if a is not None and b is not None]
+        shapes = [g0[i].shape for i in idx]
+        sizes = [g0[i].numel() for i in idx]
+        device = g0[idx[0]].device
+        # Two flat float32 buffers, so that the dot products are one kernel each whatever the model.
+        flat_g0 = torch.empty(sum(sizes), device=device)
+        flat_d = torch.empty(sum(sizes), device=device)
+        g0_views = [t.view(s) for t, s in zip(flat_g0.split(sizes), shapes, strict=True)]
+        d_views = [t.view(s) for t, s in zip(flat_d.split(sizes), shapes, strict=True)]
+        part = [masks[i] for i in idx]
+        torch._foreach_copy_(g0_views, [g0[i] for i in idx])
+        torch._foreach_copy_(d_views, [g1[i] for i in idx])
+        torch._foreach_sub_(d_views, g0_views)
+        if any(m is not None for m in part):  # the masks are all set or all None (one partition)
+            torch._foreach_mul_(g0_views, part)
+            torch._foreach_mul_(d_views, part)
+        g0_sq = torch.dot(flat_g0, flat_g0)
+        coefficient = torch.dot(flat_d, flat_g0) / (g0_sq + _NORM_EPS**2)
+        flat_d.sub_(flat_g0 * coefficient)  # v = d - <d, g0m> / ||g0m||^2 * g0m
+        v: list[torch.Tensor | None] = [None] * len(g0)
+        for i, view in zip(idx, d_views, strict=True):
+            v[i] = view
+        return cls(v, g0_sq.sqrt() + _NORM_EPS)
+
+    def apply_(self, grads: Sequence[torch.Tensor | None], sign: float, lam: float) -> None:
+        """``g += sign * lam * (||g|| / n0) * v`` in place on the (already masked) one-pass gradient ``g``."""
+        pairs = [(g, v) for g, v in zip(grads, self.v, strict=True) if g is not None and v is not None]
+        if not pairs:
+            return
+        present = [g for g, _ in pairs]
+        coefficient = (global_norm(_float(present)) / self.g0_norm) * (sign * lam)
+        torch._foreach_add_(present, torch._foreach_mul([v for _, v in pairs], coefficient))
 
 
 def branch_gradient(
@@ -164,6 +256,9 @@ def branch_gradient(
     direction: Direction = "min",
     *,
     mask_g1_only: bool = False,
+    batchnorms: Sequence[nn.modules.batchnorm._BatchNorm] | None = None,
+    memory: SharpnessMemory | None = None,
+    remember: Callable[[SharpnessMemory], None] | None = None,
 ) -> tuple[list[torch.Tensor | None], torch.Tensor, bool]:
     """Compute one branch's final gradient, restricted to its partition.
 
@@ -171,7 +266,11 @@ def branch_gradient(
     detached loss; it must start from cleared gradients, which this function guarantees. Returns
     (gradients, loss at w, whether the perturbed pass ran). ``p.grad`` is left cleared.
 
-    The gradient tensors that ``backward`` leaves in ``p.grad`` are taken over, not copied (`_take_grads`),
+    The cheap SAM: with ``memory`` (an in-between step) only the first pass runs and the gradient follows the
+    one-pass LookSAM rule of the module docs; ``remember``, if given, receives the `SharpnessMemory` of a step
+    whose perturbed pass ran. ``batchnorms`` is ``batchnorm_modules(model)``, if the caller has it cached.
+
+    The gradient tensors that ``backward`` leaves in ``p.grad`` are taken over, not copied (`take_gradients`),
     and combined and masked in place: the returned tensors belong to the caller, and a SAM step costs no more
     full-model copies than the saved weights (the same results, bit for bit, as out-of-place arithmetic).
 
@@ -182,28 +281,30 @@ def branch_gradient(
     """
     _clear_grads(params)
     loss = backward()
-    g0 = _take_grads(params)
-    perturbed_pass = False
-    final = g0
-    if config.enabled:
-        eps_masks = [None] * len(params) if mask_g1_only else masks
-        eps = perturbation(params, g0, eps_masks, config.rho, config.adaptive)
-        if eps is not None:
-            with perturbed(params, eps), frozen_batchnorm_stats(model):
-                eps = None  # free the perturbation before the perturbed pass allocates its gradients
-                backward()
-            g1 = _take_grads(params)
-            if mask_g1_only:
-                g1 = [None if g is None else _mask_(g, m) for g, m in zip(g1, masks, strict=True)]
-            sign = direction_sign(direction)
-            final = [_merge(a, b, sign, config.lam) for a, b in zip(g0, g1, strict=True)]
-            perturbed_pass = True
-    if not (mask_g1_only and perturbed_pass):
-        final = [None if g is None else _mask_(g, m) for g, m in zip(final, masks, strict=True)]
-    return final, loss, perturbed_pass
+    g0 = take_gradients(params)
+    if not config.enabled or memory is not None:
+        final = _mask_(g0, masks)
+        if memory is not None:
+            memory.apply_(final, direction_sign(direction), config.lam)
+        return final, loss, False
+    eps = perturbation(params, g0, [None] * len(params) if mask_g1_only else masks, config.rho, config.adaptive)
+    if eps is None:  # no parameter received a gradient
+        return _mask_(g0, masks), loss, False
+    with perturbed(params, eps), frozen_batchnorm_stats(model, batchnorms):
+        eps = None  # free the perturbation before the perturbed pass allocates its gradients
+        backward()
+    g1 = take_gradients(params)
+    if remember is not None:
+        remember(SharpnessMemory.measure(g0, g1, masks))
+    if mask_g1_only:
+        g1 = _mask_(g1, masks)
+    final = _merge(g0, g1, direction_sign(direction), config.lam)
+    if not mask_g1_only:
+        final = _mask_(final, masks)
+    return final, loss, True
 
 
-def _take_grads(params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+def take_gradients(params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
     """Hand each ``p.grad`` over to the caller and clear it (the next backward allocates a fresh one).
 
     A gradient that is a view into another buffer (DDP's ``gradient_as_bucket_view``) is copied, since its
@@ -221,22 +322,48 @@ def _take_grads(params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
     return grads
 
 
-def _mask_(g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Restrict an owned gradient to the partition, in place."""
-    return g if mask is None else g.mul_(mask)
+def _mask_(grads: list[torch.Tensor | None], masks: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """Restrict owned gradients to the partition, in place (one multi-tensor multiply)."""
+    pairs = [(g, m) for g, m in zip(grads, masks, strict=True) if g is not None and m is not None]
+    if pairs:
+        torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+    return grads
 
 
-def _merge(g0: torch.Tensor | None, g1: torch.Tensor | None, sign: float, lam: float) -> torch.Tensor | None:
+def _merge(
+    g0: list[torch.Tensor | None], g1: list[torch.Tensor | None], sign: float, lam: float
+) -> list[torch.Tensor | None]:
     """`combine` on owned gradients, in place in ``g1`` (bit-identical to the out-of-place formula)."""
-    if g0 is None and g1 is None:
-        return None
-    if g0 is None:
-        g0 = torch.zeros_like(g1)
-    if g1 is None:
-        g1 = torch.zeros_like(g0)
-    if sign == 1.0 and lam == 1.0:
-        return g1  # standard SAM: exactly g1
-    return g1.sub_(g0).mul_(sign * lam).add_(g0)  # g0 + sign * lam * (g1 - g0)
+    out: list[torch.Tensor | None] = []
+    firsts, seconds = [], []
+    for a, b in zip(g0, g1, strict=True):
+        if a is None and b is None:
+            out.append(None)
+            continue
+        a = torch.zeros_like(b) if a is None else a
+        b = torch.zeros_like(a) if b is None else b
+        out.append(b)
+        firsts.append(a)
+        seconds.append(b)
+    if (sign == 1.0 and lam == 1.0) or not seconds:
+        return out  # standard SAM: exactly g1
+    torch._foreach_sub_(seconds, firsts)  # g0 + sign * lam * (g1 - g0)
+    torch._foreach_mul_(seconds, sign * lam)
+    torch._foreach_add_(seconds, firsts)
+    return out
+
+
+def add_gradients(
+    into: list[torch.Tensor | None] | None, grads: list[torch.Tensor | None]
+) -> list[torch.Tensor | None]:
+    """``into + grads`` accumulated in place into ``into`` (both owned), one multi-tensor add; ``None`` is zero."""
+    if into is None:
+        return grads
+    out = [b if a is None else a for a, b in zip(into, grads, strict=True)]
+    pairs = [(a, b) for a, b in zip(into, grads, strict=True) if a is not None and b is not None]
+    if pairs:
+        torch._foreach_add_([a for a, _ in pairs], [b for _, b in pairs])
+    return out
 
 
 def _clear_grads(params: Sequence[torch.Tensor]) -> None:

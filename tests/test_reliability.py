@@ -474,7 +474,7 @@ def test_divergence_keeps_the_last_good_checkpoint(baseline, tmp_path, monkeypat
     def nan_in_epoch_two(self, model, batch):
         loss = objective(self, model, batch)
         poisoned = self.args.output_dir.endswith("nan_at_6") and self.state.global_step >= STEPS_PER_EPOCH + 1
-        return loss * float("nan") if poisoned else loss
+        return tuple(term * float("nan") for term in loss) if poisoned else loss
 
     monkeypatch.setattr(NegGradTrainer, "objective", nan_in_epoch_two)
     out = copy_of(baseline, tmp_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -25,7 +26,15 @@ from ..args import UnlearnArguments
 from ..data.pairing import PairedDataset
 from ..errors import DivergenceError
 from ..masks import forget_saliency_mask
-from ..sharpness import Direction, SharpnessConfig, branch_gradient
+from ..sharpness import (
+    Direction,
+    SharpnessConfig,
+    SharpnessMemory,
+    add_gradients,
+    batchnorm_modules,
+    branch_gradient,
+    take_gradients,
+)
 
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -38,7 +47,10 @@ class Branch:
     """One gradient computation of a training step.
 
     ``loss`` receives the (possibly DDP-wrapped) model and the nested batch ``{"retain": ..., "forget": ...}``
-    and returns a scalar per-batch mean; ``partition`` says which parameter elements the branch may move.
+    and returns a scalar per-batch mean, or a tuple of scalar *terms* whose sum is the loss (NegGrad's retain and
+    forget terms): each term is then backpropagated on its own and the gradients are added in one multi-tensor op,
+    instead of autograd adding the two contributions tensor by tensor. ``partition`` says which parameter elements
+    the branch may move.
     """
 
     name: str
@@ -113,8 +125,11 @@ class UnlearnTrainer(Trainer):
         self._check_distributed_support()
         self.mask: dict[str, torch.Tensor] | None = None
         self._mask_cache: dict[tuple[Partition, torch.dtype], list[torch.Tensor | None]] = {}
-        # (unwrapped model, its trainable (name, parameter) pairs), built on the first step of each `train()`.
-        self._trainable: tuple[nn.Module, list[tuple[str, torch.Tensor]], list[torch.Tensor]] | None = None
+        # (unwrapped model, its trainable (name, parameter) pairs, the parameters, its BatchNorm layers), built on
+        # the first step of each `train()`.
+        self._trainable: tuple[nn.Module, list[tuple[str, torch.Tensor]], list[torch.Tensor], list] | None = None
+        # The cheap SAM (sam_every > 1): per (branch name, partition), what the last full SAM step measured.
+        self._sharpness_memory: dict[tuple[str, Partition], SharpnessMemory] = {}
         # (loss, step, epoch) of the first non-finite loss this process saw, until it is raised.
         self._nonfinite_loss: tuple[float, int, float | None] | None = None
 
@@ -145,6 +160,7 @@ class UnlearnTrainer(Trainer):
     # ------------------------------------------------------------- the step
     def train(self, *args: Any, **kwargs: Any):
         self._trainable = None  # requires_grad may have changed since the last run
+        self._sharpness_memory.clear()  # the cheap SAM starts each run with a full step
         self.check_labels()
         return super().train(*args, **kwargs)
 
@@ -160,12 +176,19 @@ class UnlearnTrainer(Trainer):
         if not check_label_range(num_labels, retain_dataset=self.retain_dataset, forget_dataset=self.forget_dataset):
             self._batch_label_limit = num_labels  # labels not readable up front: check each batch instead
 
-    def _trainable_parameters(self, base_model: nn.Module) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
-        """The trainable (name, parameter) pairs of ``base_model`` and the parameters alone (cached per run)."""
+    def _trainable_parameters(
+        self, base_model: nn.Module
+    ) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor], list]:
+        """The trainable (name, parameter) pairs of ``base_model``, the parameters alone and the BatchNorm layers
+        that SAM's perturbed pass freezes (cached per run)."""
         if self._trainable is None or self._trainable[0] is not base_model:
             named = [(n, p) for n, p in base_model.named_parameters() if p.requires_grad]
-            self._trainable = (base_model, named, [p for _, p in named])
-        return self._trainable[1], self._trainable[2]
+            self._trainable = (base_model, named, [p for _, p in named], batchnorm_modules(base_model))
+        return self._trainable[1], self._trainable[2], self._trainable[3]
+
+    def full_sam_step(self) -> bool:
+        """Whether this optimizer step runs the full two-pass SAM (always with ``sam_every=1``; else every k-th)."""
+        return self.args.sam_every <= 1 or self.state.global_step % self.args.sam_every == 0
 
     def training_step(
         self, model: nn.Module, inputs: Batch, num_items_in_batch: torch.Tensor | int | None = None
@@ -178,14 +201,14 @@ class UnlearnTrainer(Trainer):
             check_batch_labels(inputs, self._batch_label_limit)
         branches = self.branches(inputs)
         base_model = self.accelerator.unwrap_model(model)
-        named, params = self._trainable_parameters(base_model)
+        named, params, batchnorms = self._trainable_parameters(base_model)
         # Gradients accumulated by earlier micro-batches must not mix with this step's g0 / g1.
-        accumulated = [p.grad for p in params]
-        for p in params:
-            p.grad = None
+        accumulated = take_gradients(params)
         scale = 1.0 / self.current_gradient_accumulation_steps
-        composed: list[torch.Tensor | None] = [None] * len(params)
-        total_loss = torch.zeros((), device=self.args.device)
+        cheap_sam = self.args.sam_every > 1 and self.sharpness_config.enabled
+        full = self.full_sam_step()
+        composed: list[torch.Tensor | None] | None = None
+        total_loss: torch.Tensor | None = None
         # Every pass runs without DDP's all-reduce: each process perturbs with its own gradient
         # (per-worker SAM) and the composed gradient is averaged once per optimizer step below.
         with self._no_sync(model):
@@ -195,9 +218,22 @@ class UnlearnTrainer(Trainer):
                 def backward(branch: Branch = branch) -> torch.Tensor:
                     with self.compute_loss_context_manager():
                         loss = branch.loss(model, inputs)
-                    self.accelerator.backward(loss * scale)
-                    return loss.detach()
+                    if not isinstance(loss, tuple):
+                        self.accelerator.backward(loss * scale)
+                        return loss.detach()
+                    # Terms: one backward each, their gradients added by one multi-tensor op (see `Branch`).
+                    grads = None
+                    for term in loss:
+                        self.accelerator.backward(term * scale)
+                        grads = add_gradients(grads, take_gradients(params))
+                    for p, g in zip(params, grads, strict=True):
+                        p.grad = g
+                    return sum(loss[1:], loss[0]).detach()
 
+                key = (branch.name, branch.partition)
+                # The cheap SAM's in-between steps reuse the last full step's direction; a branch without one
+                # (the first step, a new branch) runs a full step and keeps what it measured.
+                memory = self._sharpness_memory.get(key) if cheap_sam and not full else None
                 grads, loss, _ = branch_gradient(
                     base_model,
                     params,
@@ -206,13 +242,18 @@ class UnlearnTrainer(Trainer):
                     self.sharpness_config,
                     branch.direction,
                     mask_g1_only=branch.mask_g1_only,
+                    batchnorms=batchnorms,
+                    memory=memory,
+                    remember=partial(self._sharpness_memory.__setitem__, key) if cheap_sam and memory is None else None,
                 )
-                total_loss = total_loss + loss.float()
+                total_loss = loss.float() if total_loss is None else total_loss + loss.float()
                 self._record_branch_loss(branch.name, loss)
-                composed = [_add(c, g) for c, g in zip(composed, grads, strict=True)]
+                composed = add_gradients(composed, grads)
+        if total_loss is None:
+            raise RuntimeError(f"{self.method_name} returned no branches for this batch.")
         self._check_loss(total_loss)  # one process: stops here, before any gradient reaches p.grad
-        for p, before, new in zip(params, accumulated, composed, strict=True):
-            p.grad = _add(before, new)
+        for p, g in zip(params, add_gradients(accumulated, composed), strict=True):
+            p.grad = g
         if self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
             diverged = self._average_gradients_across_processes(params)
             self._broadcast_buffers_from_main_process(model, base_model)
@@ -446,12 +487,3 @@ class UnlearnTrainer(Trainer):
     @property
     def needs_two_pass_support(self) -> bool:
         return self.sharpness_config.enabled or self.uses_mask
-
-
-def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    """``a + b`` accumulated into ``a`` (both are gradient buffers this step owns; no model-sized temporary)."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a.add_(b)
