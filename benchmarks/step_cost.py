@@ -81,16 +81,21 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
-UPDATES = ("sgd", "sam", "neggrad", "neggrad_sam", "sharp_minmax")
-MODELS = ("digits", "resnet18")
-# update -> (hf_unlearn method, sharpness)
+UPDATES = ("sgd", "sam", "sam_every5", "neggrad", "neggrad_sam", "sharp_minmax")
+MODELS = ("digits", "resnet18", "resnet50")
+# update -> (hf_unlearn method, sharpness, sam_every)
 TRAINER_SETUP = {
-    "sgd": ("finetune", "none"),
-    "sam": ("finetune", "sam"),
-    "neggrad": ("neggrad", "none"),
-    "neggrad_sam": ("neggrad", "sam"),
-    "sharp_minmax": ("sharp_minmax", "sam"),
+    "sgd": ("finetune", "none", 1),
+    "sam": ("finetune", "sam", 1),
+    "sam_every5": ("finetune", "sam", 5),
+    "neggrad": ("neggrad", "none", 1),
+    "neggrad_sam": ("neggrad", "sam", 1),
+    "sharp_minmax": ("sharp_minmax", "sam", 1),
 }
+SAM_EVERY = 5  # the cheap SAM's period in ``sam_every5``
+# (method, sharpness) settings whose kernel-op counts give issue 12's quantities (benchmarks/kernel_ops.py)
+OP_COUNT_SETUPS = (("finetune", "none"), ("finetune", "sam"), ("neggrad", "none"), ("neggrad", "sam"))
+OP_COUNT_SETUPS += (("sharp_minmax", "sam"),)
 BATCH = 64
 LR = 0.01
 MOMENTUM = 0.9
@@ -133,12 +138,12 @@ def build_models(name: str) -> ModelPair:
         recipe = yaml.safe_load((REPO / "recipes" / "digits.yaml").read_text())
         model = build_model_from_config(recipe["model"]["config"], [str(i) for i in range(NUM_LABELS)], seed=0)
         return ModelPair(name, model, copy.deepcopy(model), (recipe["data"]["num_channels"], 16, 16))
-    if name == "resnet18":
+    if name in ("resnet18", "resnet50"):
         import timm
         from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
-        plain = timm.create_model("resnet18", pretrained=False, num_classes=NUM_LABELS)
-        wrapper = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="resnet18", num_labels=NUM_LABELS))
+        plain = timm.create_model(name, pretrained=False, num_classes=NUM_LABELS)
+        wrapper = TimmWrapperForImageClassification(TimmWrapperConfig(architecture=name, num_labels=NUM_LABELS))
         wrapper.timm_model.load_state_dict(plain.state_dict())
         return ModelPair(name, plain, wrapper, (3, 32, 32), trainer_prefix="timm_model.")
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
@@ -303,6 +308,8 @@ class PlainLoop:
             momentum=MOMENTUM,
         )
         self.masks = masks
+        self.cycle = 0  # sam_every5: steps since the run's start (a full SAM step when cycle % SAM_EVERY == 0)
+        self.lookahead: tuple[list[torch.Tensor], torch.Tensor] | None = None  # (v, ||g0||) of the last full step
         self.complements = None if masks is None else [1.0 - m for m in masks]
         self.bn = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.generator = torch.Generator().manual_seed(1)
@@ -372,6 +379,8 @@ class PlainLoop:
             _, g1 = self.sam_gradients(retain_ce if update == "sam" else neggrad)
             for p, g in zip(self.params, g1, strict=True):
                 p.grad = g
+        elif update == "sam_every5":
+            self.cheap_sam(retain_ce)
         elif update == "sharp_minmax":
             _, r1 = self.sam_gradients(lambda: ALPHA * self.ce(xr, yr), self.complements)
             f0, f1 = self.sam_gradients(lambda: -(1.0 - ALPHA) * self.ce(xf, yf), self.masks)
@@ -380,6 +389,28 @@ class PlainLoop:
                     p.grad = r * c + (2.0 * a - b) * m  # retain: SAM min; forget: max, 2 g0 - g1
         else:
             raise ValueError(update)
+
+    def cheap_sam(self, loss_fn) -> None:
+        """LookSAM as hf_unlearn states it (sharpness.py): SAM every SAM_EVERY steps, keeping v, the part of
+        g1 - g0 orthogonal to g0, and ||g0||; in between one pass and g = g0 + (||g0|| / ||g0_full||) v."""
+        full = self.cycle % SAM_EVERY == 0 or self.lookahead is None
+        self.cycle += 1
+        if full:
+            g0, g1 = self.sam_gradients(loss_fn)
+            with torch.no_grad():
+                d = [b - a for a, b in zip(g0, g1, strict=True)]
+                g0_sq = sum((a * a).sum() for a in g0)
+                coefficient = sum((x * a).sum() for x, a in zip(d, g0, strict=True)) / g0_sq
+                self.lookahead = ([x - coefficient * a for x, a in zip(d, g0, strict=True)], g0_sq.sqrt())
+            for p, g in zip(self.params, g1, strict=True):
+                p.grad = g
+            return
+        loss_fn().backward()
+        v, g0_norm = self.lookahead
+        with torch.no_grad():
+            ratio = torch.norm(torch.stack([p.grad.norm(p=2) for p in self.params]), p=2) / g0_norm
+            for p, x in zip(self.params, v, strict=True):
+                p.grad.add_(x * ratio)
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> None:
         self.model.train()
@@ -390,6 +421,7 @@ class PlainLoop:
 
     def run(self, warmup: int, steps: int) -> list[float]:
         times = []
+        self.cycle, self.lookahead = 0, None  # as the trainer, whose train() starts with a full SAM step
         for i in range(warmup + steps):
             batch = self.next_batch()
             self.memory.begin()
@@ -451,11 +483,12 @@ class TrainerLoop:
         from hf_unlearn.args import UnlearnArguments
         from hf_unlearn.trainers import get_trainer_class
 
-        method, sharpness = TRAINER_SETUP[update]
+        method, sharpness, sam_every = TRAINER_SETUP[update]
         args = UnlearnArguments(
             output_dir=os.path.join(workdir, f"{pair.name}-{update}"),
             method=method,
             sharpness=sharpness,
+            sam_every=sam_every,
             rho=RHO,
             alpha=ALPHA,
             mask_ratio=MASK_RATIO,
@@ -618,11 +651,24 @@ def check_same_update(loops: dict[str, tuple[PlainLoop, TrainerLoop]], device: t
     return diffs
 
 
+def chunk_shape(update: str, opts: argparse.Namespace) -> tuple[int, int, Any]:
+    """(warm-up steps, timed steps, how a chunk's step times are summarised) for ``update``.
+
+    The cheap SAM alternates one full step with SAM_EVERY - 1 one-pass steps, so its chunks cover whole cycles
+    (both counts rounded up to multiples of SAM_EVERY, each run starting with a full step) and a chunk's time is
+    the mean: the cost per step averaged over the cycle. Every other update takes the median.
+    """
+    if update != "sam_every5":
+        return opts.warmup, opts.steps, statistics.median
+    whole = lambda n: -(-n // SAM_EVERY) * SAM_EVERY  # noqa: E731
+    return whole(opts.warmup), whole(opts.steps), statistics.fmean
+
+
 def bench_model(name: str, opts: argparse.Namespace, device: torch.device, workdir: str) -> dict[str, Any]:
     sync, memory = Sync(device), MemoryProbe(device)
     pair = build_models(name)
     pair.plain.to(device)
-    per_chunk = opts.warmup + opts.steps
+    per_chunk = max(sum(chunk_shape(u, opts)[:2]) for u in opts.updates)
     retain = random_data(BATCH * max(per_chunk, opts.memory_steps + 1), pair.input_shape, seed=10)
     forget = random_data(BATCH * 2, pair.input_shape, seed=11)
     masks = random_masks(pair.plain, device)
@@ -642,27 +688,89 @@ def bench_model(name: str, opts: argparse.Namespace, device: torch.device, workd
 
     results = {u: Result() for u in opts.updates}
     for u in opts.updates:  # one untimed chunk each: allocations, kernels, lazy initialisation
-        loops[u][0].run(opts.warmup, 1)
-        loops[u][1].run(opts.warmup, 1)
+        warmup = chunk_shape(u, opts)[0]
+        loops[u][0].run(warmup, 1)
+        loops[u][1].run(warmup, 1)
     if vanilla is not None:
         vanilla.run(opts.warmup, 1)
     for r in range(opts.repeats):
         for k, u in enumerate(opts.updates):
             plain, trainer_loop = loops[u]
+            warmup, steps, summary = chunk_shape(u, opts)
             sides = ["plain", "trainer"] if (r + k) % 2 == 0 else ["trainer", "plain"]
             if u == "sgd" and vanilla is not None:
                 sides.insert(1, "vanilla")
             for side in sides:
                 if side == "plain":
-                    results[u].plain.append(statistics.median(plain.run(opts.warmup, opts.steps)))
+                    results[u].plain.append(summary(plain.run(warmup, steps)))
                 elif side == "vanilla":
                     results[u].vanilla.append(statistics.median(vanilla.run(opts.warmup, opts.steps)[0]))
                 else:
-                    durations, gaps = trainer_loop.run(opts.warmup, opts.steps)
-                    results[u].trainer.append(statistics.median(durations))
+                    durations, gaps = trainer_loop.run(warmup, steps)
+                    results[u].trainer.append(summary(durations))
                     results[u].gap.append(statistics.median(gaps) if gaps else float("nan"))
         print(f"  [{name}] repeat {r + 1}/{opts.repeats} done ({time.strftime('%H:%M:%S')})", file=sys.stderr)
     return {"pair": pair, "loops": loops, "results": results, "memory": memory, "check": check}
+
+
+def kernel_op_counts(name: str, workdir: str) -> dict[str, Any]:
+    """Issue 12's kernel-op quantities for the trainer's model ``name`` (benchmarks/kernel_ops.py), from whole-step
+    counts (``kernel_ops``) and from the ops outside the model's forward and backward passes
+    (``kernel_ops_outside_passes``); the counts do not depend on the batch size, so 8 samples do."""
+    from benchmarks.kernel_ops import count_training_step, derived_counts
+    from hf_unlearn.args import UnlearnArguments
+    from hf_unlearn.trainers import get_trainer_class
+
+    pair = build_models(name)
+    retain, forget = random_data(8, pair.input_shape, seed=10), random_data(8, pair.input_shape, seed=11)
+    inputs = {
+        "retain": {"pixel_values": retain[0], "labels": retain[1]},
+        "forget": {"pixel_values": forget[0], "labels": forget[1]},
+    }
+    whole, outside, syncs = {}, {}, {}
+    for method, sharpness in OP_COUNT_SETUPS:
+        model = copy.deepcopy(pair.trainer)
+        args = UnlearnArguments(
+            output_dir=os.path.join(workdir, f"{name}-ops"),
+            method=method,
+            sharpness=sharpness,
+            rho=RHO,
+            alpha=ALPHA,
+            use_cpu=True,
+            report_to="none",
+            disable_tqdm=True,
+            log_level="error",
+        )
+        kwargs: dict[str, Any] = {}
+        if method == "sharp_minmax":
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+            masks = random_masks(model, torch.device("cpu"))
+            kwargs["mask"] = {n: m.bool() for n, m in zip(names, masks, strict=True)}
+        trainer = get_trainer_class(method)(
+            model=model, args=args, retain_dataset=TensorItems(*retain), forget_dataset=TensorItems(*forget), **kwargs
+        )
+        key = f"{method}/{sharpness}"
+        counted = count_training_step(trainer, inputs)
+        whole[key], syncs[key] = counted.kernels, counted.syncs
+        outside[key] = count_training_step(trainer, inputs, outside_passes=True).kernels
+    return {
+        "kernel_ops": derived_counts(whole),
+        "kernel_ops_outside_passes": derived_counts(outside),
+        "kernel_ops_raw": whole,
+        "host_syncs_per_step": syncs,
+        "parameter_tensors": sum(1 for p in pair.trainer.parameters() if p.requires_grad),
+    }
+
+
+def print_kernel_ops(name: str, ops: dict[str, Any]) -> None:
+    k, o = ops["kernel_ops"], ops["kernel_ops_outside_passes"]
+    print(
+        f"kernel ops per training_step, {name} ({ops['parameter_tensors']} parameter tensors): "
+        f"sgd {k['sgd']}, SAM bookkeeping {k['sam_bookkeeping']}, NegGrad composition {k['compose']}, "
+        f"Sharp MinMax mask bookkeeping {k['mask_bookkeeping']}; outside the forward/backward passes: "
+        f"sgd {o['sgd']}, SAM {o['sam_bookkeeping']}, composition {o['compose']}, masks {o['mask_bookkeeping']}; "
+        f"host syncs per step {sorted(set(ops['host_syncs_per_step'].values()))}"
+    )
 
 
 def measure_memory(bench: dict[str, Any], opts: argparse.Namespace) -> None:
@@ -709,6 +817,9 @@ def summarize(bench: dict[str, Any], updates: list[str]) -> dict[str, Any]:
     if "sam" in res and "sgd" in res:
         out["sam_over_sgd"] = paired_median(res["sam"].trainer, res["sgd"].trainer)
         out.setdefault("plain", {})["sam_over_sgd"] = paired_median(res["sam"].plain, res["sgd"].plain)
+    if "sam_every5" in res and "sgd" in res:
+        out["sam_every5_over_sgd"] = paired_median(res["sam_every5"].trainer, res["sgd"].trainer)
+        out.setdefault("plain", {})["sam_every5_over_sgd"] = paired_median(res["sam_every5"].plain, res["sgd"].plain)
     if "sharp_minmax" in res and "neggrad_sam" in res:
         out["sharp_minmax_over_neggrad_sam"] = paired_median(res["sharp_minmax"].trainer, res["neggrad_sam"].trainer)
         out.setdefault("plain", {})["sharp_minmax_over_neggrad_sam"] = paired_median(
@@ -743,6 +854,11 @@ def print_table(name: str, summary: dict[str, Any], updates: list[str], memory_m
     plain = summary.get("plain", {})
     if "sam_over_sgd" in summary:
         print(f"SAM / SGD:                  trainer {summary['sam_over_sgd']:.3f}   plain {plain['sam_over_sgd']:.3f}")
+    if "sam_every5_over_sgd" in summary:
+        print(
+            f"sam_every 5 / SGD:          trainer {summary['sam_every5_over_sgd']:.3f}   "
+            f"plain {plain['sam_every5_over_sgd']:.3f}  (mean step time over whole 5-step cycles)"
+        )
     if "sharp_minmax_over_neggrad_sam" in summary:
         print(
             f"Sharp MinMax / NegGrad+SAM: trainer {summary['sharp_minmax_over_neggrad_sam']:.3f}   "
@@ -778,7 +894,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=["digits", "resnet18"], choices=MODELS, help="models to time")
+    parser.add_argument(
+        "--op-count-models",
+        nargs="*",
+        default=["resnet18", "resnet50"],
+        choices=MODELS,
+        help="models whose kernel ops per training_step are counted (cheap; default resnet18 resnet50)",
+    )
     parser.add_argument("--updates", nargs="+", default=list(UPDATES), choices=UPDATES)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating plain/trainer chunks per update")
@@ -799,6 +922,16 @@ def main(argv: list[str] | None = None) -> int:
     if opts.steps < 1 or opts.repeats < 1 or opts.warmup < 1 or opts.memory_steps < 1:
         parser.error("--steps, --repeats, --warmup and --memory-steps must be >= 1")
 
+    # A benchmark runs where it says or stops with one line.
+    if opts.device not in ("cpu", "cuda", "auto") and not opts.device.startswith("cuda:"):
+        print(f"step_cost.py: error: --device {opts.device}: use cpu, cuda, cuda:N or auto", file=sys.stderr)
+        return 2
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        print(
+            f"step_cost.py: error: --device {opts.device}: no CUDA device is available here; use --device cpu",
+            file=sys.stderr,
+        )
+        return 2
     device = torch.device(
         "cuda"
         if opts.device == "auto" and torch.cuda.is_available()
@@ -833,6 +966,11 @@ def main(argv: list[str] | None = None) -> int:
         if opts.profile:
             for name in opts.models:
                 profile_update(benches[name], opts.profile, opts, top=25)
+        print()
+        for name in opts.op_count_models:
+            ops = kernel_op_counts(name, workdir)
+            summaries.setdefault(name, {}).update(ops)
+            print_kernel_ops(name, ops)
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"\nload average at end {load_end}")
     if opts.json:

@@ -11,11 +11,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
+from conftest import ce_on, hand_branch, hand_cheap_step, hand_lookahead, make_dataset, make_model, weights_of
 from torch import nn
 
 from hf_unlearn.sharpness import (
     SharpnessConfig,
+    SharpnessMemory,
     branch_gradient,
     frozen_batchnorm_stats,
     perturbation,
@@ -221,3 +222,60 @@ def test_branch_gradient_restores_weights_and_statistics_after_a_non_finite_loss
             continue
         assert torch.equal(after[k], before[k]), f"{k} was not restored"
     assert int(after["bn.num_batches_tracked"]) == int(before["bn.num_batches_tracked"]) + 1  # one pass counted
+
+
+# ------------------------------------------------------------------------------------------ the cheap SAM
+@pytest.mark.parametrize("masked", [False, True], ids=["all", "partition"])
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+@pytest.mark.parametrize("direction", ["min", "max"])
+def test_cheap_sam_step_matches_hand_computation(direction: str, lam: float, masked: bool) -> None:
+    """Full step at w0 keeps (v, n0); the one-pass step at other weights and data is m g0 + sign lam ||m g0||/n0 v."""
+    model = make_model(seed=40)
+    w0 = weights_of(model)
+    first, second = make_dataset(6, seed=41), make_dataset(6, seed=42)
+    g = torch.Generator().manual_seed(43)
+    mask = {n: torch.rand(t.shape, generator=g) < 0.5 for n, t in w0.items()} if masked else None
+    masks = [None] * len(w0) if mask is None else [m.float() for m in mask.values()]
+    config = SharpnessConfig("sam", 0.5, lam)
+    kept: list[SharpnessMemory] = []
+    params = list(model.parameters())
+
+    def backward_on(data):
+        def backward() -> torch.Tensor:
+            loss = F.cross_entropy(model(pixel_values=data.x).logits, data.y)
+            loss.backward()
+            return loss.detach()
+
+        return backward
+
+    full, _, ran = branch_gradient(model, params, masks, backward_on(first), config, direction, remember=kept.append)
+    assert ran and len(kept) == 1
+    # The full step itself is the two-pass formula, unchanged.
+    expected_full = hand_branch(model, w0, ce_on(first.x, first.y), "sam", 0.5, direction, lam, mask)
+    for n, gr in zip(w0, full, strict=True):
+        torch.testing.assert_close(gr, expected_full[n], rtol=1e-5, atol=1e-7)
+    hand_v, hand_n0 = hand_lookahead(model, w0, ce_on(first.x, first.y), 0.5, mask)
+    torch.testing.assert_close(kept[0].g0_norm.double(), hand_n0, rtol=1e-5, atol=0)
+    for n, v in zip(w0, kept[0].v, strict=True):
+        torch.testing.assert_close(v.double(), hand_v[n], rtol=1e-4, atol=1e-7)
+
+    with torch.no_grad():  # the cheap step runs at other weights and on another batch
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    w1 = weights_of(model)
+    calls = []
+
+    def counted() -> torch.Tensor:
+        calls.append(1)
+        return backward_on(second)()
+
+    cheap, _, ran = branch_gradient(model, params, masks, counted, config, direction, memory=kept[0])
+    assert not ran and len(calls) == 1  # one pass
+    sign = 1.0 if direction == "min" else -1.0
+    expected = hand_cheap_step(model, w1, ce_on(second.x, second.y), (hand_v, hand_n0), sign, mask, lam)
+    plain = hand_branch(model, w1, ce_on(second.x, second.y), "none", 0.5, mask=mask)
+    for n, gr in zip(w1, cheap, strict=True):
+        torch.testing.assert_close(gr, expected[n], rtol=1e-4, atol=1e-7)
+        if mask is not None:
+            assert torch.all(gr[~mask[n]] == 0)  # stays in the partition
+    assert max(float((expected[n] - plain[n]).abs().max()) for n in w1) > 1e-4  # the reused direction matters

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from conftest import (
     ce_on,
     hand_branch,
+    hand_cheap_step,
+    hand_lookahead,
     hand_saliency,
     make_dataset,
     make_model,
@@ -75,11 +77,18 @@ def test_unknown_method_suggests_the_closest_name() -> None:
         ("mask_ratio", 1.5, "mask_ratio must lie in \\(0, 1\\]"),
         ("sharpness", "sharp", "Unknown sharpness 'sharp'"),
         ("method", "neggrd", "Unknown method 'neggrd'"),
+        ("sam_every", 0, "sam_every must be an integer >= 1"),
+        ("sam_every", 2.5, "sam_every must be an integer >= 1"),
     ],
 )
 def test_arguments_reject_invalid_values(args_factory, field: str, value, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         args_factory(**{field: value})
+
+
+def test_cheap_sam_is_refused_with_the_official_code(args_factory) -> None:
+    with pytest.raises(ValueError, match="sam_every > 1 is not available with official=True"):
+        args_factory(method="sharp_minmax", sharpness="sam", official=True, sam_every=5)
 
 
 def test_arguments_accept_boundary_values(args_factory) -> None:
@@ -453,3 +462,58 @@ def test_random_wrong_labels_never_draw_the_true_label() -> None:
         assert torch.all((others - expected).abs() < 6 * math.sqrt(expected))
     with pytest.raises(ValueError):
         random_wrong_labels(torch.zeros(3, dtype=torch.long), 1)
+
+
+# ------------------------------------------------------------------------------------------ the cheap SAM
+def test_sharp_minmax_with_sam_every_matches_hand_computation(args_factory) -> None:
+    """sam_every=2 over three steps: full SAM, one cheap LookSAM step per branch, full SAM again."""
+    model = make_model(seed=60)
+    retain, forget = make_dataset(6, seed=61), make_dataset(3, seed=62)
+    model_copy = copy.deepcopy(model)
+    w0 = weights_of(model)
+    mask = _random_mask(w0, 0.4, seed=63)
+    complement = {n: ~m for n, m in mask.items()}
+    alpha, rho = 0.6, 0.5
+    trainer = _sharp_minmax(args_factory, model, retain, forget, mask=mask, alpha=alpha, rho=rho, sam_every=2)
+    trainer.args.max_steps = 3
+    forget.accessed.clear()
+    trainer.train()
+    partners = [forget.subset(forget.accessed[6 * k : 6 * k + 6]) for k in range(3)]
+
+    def losses(k):
+        xf, yf = partners[k]
+        return ce_on(retain.x, retain.y, alpha), ce_on(xf, yf, -(1 - alpha))
+
+    # Step 1 (full): the two-pass SAM of each branch, and what each branch keeps for the cheap step.
+    retain_loss, forget_loss = losses(0)
+    full_retain = hand_branch(model_copy, w0, retain_loss, "sam", rho, "min", 1.0, complement)
+    full_forget = hand_branch(model_copy, w0, forget_loss, "sam", rho, "max", 1.0, mask)
+    kept_retain = hand_lookahead(model_copy, w0, retain_loss, rho, complement)
+    kept_forget = hand_lookahead(model_copy, w0, forget_loss, rho, mask)
+    w1 = _sgd(w0, full_retain, full_forget)
+    # Step 2 (cheap): one pass per branch plus sign * (||g|| / n0) * v of its own partition.
+    retain_loss, forget_loss = losses(1)
+    cheap_retain = hand_cheap_step(model_copy, w1, retain_loss, kept_retain, +1.0, complement)
+    cheap_forget = hand_cheap_step(model_copy, w1, forget_loss, kept_forget, -1.0, mask)
+    w2 = _sgd(w1, cheap_retain, cheap_forget)
+    # Step 3 (full again).
+    retain_loss, forget_loss = losses(2)
+    w3 = _sgd(
+        w2,
+        hand_branch(model_copy, w2, retain_loss, "sam", rho, "min", 1.0, complement),
+        hand_branch(model_copy, w2, forget_loss, "sam", rho, "max", 1.0, mask),
+    )
+    _assert_weights(trainer.model, w3)
+    # Discriminative: the cheap step is neither the plain gradient nor a full SAM step.
+    retain_loss, forget_loss = losses(1)
+    plain = _sgd(
+        w1,
+        hand_branch(model_copy, w1, retain_loss, "none", rho, mask=complement),
+        hand_branch(model_copy, w1, forget_loss, "none", rho, mask=mask),
+    )
+    full = _sgd(
+        w1,
+        hand_branch(model_copy, w1, retain_loss, "sam", rho, "min", 1.0, complement),
+        hand_branch(model_copy, w1, forget_loss, "sam", rho, "max", 1.0, mask),
+    )
+    assert _max_diff(w2, plain) > 1e-5 and _max_diff(w2, full) > 1e-6

@@ -3,23 +3,41 @@
 Analysis metrics (method-spec.md E.4, E.5): penultimate features, entanglement score, loss landscape.
 """
 
-from hf_unlearn.metrics.entanglement import (
-    classwise_entanglement_score,
-    classwise_entanglement_scores,
-    entanglement_score,
-)
-from hf_unlearn.metrics.evaluate_modules import metric_path
-from hf_unlearn.metrics.features import penultimate_features
-from hf_unlearn.metrics.inference import accuracy, predict_probabilities
-from hf_unlearn.metrics.landscape import (
-    LossLandscape,
-    basin_ratio,
-    landscape_directions,
-    landscape_stats,
-    loss_landscape,
-)
-from hf_unlearn.metrics.mia import MIA_FEATURES, mia_efficacy, mia_features, sample_shadow_members
-from hf_unlearn.metrics.tow import TOW_KEYS, tug_of_war
+from typing import TYPE_CHECKING
+
+from hf_unlearn._lazy import lazy_exports
+
+# Imported on first use (hf_unlearn._lazy), so that importing the package loads no sklearn / datasets.
+_EXPORTS = {
+    "LossLandscape": ".landscape",
+    "MIA_FEATURES": ".mia",
+    "TOW_KEYS": ".tow",
+    "accuracy": ".inference",
+    "basin_ratio": ".landscape",
+    "classwise_entanglement_score": ".entanglement",
+    "classwise_entanglement_scores": ".entanglement",
+    "entanglement_score": ".entanglement",
+    "landscape_directions": ".landscape",
+    "landscape_stats": ".landscape",
+    "loss_landscape": ".landscape",
+    "metric_path": ".evaluate_modules",
+    "mia_efficacy": ".mia",
+    "mia_features": ".mia",
+    "penultimate_features": ".features",
+    "predict_probabilities": ".inference",
+    "sample_shadow_members": ".mia",
+    "tug_of_war": ".tow",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .entanglement import classwise_entanglement_score, classwise_entanglement_scores, entanglement_score
+    from .evaluate_modules import metric_path
+    from .features import penultimate_features
+    from .inference import accuracy, predict_probabilities
+    from .landscape import LossLandscape, basin_ratio, landscape_directions, landscape_stats, loss_landscape
+    from .mia import MIA_FEATURES, mia_efficacy, mia_features, sample_shadow_members
+    from .tow import TOW_KEYS, tug_of_war
 
 __all__ = [
     "MIA_FEATURES",
