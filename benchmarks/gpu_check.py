@@ -1,27 +1,40 @@
-"""GPU check: step time and loss of SGD, SAM, NegGrad+SAM and Sharp MinMax in fp32, bf16 and fp16.
+"""GPU check: step time and loss of SGD, SAM, the cheap SAM, NegGrad+SAM and Sharp MinMax in fp32, bf16 and fp16.
 
-For timm's resnet18 (built without weights, 10 classes, through transformers' TimmWrapper as hf_unlearn loads timm
-models) at 32x32 with batch 256, each configuration trains through hf_unlearn's own Trainers (the code path users
-run) for ``--warmup`` untimed steps and then ``--steps`` timed optimizer steps. It prints one table (ms per step,
-ratio to SGD at the same precision, loss of the first and the last step, finite / decreasing checks) and writes it
-to ``OUT/gpu_check.json`` and ``OUT/gpu_check.md``.
+Each configuration trains through hf_unlearn's own Trainers (the code path users run) for ``--warmup`` untimed steps
+and then ``--steps`` timed optimizer steps. Models (``--suite``):
 
-    python benchmarks/gpu_check.py --out runs/gpu_check                   # on the GPU (about 1-2 minutes)
-    python benchmarks/gpu_check.py --device cpu --steps 3 --out /tmp/gc    # CPU smoke run (batch 32) of the same code
+- ``small``: timm's resnet18 (built without weights, 10 classes, through transformers' TimmWrapper as hf_unlearn
+  loads timm models) at 32x32, batch 256;
+- ``realistic``: timm's resnet50 at 224x224, batch 128, channels_last; and a ViT-B/16 built from transformers'
+  ``ViTConfig`` (its defaults are ViT-B/16 at 224x224), batch 128;
+- ``all``: both.
+
+It prints one table (ms per step, ratio to SGD for the same model and precision, images per second, loss of the
+first and the last step, finite / decreasing checks, the dtype the forward pass really computed in) and writes it to
+``OUT/gpu_check.json`` and ``OUT/gpu_check.md``.
+
+    python benchmarks/gpu_check.py --suite all --out runs/gpu_check           # on a GPU
+    python benchmarks/gpu_check.py --device cpu --steps 3 --out /tmp/gc        # CPU smoke run of the same code path
+
+A benchmark runs where it says or stops: without a visible GPU, ``--device cuda`` (the default) stops with one line
+(exit 2) instead of quietly running on the CPU. A precision is labelled only when it was applied: the dtype of the
+model's logits in the first timed forward pass is recorded in every row (``compute``), and a row whose compute dtype
+is not the requested one fails the check. fp16 needs CUDA (accelerate has no fp16 autocast on the CPU), so the CPU
+smoke run offers fp32 and bf16 only.
 
 Methods: SGD = ``pretrain`` (plain SGD, momentum 0.9); SAM = ``pretrain`` with ``sharpness=sam`` (rho 0.05);
+SAM every 5 = the same with ``sam_every=5`` (a full SAM step every 5 steps, one-pass LookSAM steps in between: the
+timed steps are whole cycles and their *mean* is reported, as the cost per step averages over the cycle);
 NegGrad+SAM = ``neggrad`` (alpha 0.99) with ``sharpness=sam``; Sharp MinMax = ``sharp_minmax`` with
 ``sharpness=asam`` (rho 1.0, alpha 0.95, mask ratio 0.5; the saliency mask is computed before timing). NegGrad and
 Sharp MinMax train on (retain, forget) pairs: 10% of the data is the forget set.
 
-Data: ``digits`` (scikit-learn's 1,797 real 8x8 digits, upsampled to 32x32, 3 channels; embedded, no network) or
-``random`` (10 random class templates plus noise: learnable, so the pretrain loss still decreases).
+Data: ``digits`` (scikit-learn's 1,797 real 8x8 digits, upsampled to the model's size, 3 channels; embedded, no
+network) or ``random`` (10 random class templates plus noise: learnable, so the pretrain loss still decreases).
 
 Timing: CUDA is synchronised at the start and the end of every optimizer step (Trainer callbacks), so a step's time
 is its forward / backward passes, hf_unlearn's gradient composition and the optimizer step; data loading is outside.
-The median over the timed steps is reported. On the CPU (a smoke run of the code path, not a CPU benchmark),
-accelerate has no fp16 AMP, so the fp16 rows use a CPU GradScaler with float32 compute: the scaled-gradient path
-of the GPU (scaled first pass, one unscale, skip on overflow) without CPU float16 kernels, which are very slow.
+The median over the timed steps is reported (the mean for SAM every 5).
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # resnet18 is built from its architecture; nothing is downloaded
@@ -49,11 +63,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 METHODS = {  # label -> (hf_unlearn method, settings)
     "SGD": ("pretrain", {"sharpness": "none"}),
     "SAM": ("pretrain", {"sharpness": "sam", "rho": 0.05}),
+    "SAM every 5": ("pretrain", {"sharpness": "sam", "rho": 0.05, "sam_every": 5}),
     "NegGrad+SAM": ("neggrad", {"sharpness": "sam", "rho": 0.05, "alpha": 0.99}),
     "Sharp MinMax": ("sharp_minmax", {"sharpness": "asam", "rho": 1.0, "alpha": 0.95, "mask_ratio": 0.5}),
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPUTE_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One benchmarked model: its hf_unlearn ``model.config``, input size, GPU batch size and memory format."""
+
+    name: str
+    config: dict
+    image_size: int
+    batch_size: int
+    channels_last: bool = False
+
+
+MODELS = {
+    "resnet18-32": ModelSpec("resnet18-32", {"model_type": "timm_wrapper", "architecture": "resnet18"}, 32, 256),
+    "resnet50-224": ModelSpec(
+        "resnet50-224", {"model_type": "timm_wrapper", "architecture": "resnet50"}, 224, 128, channels_last=True
+    ),
+    "vit-b16-224": ModelSpec("vit-b16-224", {"model_type": "vit", "image_size": 224, "patch_size": 16}, 224, 128),
+}
+SUITES = {"small": ["resnet18-32"], "realistic": ["resnet50-224", "vit-b16-224"]}
+SUITES["all"] = SUITES["small"] + SUITES["realistic"]
 
 
 class Items(Dataset):
@@ -101,15 +139,16 @@ def split(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[Items, Items, It
     return Items(x, y), Items(x[retain], y[retain]), Items(x[forget], y[forget])
 
 
-def build_model(seed: int):
+def build_model(spec: ModelSpec, seed: int):
     from hf_unlearn.models import build_model_from_config
 
-    return build_model_from_config(
-        {"model_type": "timm_wrapper", "architecture": "resnet18"}, [str(i) for i in range(NUM_CLASSES)], seed
-    )
+    model = build_model_from_config(dict(spec.config), [str(i) for i in range(NUM_CLASSES)], seed)
+    if spec.channels_last:  # cuDNN's NHWC convolutions: faster for ResNets under bf16 / fp16 on recent GPUs
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
-def run_one(label: str, precision: str, data, args, device: str) -> dict:
+def run_one(spec: ModelSpec, label: str, precision: str, data, args, device: str) -> dict:
     from transformers import TrainerCallback
 
     from hf_unlearn.args import UnlearnArguments
@@ -117,8 +156,13 @@ def run_one(label: str, precision: str, data, args, device: str) -> dict:
 
     method, settings = METHODS[label]
     everything, retain, forget = data
-    total = args.warmup + args.steps
+    warmup, steps = args.warmup, args.steps
+    every = settings.get("sam_every", 1)
+    if every > 1:  # whole cycles of one full and every - 1 cheap steps, each run starting with a full one
+        warmup, steps = -(-warmup // every) * every, -(-steps // every) * every
+    total = warmup + steps
     cuda = device == "cuda"
+    batch_size = spec.batch_size if args.batch_size is None else args.batch_size
 
     def sync() -> None:
         if cuda:
@@ -138,12 +182,14 @@ def run_one(label: str, precision: str, data, args, device: str) -> dict:
             self.times.append(time.perf_counter() - self.start)
 
     build_start = time.perf_counter()
-    model = build_model(args.seed)
+    model = build_model(spec, args.seed)
+    compute_dtypes: list[torch.dtype] = []  # the logits' dtype in each forward: what autocast really applied
+    model.register_forward_hook(lambda m, i, out: compute_dtypes.append(out.logits.dtype))
     training_args = UnlearnArguments(
         output_dir=tempfile.mkdtemp(prefix="gpu_check_"),
         method=method,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
         max_steps=total,
         learning_rate=args.lr,
         optim="sgd",
@@ -170,14 +216,6 @@ def run_one(label: str, precision: str, data, args, device: str) -> dict:
         trainer = cls(model=model, args=training_args, retain_dataset=everything, callbacks=[timer])
     else:
         trainer = cls(model=model, args=training_args, retain_dataset=retain, forget_dataset=forget, callbacks=[timer])
-    if precision == "fp16" and not cuda:
-        # accelerate has no fp16 AMP on the CPU. Smoke-test the GradScaler path (scaled first-pass gradients,
-        # unscale once, skip on overflow) with float32 compute: CPU float16 convolutions are ~50x slower.
-        from accelerate.utils import AutocastKwargs
-
-        trainer.accelerator.native_amp = True
-        trainer.accelerator.autocast_handler = AutocastKwargs(enabled=False)
-        trainer.accelerator.scaler = torch.amp.GradScaler("cpu")
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the end-of-training metrics line; the table says it all
@@ -192,23 +230,32 @@ def run_one(label: str, precision: str, data, args, device: str) -> dict:
     trainer.training_step = recording_step
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    compute_dtypes.clear()  # the saliency mask's forward passes (eval, no autocast) are not training steps
     setup_seconds = time.perf_counter() - build_start
     train_start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - train_start
     values = [float(v) for v in torch.stack(losses).float().cpu()]
-    timed = timer.times[args.warmup :]
+    timed = timer.times[warmup:]
+    step_time = (statistics.fmean if every > 1 else statistics.median)(timed) if timed else None
     scaler = trainer.accelerator.scaler
     k = min(3, max(1, len(values) // 2))
+    seen = sorted({str(d).removeprefix("torch.") for d in compute_dtypes})
     return {
+        "model": spec.name,
         "method": label,
         "hf_unlearn_method": method,
         "settings": settings,
         "precision": precision,
+        "compute_dtypes": seen,
+        "precision_applied": seen == [COMPUTE_DTYPE[precision]],
+        "channels_last": spec.channels_last,
+        "image_size": spec.image_size,
+        "batch_size": batch_size,
         "steps_timed": len(timed),
-        "ms_per_step": 1000 * statistics.median(timed) if timed else None,
+        "ms_per_step": 1000 * step_time if step_time else None,
         "ms_per_step_min": 1000 * min(timed) if timed else None,
-        "images_per_second": args.batch_size / statistics.median(timed) if timed else None,
+        "images_per_second": batch_size / step_time if step_time else None,
         "loss_first": values[0],
         "loss_last": values[-1],
         "loss_step_20": values[19] if len(values) >= 20 else None,  # the loss of the 20th optimizer step
@@ -224,9 +271,9 @@ def run_one(label: str, precision: str, data, args, device: str) -> dict:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    sgd = {r["precision"]: r["ms_per_step"] for r in rows if r["method"] == "SGD"}
+    sgd = {(r["model"], r["precision"]): r["ms_per_step"] for r in rows if r["method"] == "SGD"}
     for r in rows:
-        base = sgd.get(r["precision"])
+        base = sgd.get((r["model"], r["precision"]))
         r["ratio_to_sgd"] = r["ms_per_step"] / base if base and r["ms_per_step"] else None
 
 
@@ -235,12 +282,15 @@ def _f(value, digits: int = 2) -> str:
 
 
 def table(rows: list[dict]) -> list[list[str]]:
-    out = [["method", "precision", "ms/step", "x SGD", "img/s", "loss first", "loss last", "finite", "decreasing"]]
+    header = ["model", "method", "precision", "compute", "ms/step", "x SGD", "img/s", "loss first", "loss last"]
+    out = [[*header, "finite", "decreasing"]]
     for r in rows:
         out.append(
             [
+                r["model"],
                 r["method"],
                 r["precision"],
+                "/".join(r["compute_dtypes"]) + ("" if r["precision_applied"] else " (NOT APPLIED)"),
                 _f(r["ms_per_step"]),
                 _f(r["ratio_to_sgd"]),
                 _f(r["images_per_second"], 0),
@@ -284,6 +334,9 @@ def environment(device: str) -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
         info["bf16_supported"] = torch.cuda.is_bf16_supported()
+        # "fp32" convolutions run in TF32 on Ampere and newer when cuDNN allows it (PyTorch's default).
+        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
     else:
         info["cpu_threads"] = torch.get_num_threads()
     return info
@@ -291,11 +344,18 @@ def environment(device: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", choices=["cuda", "cpu"], default="cuda", help="cuda (default; stops if none) or cpu (smoke run)"
+    )
+    parser.add_argument("--suite", choices=list(SUITES), default="small", help="Models: " + str(SUITES))
     parser.add_argument("--steps", type=int, default=20, help="Timed optimizer steps per configuration.")
     parser.add_argument("--warmup", type=int, default=None, help="Untimed steps first (default: 5 on cuda, 1 on cpu).")
-    parser.add_argument("--batch-size", type=int, default=None, help="Default: 256 on cuda, 32 on cpu.")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="Default: the model's (256 at 32x32, 128 at 224x224) on cuda, 8 on cpu.",
+    )
     parser.add_argument("--data", choices=["digits", "random"], default="digits")
     parser.add_argument(
         "--lr",
@@ -312,21 +372,36 @@ def main(argv: list[str] | None = None) -> int:
         "path, not a CPU benchmark, and a single thread avoids OpenMP stalls on a busy machine).",
     )
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated subset of: " + ", ".join(METHODS))
-    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="Comma-separated subset of fp32,bf16,fp16.")
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help="Comma-separated subset of fp32,bf16,fp16 (default: all on cuda, fp32,bf16 on cpu).",
+    )
     parser.add_argument("--out", type=Path, required=True, help="Folder for gpu_check.json and gpu_check.md.")
     args = parser.parse_args(argv)
+
+    def stop(message: str) -> int:  # one line, no usage dump, no traceback
+        print(f"gpu_check.py: error: {message}", file=sys.stderr)
+        return 2
+
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but no GPU is visible; use --device cpu for the smoke run")
+        return stop("no GPU is visible (torch.cuda.is_available() is False); use --device cpu for a smoke run")
     args.warmup = (5 if args.device == "cuda" else 1) if args.warmup is None else args.warmup
-    args.batch_size = (256 if args.device == "cuda" else 32) if args.batch_size is None else args.batch_size
+    if args.batch_size is None and args.device == "cpu":
+        args.batch_size = 8
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    default_precisions = PRECISIONS if args.device == "cuda" else ("fp32", "bf16")
+    precisions = [p.strip() for p in (args.precisions or ",".join(default_precisions)).split(",") if p.strip()]
     for m in methods:
         if m not in METHODS:
-            parser.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+            return stop(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
     for p in precisions:
         if p not in PRECISIONS:
-            parser.error(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+            return stop(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    if "fp16" in precisions and args.device == "cpu":
+        return stop("fp16 needs CUDA (accelerate has no fp16 autocast on the CPU); use --precisions fp32,bf16")
+    if "bf16" in precisions and args.device == "cuda" and not torch.cuda.is_bf16_supported():
+        return stop("this GPU does not support bf16; use --precisions fp32,fp16")
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     if args.threads is not None or args.device == "cpu":
@@ -335,25 +410,36 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     start = time.perf_counter()
-    x, y = make_data(args.data, args.image_size, args.batch_size * (args.steps + args.warmup), args.seed)
-    data = split(x, y, args.seed)
     rows = []
-    for precision in precisions:
-        for label in methods:
-            row = run_one(label, precision, data, args, args.device)
-            rows.append(row)
-            print(
-                f"{label:13s} {precision:5s} {_f(row['ms_per_step']):>9s} ms/step  loss {row['loss_first']:.4f} -> "
-                f"{row['loss_last']:.4f}  (setup {row['setup_seconds']:.1f} s, train {row['train_seconds']:.1f} s)",
-                flush=True,
-            )
+    for name in SUITES[args.suite]:
+        spec = MODELS[name]
+        batch = spec.batch_size if args.batch_size is None else args.batch_size
+        x, y = make_data(args.data, spec.image_size, batch * (args.steps + 2 * args.warmup + 10), args.seed)
+        data = split(x, y, args.seed)
+        for precision in precisions:
+            for label in methods:
+                row = run_one(spec, label, precision, data, args, args.device)
+                rows.append(row)
+                print(
+                    f"{name:13s} {label:13s} {precision:5s} ({'/'.join(row['compute_dtypes'])}) "
+                    f"{_f(row['ms_per_step']):>9s} ms/step  loss {row['loss_first']:.4f} -> {row['loss_last']:.4f}  "
+                    f"(setup {row['setup_seconds']:.1f} s, train {row['train_seconds']:.1f} s)",
+                    flush=True,
+                )
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
     add_ratios(rows)
     total = time.perf_counter() - start
     env = environment(args.device)
     rendered = table(rows)
+    models = ", ".join(
+        f"{MODELS[n].name} (batch {args.batch_size or MODELS[n].batch_size}"
+        f"{', channels_last' if MODELS[n].channels_last else ''})"
+        for n in SUITES[args.suite]
+    )
     header = (
-        f"# hf_unlearn gpu_check: timm resnet18, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-        f"{args.data} data, {args.steps} timed steps after {args.warmup} warmup steps\n\n"
+        f"# hf_unlearn gpu_check: {models}; {args.data} data, {args.steps} timed steps after {args.warmup} "
+        f"warmup steps\n\n"
         f"device: {env.get('gpu', 'cpu')}; torch {env['torch']}, transformers {env['transformers']}, "
         f"accelerate {env['accelerate']}, timm {env['timm']}; total {total:.0f} s"
     )
@@ -361,10 +447,16 @@ def main(argv: list[str] | None = None) -> int:
     print(header.replace("# ", "", 1))
     print()
     print(plain(rendered))
-    failures = [f"{r['method']} {r['precision']}: non-finite loss" for r in rows if not r["finite"]]
+    failures = [f"{r['model']} {r['method']} {r['precision']}: non-finite loss" for r in rows if not r["finite"]]
+    failures += [
+        f"{r['model']} {r['method']} {r['precision']}: computed in {r['compute_dtypes']}, not "
+        f"{COMPUTE_DTYPE[r['precision']]}"
+        for r in rows
+        if not r["precision_applied"]
+    ]
     if args.steps + args.warmup >= 10:  # a few smoke-run steps are too noisy to judge
         failures += [
-            f"{r['method']} {r['precision']}: pretraining loss did not decrease"
+            f"{r['model']} {r['method']} {r['precision']}: pretraining loss did not decrease"
             for r in rows
             if r["hf_unlearn_method"] == "pretrain" and not r["decreasing"]
         ]
