@@ -10,16 +10,16 @@ and then ``--steps`` timed optimizer steps. Models (``--suite``):
 - ``all``: both.
 
 It prints one table (ms per step, ratio to SGD for the same model and precision, images per second, loss of the
-first and the last step, finite / decreasing checks, the dtype the forward pass really computed in) and writes it to
+first and the last step, finite / decreasing checks, the dtype the forward passes really computed in) and writes it to
 ``OUT/gpu_check.json`` and ``OUT/gpu_check.md``.
 
     python benchmarks/gpu_check.py --suite all --out runs/gpu_check           # on a GPU
     python benchmarks/gpu_check.py --device cpu --steps 3 --out /tmp/gc        # CPU smoke run of the same code path
 
 A benchmark runs where it says or stops: without a visible GPU, ``--device cuda`` (the default) stops with one line
-(exit 2) instead of quietly running on the CPU. A precision is labelled only when it was applied: the dtype of the
-model's logits in the first timed forward pass is recorded in every row (``compute``), and a row whose compute dtype
-is not the requested one fails the check. fp16 needs CUDA (accelerate has no fp16 autocast on the CPU), so the CPU
+(exit 2) instead of quietly running on the CPU. A precision is labelled only when it was applied: the output dtype
+of the model's first convolution / linear layer in the training forward passes is recorded in every row
+(``compute``), and a row whose compute dtype is not the requested one fails the check. fp16 needs CUDA (accelerate has no fp16 autocast on the CPU), so the CPU
 smoke run offers fp32 and bf16 only.
 
 Methods: SGD = ``pretrain`` (plain SGD, momentum 0.9); SAM = ``pretrain`` with ``sharpness=sam`` (rho 0.05);
@@ -183,8 +183,11 @@ def run_one(spec: ModelSpec, label: str, precision: str, data, args, device: str
 
     build_start = time.perf_counter()
     model = build_model(spec, args.seed)
-    compute_dtypes: list[torch.dtype] = []  # the logits' dtype in each forward: what autocast really applied
-    model.register_forward_hook(lambda m, i, out: compute_dtypes.append(out.logits.dtype))
+    # What autocast really applied: the output dtype of the model's first convolution / linear layer in each
+    # forward (the logits may be cast back to float32 by the wrapper, so they do not tell).
+    compute_dtypes: list[torch.dtype] = []
+    first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    first.register_forward_hook(lambda m, i, out: compute_dtypes.append(out.dtype))
     training_args = UnlearnArguments(
         output_dir=tempfile.mkdtemp(prefix="gpu_check_"),
         method=method,

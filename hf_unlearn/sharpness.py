@@ -14,15 +14,16 @@ restricted to the partition. ``min`` with ``lambda = 1`` is standard SAM / ASAM 
 sharpness ``S(w) = L(w + eps) - L(w)`` (method-spec.md A).
 
 The cheap SAM (``sam_every = k``, `SharpnessMemory`) runs that two-pass step every k-th step and, in between, one
-pass that reuses the sharpness direction the last full step measured (a LookSAM rule, Liu et al., CVPR 2022):
+pass that reuses what the last full step measured of the sharpness gradient ``d = g1 - g0`` (after LookSAM, Liu et
+al., CVPR 2022), split into its part along the plain gradient and its part orthogonal to it:
 
-    full step:   d = m * (g1 - g0),  v = d - (<d, g0m> / ||g0m||^2) * g0m,  n0 = ||g0m||     (g0m = m * g0)
-    cheap step:  g = m * g0 + sign * lambda * (||m * g0|| / n0) * v
+    full step:   d = m * (g1 - g0),  c = <d, g0m> / ||g0m||^2,  v = d - c * g0m,  n0 = ||g0m||   (g0m = m * g0)
+    cheap step:  g = m * grad L(w),  final = g + sign * lambda * (c * g + (||g|| / n0) * v)
 
-``v`` is the part of the sharpness gradient ``g1 - g0`` orthogonal to the plain gradient (LookSAM's ``g_v``; the
-parallel part only rescales ``g0``), and the cheap step gives it the same size relative to the current gradient
-as it had at the full step (LookSAM's fixed ``alpha`` becomes the measured ``||v|| / n0``). On a full step the
-result is exactly the two-pass formula above.
+``v`` is LookSAM's ``g_v``, reused with the same size relative to the current gradient as it had at the full step
+(LookSAM's fixed ``alpha`` becomes the measured ``||v|| / n0``). LookSAM drops the parallel part; here it is kept
+as the measured coefficient ``c``: on the digits recipe dropping it lost most of SAM's effect on NegGrad+SAM and
+Sharp MinMax. At the full step's own weights and batch the cheap formula gives exactly the full step's gradient.
 
 All bookkeeping is multi-tensor (``torch._foreach_*``): each stage (the norm, eps, perturb and restore, masks,
 the combination) launches a constant number of kernels whatever the number of parameter tensors, and nothing
@@ -199,11 +200,13 @@ def frozen_batchnorm_stats(
 class SharpnessMemory:
     """What a full SAM step learned for one branch, reused by the cheap steps in between (see the module docs).
 
-    ``v`` holds, per parameter, the component of ``m * (g1 - g0)`` orthogonal to ``m * g0`` (views into one flat
-    buffer); ``g0_norm`` is ``||m * g0||`` of that step (plus a tiny constant, so a zero gradient divides safely).
+    ``v`` holds, per parameter, the component of ``d = m * (g1 - g0)`` orthogonal to ``m * g0`` (views into one flat
+    buffer); ``parallel`` is ``c = <d, m g0> / ||m g0||^2``; ``g0_norm`` is ``||m * g0||`` of that step (plus a tiny
+    constant, so a zero gradient divides safely). All are device tensors: nothing is read back to the host.
     """
 
     v: list[torch.Tensor | None]
+    parallel: torch.Tensor
     g0_norm: torch.Tensor
 
     @classmethod
@@ -235,16 +238,17 @@ class SharpnessMemory:
         v: list[torch.Tensor | None] = [None] * len(g0)
         for i, view in zip(idx, d_views, strict=True):
             v[i] = view
-        return cls(v, g0_sq.sqrt() + _NORM_EPS)
+        return cls(v, coefficient, g0_sq.sqrt() + _NORM_EPS)
 
     def apply_(self, grads: Sequence[torch.Tensor | None], sign: float, lam: float) -> None:
-        """``g += sign * lam * (||g|| / n0) * v`` in place on the (already masked) one-pass gradient ``g``."""
+        """``g += sign * lam * (c * g + (||g|| / n0) * v)`` in place on the (already masked) one-pass gradient."""
         pairs = [(g, v) for g, v in zip(grads, self.v, strict=True) if g is not None and v is not None]
         if not pairs:
             return
         present = [g for g, _ in pairs]
-        coefficient = (global_norm(_float(present)) / self.g0_norm) * (sign * lam)
-        torch._foreach_add_(present, torch._foreach_mul([v for _, v in pairs], coefficient))
+        orthogonal = (global_norm(_float(present)) / self.g0_norm) * (sign * lam)
+        torch._foreach_mul_(present, self.parallel * (sign * lam) + 1.0)
+        torch._foreach_add_(present, torch._foreach_mul([v for _, v in pairs], orthogonal))
 
 
 def branch_gradient(
