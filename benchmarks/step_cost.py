@@ -2,9 +2,16 @@
 
     python benchmarks/step_cost.py [--models digits resnet18] [--device cpu|cuda] [--json PATH]
 
-Updates: ``sgd`` (finetune: retain CE), ``sam`` (finetune with SAM), ``neggrad``, ``neggrad_sam`` and
-``sharp_minmax`` (the intended variant, SAM, a 50% mask). Models: ``digits`` (recipes/digits.yaml's model,
-1x16x16 input) and ``resnet18`` (``timm.create_model("resnet18", pretrained=False, num_classes=10)``, 3x32x32).
+Updates: ``sgd`` (finetune: retain CE), ``sam`` (finetune with SAM), ``sam_every5`` (finetune with the cheap SAM,
+``sam_every=5``: chunks cover whole 5-step cycles, each starting with a full SAM step, and a chunk's time is the
+*mean* step time, the cost per step averaged over the cycle), ``neggrad``, ``neggrad_sam`` and ``sharp_minmax``
+(the intended variant, SAM, a 50% mask). Models: ``digits`` (recipes/digits.yaml's model, 1x16x16 input),
+``resnet18`` and ``resnet50`` (``timm.create_model(name, pretrained=False, num_classes=10)``, 3x32x32).
+
+Kernel launches: for each of ``--op-count-models`` (default resnet18 and resnet50) the kernel-launching ATen ops of
+one ``training_step`` are counted (benchmarks/kernel_ops.py) for finetune, finetune+SAM, NegGrad, NegGrad+SAM and
+Sharp MinMax, giving issue 12's ``sgd``, ``sam_bookkeeping``, ``compose`` and ``mask_bookkeeping`` from whole-step
+counts and from the ops outside the model's forward and backward passes, and the host synchronisations per step.
 Batch 64 (retain; the paired methods also draw 64 forget samples), SGD momentum 0.9, weight decay 5e-4 on the
 same parameter groups as the Trainer, constant lr 0.01, no clipping, random data held in memory as tensors.
 
@@ -41,9 +48,10 @@ Peak memory, measured after all timings in a separate pass (``--memory-steps`` s
 Both are a step's *transient* memory (activations, gradients, SAM's saved weights and gradient copies) on top of
 the weights and optimizer state that stay resident between steps; the table gives the max over the pass's steps.
 
-``--json PATH`` writes ``{"digits": {"trainer_over_plain": {update: r}, "sam_over_sgd": r,
-"sharp_minmax_over_neggrad_sam": r, ...}, "resnet18": {...}}`` (the two cross-update ratios are the trainer's)
-plus ``step_ms``, ``peak_mib`` and the plain loop's own cross-update ratios.
+``--json PATH`` writes ``{"digits": {"trainer_over_plain": {update: r}, "sam_over_sgd": r, "sam_every5_over_sgd": r,
+"sharp_minmax_over_neggrad_sam": r, ...}, "resnet18": {..., "kernel_ops": {"sgd", "sam_bookkeeping", "compose",
+"mask_bookkeeping"}, "kernel_ops_outside_passes": {...}, "host_syncs_per_step": {...}}, "resnet50": {...}}`` (the
+cross-update ratios are the trainer's) plus ``step_ms``, ``peak_mib`` and the plain loop's own cross-update ratios.
 """
 
 from __future__ import annotations
@@ -309,7 +317,7 @@ class PlainLoop:
         )
         self.masks = masks
         self.cycle = 0  # sam_every5: steps since the run's start (a full SAM step when cycle % SAM_EVERY == 0)
-        self.lookahead: tuple[list[torch.Tensor], torch.Tensor] | None = None  # (v, ||g0||) of the last full step
+        self.lookahead: tuple | None = None  # (v, c, ||g0||) of the last full step
         self.complements = None if masks is None else [1.0 - m for m in masks]
         self.bn = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.generator = torch.Generator().manual_seed(1)
@@ -391,8 +399,9 @@ class PlainLoop:
             raise ValueError(update)
 
     def cheap_sam(self, loss_fn) -> None:
-        """LookSAM as hf_unlearn states it (sharpness.py): SAM every SAM_EVERY steps, keeping v, the part of
-        g1 - g0 orthogonal to g0, and ||g0||; in between one pass and g = g0 + (||g0|| / ||g0_full||) v."""
+        """The cheap SAM as hf_unlearn states it (sharpness.py): SAM every SAM_EVERY steps, keeping d = g1 - g0's
+        coefficient along g0, c, its orthogonal part v, and ||g0||; in between one pass and
+        g = g0 + c g0 + (||g0|| / ||g0_full||) v."""
         full = self.cycle % SAM_EVERY == 0 or self.lookahead is None
         self.cycle += 1
         if full:
@@ -401,16 +410,17 @@ class PlainLoop:
                 d = [b - a for a, b in zip(g0, g1, strict=True)]
                 g0_sq = sum((a * a).sum() for a in g0)
                 coefficient = sum((x * a).sum() for x, a in zip(d, g0, strict=True)) / g0_sq
-                self.lookahead = ([x - coefficient * a for x, a in zip(d, g0, strict=True)], g0_sq.sqrt())
+                v = [x - coefficient * a for x, a in zip(d, g0, strict=True)]
+                self.lookahead = (v, coefficient, g0_sq.sqrt())
             for p, g in zip(self.params, g1, strict=True):
                 p.grad = g
             return
         loss_fn().backward()
-        v, g0_norm = self.lookahead
+        v, coefficient, g0_norm = self.lookahead
         with torch.no_grad():
             ratio = torch.norm(torch.stack([p.grad.norm(p=2) for p in self.params]), p=2) / g0_norm
             for p, x in zip(self.params, v, strict=True):
-                p.grad.add_(x * ratio)
+                p.grad.mul_(1.0 + coefficient).add_(x * ratio)
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> None:
         self.model.train()
