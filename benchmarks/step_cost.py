@@ -904,7 +904,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=["digits", "resnet18"], choices=MODELS, help="models to time")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=["digits", "resnet18"],
+        choices=MODELS,
+        help="models to time (none: only count kernel ops)",
+    )
     parser.add_argument(
         "--op-count-models",
         nargs="*",
