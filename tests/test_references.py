@@ -132,3 +132,32 @@ def test_forget_partners_depend_on_seed_epoch_and_item_only() -> None:
     batch = paired.__getitems__([3, 9])
     assert forget.accessed == [int(paired.draws()[3]), int(paired.draws()[9])]
     assert torch.equal(batch[0]["forget"]["pixel_values"], forget.x[paired.draws()[3]])
+
+
+def test_training_step_puts_a_schedule_free_style_optimizer_in_train_mode(tmp_path) -> None:
+    """Optimizers with train()/eval() (schedule-free) are switched to train mode every step, as the stock Trainer."""
+    from hf_unlearn.trainers import FinetuneTrainer
+
+    class ModalSGD(torch.optim.SGD):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.mode, self.modes_at_step = "eval", []
+
+        def train(self) -> None:
+            self.mode = "train"
+
+        def eval(self) -> None:
+            self.mode = "eval"
+
+        def step(self, closure=None):
+            self.modes_at_step.append(self.mode)
+            self.eval()  # as an evaluation between steps would
+            return super().step(closure)
+
+    model = make_model(seed=8)
+    optimizer = ModalSGD(model.parameters(), lr=0.1)
+    args = make_args(tmp_path, method="finetune", max_steps=3, per_device_train_batch_size=2)
+    FinetuneTrainer(
+        model=model, args=args, retain_dataset=make_dataset(6, seed=9), optimizers=(optimizer, None)
+    ).train()
+    assert optimizer.modes_at_step == ["train"] * 3
