@@ -652,7 +652,8 @@ class Pipeline:
             "model": self.recipe["model"],
             "pretrain": self.recipe["pretrain"],
             "forget_sha256": forget_sha256,
-            "evaluation": self.recipe["evaluation"],
+            # DataLoader workers do not change any number.
+            "evaluation": {k: v for k, v in self.recipe["evaluation"].items() if k != "num_workers"},
         }
         return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
