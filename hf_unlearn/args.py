@@ -156,7 +156,8 @@ class UnlearnArguments(TrainingArguments):
         metadata={
             "help": "Reproduces the official code's behaviour (HaoranTang/sharp-unlearn) for sharp_minmax and salun: "
             "bottom-q saliency mask, mask applied to the perturbed gradient g1 only, perturbation and its norm over "
-            "all parameters, and (sharp_minmax) two sequential optimizer steps per step. See docs/methods.md."
+            "all parameters, (sharp_minmax) two sequential optimizer steps per step, and (random_label, salun) random "
+            "labels uniform over all classes, the true one included. See docs/methods.md."
         },
     )
     l1_weight: float = field(
@@ -191,7 +192,13 @@ class UnlearnArguments(TrainingArguments):
     )
     learning_rate: float = field(default=0.01, metadata={"help": "Learning rate of the optimizer."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
-    weight_decay: float = field(default=5e-4, metadata={"help": "Weight decay (not applied to biases and norms)."})
+    weight_decay: float = field(
+        default=5e-4,
+        metadata={
+            "help": "Weight decay, on every weight but biases and LayerNorm weights (transformers' rule: also names "
+            "with 'layernorm', 'rmsnorm', '.norm.' or '_norm'); BatchNorm weights are decayed, as in the official code."
+        },
+    )
     max_grad_norm: float = field(
         default=0.0, metadata={"help": "Gradient clipping norm; 0 disables clipping (the paper does not clip)."}
     )

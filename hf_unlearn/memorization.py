@@ -46,7 +46,7 @@ from .data.score_files import COUNT_ARRAYS, SCORE_FORMAT, ScoreTable, atomic_sav
 from .lock import FolderLock, FolderLockedError
 from .metrics import predict_probabilities
 from .models import build_model_from_config, load_pretrained_model
-from .recipe import training_arguments
+from .recipe import recipe_augmentation, training_arguments
 from .trainers import get_trainer_class
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def detach_from_launcher() -> tuple[int, int]:
 def new_model(model_spec: dict[str, Any], class_names: list[str], seed: int):
     """The recipe's model, freshly initialised from ``seed`` (or loaded, with a seeded new head)."""
     if model_spec.get("config") is not None:
-        return build_model_from_config(model_spec["config"], class_names, seed)
+        return build_model_from_config(model_spec["config"], class_names, seed, model_spec.get("stem"))
     set_seed(seed)
     return load_pretrained_model(
         model_spec["name_or_path"], class_names, trust_remote_code=model_spec.get("trust_remote_code", False)
@@ -274,7 +274,12 @@ class MemorizationEstimator:
             logging_strategy="no",
             log_level="error",
         )
-        trainer = get_trainer_class("pretrain")(model=model, args=args, retain_dataset=self.data.train.select(indices))
+        trainer = get_trainer_class("pretrain")(
+            model=model,
+            args=args,
+            retain_dataset=self.data.train.select(indices),
+            augmentation=recipe_augmentation(self.recipe),  # as the original's pretraining; scoring is deterministic
+        )
         trainer.remove_callback(PrinterCallback)  # K models: the progress bar says enough
         trainer.train()
         probs, labels = predict_probabilities(model, self.data.train, batch_size=self.eval_batch_size)

@@ -6,6 +6,7 @@ and timm checkpoints through transformers' `TimmWrapperForImageClassification`.
   ``HF_HUB_OFFLINE=1`` from the Hugging Face cache.
 * `build_model_from_config({"model_type": ..., ...}, class_names, seed)` builds a randomly initialised model; a timm
   architecture is ``{"model_type": "timm_wrapper", "architecture": "resnet18", "model_args": {"in_chans": 1}}``.
+* `fresh_model(config, seed)` builds a newly initialised model of a config (the retrained reference's start).
 * `save_model(model, folder)` writes safetensors weights and ``config.json``. transformers models are saved with
   ``save_pretrained``; timm models in timm's own layout (``timm.models.save_for_hf``), which both
   ``timm.create_model("hf-hub:<repo>" or "local-dir:<folder>", pretrained=True)`` and
@@ -14,6 +15,7 @@ and timm checkpoints through transformers' `TimmWrapperForImageClassification`.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,16 +40,70 @@ def is_timm_model(model: torch.nn.Module) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) == TIMM_MODEL_TYPE
 
 
-def build_model_from_config(config: Mapping[str, Any], class_names: list[str], seed: int) -> PreTrainedModel:
-    """A randomly initialised classifier from a config dict with a ``model_type`` (e.g. ``resnet``)."""
+STEMS = ("imagenet", "cifar")
+
+
+def build_model_from_config(
+    config: Mapping[str, Any], class_names: list[str], seed: int, stem: str | None = None
+) -> PreTrainedModel:
+    """A randomly initialised classifier from a config dict with a ``model_type`` (e.g. ``resnet``).
+
+    ``stem="cifar"`` (a recipe's ``model.stem``) gives a transformers ResNet the CIFAR stem (`apply_cifar_stem`).
+    """
     settings = dict(config)
+    if stem not in (None, "imagenet"):
+        if stem not in STEMS:
+            raise ValueError(f"model.stem must be one of {', '.join(STEMS)}, got {stem!r}.")
+        if settings.get("model_type") != "resnet":
+            raise ValueError(
+                f"model.stem: cifar needs a transformers ResNet (model.config.model_type: resnet), not "
+                f"{settings.get('model_type')!r}."
+            )
+        settings["stem"] = stem  # recorded in config.json, so a saved model reloads with the same layout
     model_type = settings.pop("model_type", None)
     if model_type is None:
         raise ValueError("model.config needs a 'model_type' (e.g. 'resnet', 'convnext', 'vit', 'timm_wrapper').")
     hf_config = AutoConfig.for_model(model_type, num_labels=len(class_names), **label_maps(class_names), **settings)
+    return fresh_model(hf_config, seed)
+
+
+def fresh_model(config: Any, seed: int, *, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A newly initialised model of ``config``, from ``seed``: the architecture's own initialisation, no weights read.
+
+    transformers models get their ``_init_weights``; timm models (TimmWrapper) get timm's own initialisation
+    (``timm.create_model(pretrained=False)``), because TimmWrapper's ``_init_weights`` redraws timm's convolution
+    and linear layers from ``normal(0, 0.02)``. The same config and seed give the same weights.
+    """
+    config = copy.deepcopy(config)
+    if config.model_type == TIMM_MODEL_TYPE:
+        _drop_duplicate_num_classes(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AutoModelForImageClassification.from_config(hf_config)
+        model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
+        if getattr(config, "stem", None) == "cifar":
+            apply_cifar_stem(model)
+        if is_timm_model(model):
+            import timm
+
+            native = timm.create_model(
+                config.architecture, pretrained=False, num_classes=config.num_labels, **(config.model_args or {})
+            )
+            model.timm_model.load_state_dict(native.state_dict())
+    return model
+
+
+def apply_cifar_stem(model: PreTrainedModel) -> None:
+    """Replace a transformers ResNet's ImageNet stem (7x7 stride-2 convolution, 3x3 stride-2 max-pool) by the CIFAR
+    ResNets' stem: a 3x3 stride-1 convolution and no max-pool, so 32x32 inputs keep a 32x32 first feature map.
+
+    The new convolution gets the model's own initialisation (``_init_weights``: Kaiming normal, fan-out).
+    """
+    embeddings = model.resnet.embedder
+    old = embeddings.embedder.convolution
+    conv = torch.nn.Conv2d(old.in_channels, old.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model._init_weights(conv)
+    embeddings.embedder.convolution = conv
+    embeddings.pooler = torch.nn.Identity()
 
 
 def _fix_timm_config(config: Any, class_names: list[str]) -> None:
@@ -91,6 +147,16 @@ def load_saved_model(folder: str) -> PreTrainedModel:
     config = AutoConfig.from_pretrained(folder)
     if config.model_type == TIMM_MODEL_TYPE:
         _drop_duplicate_num_classes(config)
+    if getattr(config, "stem", None) == "cifar":
+        # transformers would build the ImageNet stem; build the saved layout and load its weights into it.
+        from safetensors.torch import load_file
+
+        weights = Path(folder) / "model.safetensors"
+        if not weights.is_file():
+            raise ValueError(f"{folder}: a model with the CIFAR stem needs its weights in model.safetensors.")
+        model = fresh_model(config, seed=0)
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval()
     return AutoModelForImageClassification.from_pretrained(folder, config=config, use_safetensors=True)
 
 

@@ -46,9 +46,15 @@ from .errors import DivergenceError, PushFailedError, ValidationError, located
 from .memorization import ConfidenceRecorder
 from .metrics import tug_of_war
 from .metrics.unlearning import unlearning_metrics
-from .models import build_model_from_config, load_pretrained_model, load_reference_model, load_saved_model
+from .models import (
+    build_model_from_config,
+    fresh_model,
+    load_pretrained_model,
+    load_reference_model,
+    load_saved_model,
+)
 from .paths import inside
-from .recipe import forget_sets, reference_kind, training_arguments
+from .recipe import forget_sets, recipe_augmentation, reference_kind, training_arguments
 from .report import atomic_save_npy, atomic_write_text, write_combined_markdown, write_report
 from .trainers import get_trainer_class
 from .validation import (
@@ -118,6 +124,7 @@ class Pipeline:
         self.seed = int(recipe["seed"])
         self.several = isinstance(recipe["forget"], list)
         self.set_dir = self.output_dir  # the folder of the forget set being run (a subfolder when there are several)
+        self.augmentation = recipe_augmentation(recipe)  # training inputs only (data.augmentation)
 
     # ----------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
@@ -290,7 +297,7 @@ class Pipeline:
         if spec["config"] is not None:
             check_model_config(spec["config"], splits.class_names)
             with located("model.config"):
-                return build_model_from_config(spec["config"], splits.class_names, self.seed)
+                return build_model_from_config(spec["config"], splits.class_names, self.seed, spec.get("stem"))
         check_pretrained_model(
             spec["name_or_path"],
             splits.class_names,
@@ -316,7 +323,7 @@ class Pipeline:
         recorder = ConfidenceRecorder(splits.train, batch_size=self.recipe["evaluation"]["batch_size"])
         args = self.arguments("pretrain", settings)
         trainer = get_trainer_class("pretrain")(
-            model=model, args=args, retain_dataset=splits.train, callbacks=[recorder]
+            model=model, args=args, retain_dataset=splits.train, callbacks=[recorder], augmentation=self.augmentation
         )
         use_stage_progress(trainer, "original")
         if trainer.args.num_train_epochs or trainer.args.max_steps > 0:
@@ -362,12 +369,13 @@ class Pipeline:
         fingerprint = self.fingerprint("retrain", {"from": source}, splits.manifest.sha256)
         if self.is_finished("retrain", fingerprint):
             return self.finished_stage("retrain")
+        start = time.perf_counter()
+        with located("retrain.from"):
+            model = load_reference_model(
+                source, splits.class_names, trust_remote_code=self.recipe["model"]["trust_remote_code"]
+            )
+        metrics = self.evaluate(model, splits)  # every process predicts a shard (DDP)
         if _is_main_process():
-            start = time.perf_counter()
-            with located("retrain.from"):
-                model = load_reference_model(
-                    source, splits.class_names, trust_remote_code=self.recipe["model"]["trust_remote_code"]
-                )
             record = {
                 "method": "retrain",
                 "sharpness": "none",
@@ -375,7 +383,7 @@ class Pipeline:
                 "reference": "given",
                 "fingerprint": fingerprint,
                 "status": "finished",
-                **self.evaluate(model, splits),
+                **metrics,
             }
             record["wall_seconds"] = round(time.perf_counter() - start, 3)  # loading and evaluating it
             folder = self.stage_dir("retrain")
@@ -383,6 +391,19 @@ class Pipeline:
             atomic_write_text(folder / "stage.json", json.dumps(record, indent=2, default=str))
         _barrier()
         return self.finished_stage("retrain")
+
+    def reference_initial_model(self, original: PreTrainedModel, splits: Splits, seed: int) -> PreTrainedModel:
+        """The retrained reference's starting weights: never the original's.
+
+        A model built from ``model.config`` is rebuilt exactly as the original was before pretraining (same config,
+        same seed: the same initial weights, only the data differs); a loaded (Hub) model is rebuilt from its config
+        with its architecture's own initialisation (`hf_unlearn.models.fresh_model`).
+        """
+        spec = self.recipe["model"]
+        if spec["config"] is not None:
+            with located("model.config"):
+                return build_model_from_config(spec["config"], splits.class_names, seed, spec.get("stem"))
+        return fresh_model(original.config, seed, trust_remote_code=spec["trust_remote_code"])
 
     def retrain_settings(self) -> dict[str, Any]:
         return {**REFERENCE_DEFAULTS, **self.recipe["pretrain"], **self.recipe["retrain"], "method": "retrain"}
@@ -397,10 +418,20 @@ class Pipeline:
         method = settings.pop("method")
         settings.pop("name", None)
         start = time.perf_counter()
-        model = copy.deepcopy(original)
         args = self.arguments(method, settings, stage=name)
+        extra: dict[str, Any] = {}
+        if method == "retrain":
+            model = self.reference_initial_model(original, splits, args.seed)
+            extra["reinit"] = False
+        else:
+            model = copy.deepcopy(original)
         trainer = get_trainer_class(method)(
-            model=model, args=args, retain_dataset=splits.retain, forget_dataset=splits.forget
+            model=model,
+            args=args,
+            retain_dataset=splits.retain,
+            forget_dataset=splits.forget,
+            augmentation=self.augmentation,
+            **extra,
         )
         use_stage_progress(trainer, name)
         logger.info("Stage %s: %s (sharpness=%s)", name, method, args.sharpness)
@@ -597,6 +628,8 @@ class Pipeline:
             batch_size=settings["batch_size"],
             mia_shadow_size=settings["mia_shadow_size"],
             mia_seed=settings["mia_seed"],
+            num_workers=settings["num_workers"],
+            distributed=True,  # under DDP every process predicts a shard; all processes call this
         )
 
     # ---------------------------------------------------------------- stages
@@ -607,6 +640,10 @@ class Pipeline:
     def fingerprint(self, name: str, settings: dict[str, Any], forget_sha256: str | None = None) -> str:
         """What a stage's result depends on; a finished stage with another fingerprint is redone."""
         inputs = {
+            # Bumped when a stage's result changes for the same settings, so old outputs are redone, not reused.
+            # 2: retrain starts from the model's own initialisation; random_label / salun train on one shuffled
+            # union; forget draws and random labels are per item from (seed, epoch) streams.
+            "semantics": 2,
             "stage": name,
             # Tracking and console settings do not change the result: changing them reuses finished stages.
             "settings": {k: v for k, v in settings.items() if k not in TRACKING_KEYS},
@@ -615,7 +652,8 @@ class Pipeline:
             "model": self.recipe["model"],
             "pretrain": self.recipe["pretrain"],
             "forget_sha256": forget_sha256,
-            "evaluation": self.recipe["evaluation"],
+            # DataLoader workers do not change any number.
+            "evaluation": {k: v for k, v in self.recipe["evaluation"].items() if k != "num_workers"},
         }
         return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -648,8 +686,12 @@ class Pipeline:
 
         ``model`` is None for a run that diverged before its first checkpoint (no weights, null metrics).
         ``extra_arrays`` (per-sample data) go to the run folder, atomically, never into the model folder.
-        Under DDP (``accelerate launch`` / ``torchrun``) only the main process evaluates and writes; the others wait.
+        Under DDP (``accelerate launch`` / ``torchrun``) every process evaluates a shard; only the main process writes,
+        the others wait.
         """
+        metrics: dict[str, Any] = {}
+        if splits is not None:
+            metrics = self.evaluate(model, splits) if model is not None else {"accuracy": None, "mia": None}
         if not _is_main_process():
             _barrier()
             return
@@ -671,8 +713,7 @@ class Pipeline:
             "status": status,
             **(details or {}),
         }
-        if splits is not None:
-            record.update(self.evaluate(model, splits) if model is not None else {"accuracy": None, "mia": None})
+        record.update(metrics)
         with open(tmp / "stage.json", "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2, default=str)
         final = self.stage_dir(name)

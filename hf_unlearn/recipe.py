@@ -151,13 +151,20 @@ SCHEMA: dict[str, Any] = {
         "mean": list,
         "std": list,
         "on_bad_image": str,
+        "augmentation": object,  # none | flip_crop | a list of torchvision v2 transforms; checked in validate
     },
     "forget": "forget",  # one forget set (a mapping) or several (a list of mappings); see _check_forget
-    "model": {"config": dict, "name_or_path": str, "trust_remote_code": bool, "ignore_mismatched_sizes": bool},
+    "model": {
+        "config": dict,
+        "name_or_path": str,
+        "trust_remote_code": bool,
+        "ignore_mismatched_sizes": bool,
+        "stem": str,
+    },
     "pretrain": "training",
     "retrain": "reference",  # training settings, false (no reference) or {from: PATH_OR_HUB_ID}
     "unlearn": {"defaults": "training", "runs": "runs"},
-    "evaluation": {"batch_size": int, "mia_shadow_size": int, "mia_seed": int},
+    "evaluation": {"batch_size": int, "mia_shadow_size": int, "mia_seed": int, "num_workers": int},
     "hub": {"push": bool, "repo_id": str, "run": str, "private": bool},
     # Several seeds and the analysis section: hf_unlearn.aggregate (absent = one seed, no analysis, as before).
     "seeds": list,
@@ -193,14 +200,24 @@ DEFAULTS: dict[str, Any] = {
         "num_channels": 1,
         "mean": [0.5],
         "std": [0.5],
+        # Training augmentation (hf_unlearn.data.augment): none | flip_crop | [{RandomHorizontalFlip: {p: 0.5}}, ...]
+        "augmentation": "none",
     },
     "forget": {"kind": "low_confidence", "size": 0.1, "seed": None},
     # ignore_mismatched_sizes: replace a pretrained head whose label count differs from the data set's classes.
-    "model": {"config": None, "name_or_path": None, "trust_remote_code": False, "ignore_mismatched_sizes": False},
+    # stem: cifar gives a from-scratch transformers ResNet the CIFAR stem (3x3 stride-1 convolution, no max-pool).
+    "model": {
+        "config": None,
+        "name_or_path": None,
+        "trust_remote_code": False,
+        "ignore_mismatched_sizes": False,
+        "stem": None,
+    },
     "pretrain": {},
     "retrain": {},
     "unlearn": {"defaults": {}, "runs": []},
-    "evaluation": {"batch_size": 256, "mia_shadow_size": None, "mia_seed": 0},
+    # num_workers: DataLoader workers of evaluation; under DDP each process predicts a shard (docs/distributed.md).
+    "evaluation": {"batch_size": 256, "mia_shadow_size": None, "mia_seed": 0, "num_workers": 0},
     # After the report: push one unlearning run (hub.run, or the only one) with a model card (hf_unlearn.hub).
     "hub": {"push": False, "repo_id": None, "run": None, "private": False},
 }
@@ -430,7 +447,43 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
         run["name"] = str(run.get("name") or default_run_name(run))
     _check_hub(merged)
     _check_seeds(merged)
+    _check_augmentation(merged)
+    _check_stem(merged["model"])
     return merged
+
+
+def _check_stem(model: dict[str, Any]) -> None:
+    stem = model.get("stem")
+    if stem is None or stem == "imagenet":
+        return
+    if stem != "cifar":
+        raise RecipeError(f"model.stem: expected imagenet or cifar, got {stem!r}")
+    if model["config"] is None or model["config"].get("model_type") != "resnet":
+        raise RecipeError(
+            "model.stem: cifar applies to a ResNet built from scratch (model.config with model_type: resnet); "
+            "a loaded model keeps its own stem"
+        )
+
+
+def recipe_augmentation(recipe: dict[str, Any]):
+    """The recipe's training augmentation (`hf_unlearn.data.augment.Augmentation`), or None."""
+    from .data.augment import build_augmentation
+
+    data = {**DEFAULTS["data"], **(recipe.get("data") or {})}
+    return build_augmentation(
+        data.get("augmentation", "none"),
+        image_size=data["image_size"],
+        mean=data["mean"],
+        std=data["std"],
+        num_channels=data["num_channels"],
+    )
+
+
+def _check_augmentation(recipe: dict[str, Any]) -> None:
+    try:
+        recipe_augmentation(recipe)
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
 
 
 def _check_seeds(recipe: dict[str, Any]) -> None:

@@ -98,8 +98,57 @@ COMMON = {"per_device_train_batch_size": 4, "max_steps": STEPS, "optim_args": "m
 COMPARED = {
     "finetune_none": ("finetune", 3, {}),
     "finetune_sam": ("finetune", 3, {"sharpness": "sam", "rho": 0.5}),
+    # A parameter no loss uses keeps grad None on every process: weight decay and momentum must not move it.
+    "finetune_unused": ("finetune", 3, {"weight_decay": 0.5, "unused_parameter": True}),
 }
+# Methods with random forget draws or random labels: per-item draws from (seed, epoch) streams, so 2 processes draw
+# what 1 process with gradient accumulation 2 draws, with 0 and with 2 DataLoader workers.
+for _workers in (0, 2):
+    for _method, _extra in (
+        ("neggrad", {"alpha": 0.8}),
+        ("sharp_minmax", {"alpha": 0.8, "sharpness": "sam", "rho": 0.5, "mask_ratio": 0.5}),
+        ("random_label", {}),
+        ("salun", {"mask_ratio": 0.5}),
+    ):
+        COMPARED[f"{_method}_w{_workers}"] = (_method, 7, {**_extra, "dataloader_num_workers": _workers})
 TINY_SHAPE = (6,)
+
+
+def compared_model(seed: int, overrides: dict) -> nn.Module:
+    """The model of a COMPARED job (with an extra parameter no loss uses for ``unused_parameter``)."""
+    model = conftest.make_model(seed=seed)
+    if overrides.get("unused_parameter"):
+        model.unused = nn.Parameter(torch.ones(3))
+    return model
+
+
+def mask_broadcast() -> dict:
+    """Every process computes a different mask; after `broadcast_mask` all hold process 0's."""
+    mask = {"w": torch.arange(6).reshape(2, 3) % (2 + dist.get_rank()) == 0, "b": torch.tensor([dist.get_rank() == 0])}
+    got = trainer_base.broadcast_mask(mask)
+    return {"masks": gather_list([{k: v.tolist() for k, v in sorted(got.items())}])}
+
+
+# Evaluation: 13 samples (not a multiple of 2 processes x batch 4), with 0 and 2 DataLoader workers.
+EVAL_SIZE = 13
+
+
+def sharded_evaluation(out: Path) -> dict:
+    """`predict_probabilities(distributed=True)`: each process predicts a shard; all get the whole result."""
+    from hf_unlearn.metrics import predict_probabilities
+
+    data = conftest.make_dataset(EVAL_SIZE, seed=9, shape=(1, 8, 8))
+    model = tiny_resnet(8)
+    results = {}
+    for workers in (0, 2):
+        data.accessed.clear()
+        probs, labels = predict_probabilities(model, data, batch_size=4, num_workers=workers, distributed=True)
+        results[workers] = {"probs": probs.tolist(), "labels": labels.tolist()}
+        if workers == 0:
+            seen = gather_list(sorted(data.accessed))
+    if dist.get_rank() == 0:
+        torch.save(model.state_dict(), out / "evaluation_model.pt")
+    return {"results": gather_list([results]), "seen": seen}
 
 
 def datasets(shape):
@@ -139,6 +188,7 @@ def run_job(name: str, method: str, out: Path, *, model: nn.Module, shape, save:
         "steps": check.steps,
         "moved": moved,
         "retain_seen": gather_list(list(retain.accessed)),
+        "forget_seen": gather_list(list(forget.accessed)),
         "extra_modules": extra_modules,
         "wall_seconds": wall,
     }
@@ -187,8 +237,16 @@ def main() -> None:
     image = (1, 8, 8)
     for name, (method, seed, overrides) in COMPARED.items():
         jobs[name] = run_job(
-            name, method, out, model=conftest.make_model(seed=seed), shape=TINY_SHAPE, save=True, **overrides
+            name,
+            method,
+            out,
+            model=compared_model(seed, overrides),
+            shape=TINY_SHAPE,
+            save=True,
+            **{k: v for k, v in overrides.items() if k != "unused_parameter"},
         )
+    jobs["mask_broadcast"] = mask_broadcast()
+    jobs["evaluation"] = sharded_evaluation(out)
     jobs["neggrad_sam"] = run_job(
         "neggrad_sam", "neggrad", out, model=tiny_resnet(4), shape=image, sharpness="sam", rho=0.1, alpha=0.9
     )

@@ -34,8 +34,8 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 CONFIGS = REPO / "accelerate_configs"
 
-EXPECTED_JOBS = {"finetune_none", "finetune_sam", "neggrad_sam", "sharp_minmax_asam", "scrub_sam"}
-# (plus "pipeline": a whole recipe, checked separately)
+EXPECTED_JOBS = {"neggrad_sam", "sharp_minmax_asam", "scrub_sam", *ddp_worker.COMPARED}
+# (plus "pipeline": a whole recipe, and "mask_broadcast", checked separately)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,15 @@ def ddp(tmp_path_factory) -> tuple[dict, Path]:
 def test_two_gloo_processes_ran_every_job_under_ddp(ddp) -> None:
     results, _ = ddp
     assert results["world_size"] == 2
-    assert set(results["jobs"]) == EXPECTED_JOBS | {"pipeline"}
+    assert set(results["jobs"]) == EXPECTED_JOBS | {"pipeline", "mask_broadcast", "evaluation"}
     for name in EXPECTED_JOBS:
         job = results["jobs"][name]
         assert job["wrapped"] == "DistributedDataParallel", name
         assert job["distributed_type"] == "DistributedType.MULTI_CPU" and job["num_processes"] == 2, name
         assert len(job["steps"]) == ddp_worker.STEPS, name
         assert job["moved"] > 1e-3, f"{name}: the weights did not move"
+        if job["retain_seen"] == [[], []]:
+            continue  # DataLoader workers fetched the items: the main process saw none
         # The two processes trained on different samples (else identical weights would prove nothing).
         first_batches = [seen[:4] for seen in job["retain_seen"]]
         assert not set(first_batches[0]) & set(first_batches[1]), name
@@ -89,7 +91,8 @@ def test_one_gradient_all_reduce_per_optimizer_step(ddp, job: str) -> None:
 def _one_process_with_accumulation(tmp_path, job: str, **extra):
     method, seed, overrides = ddp_worker.COMPARED[job]
     retain, forget = ddp_worker.datasets(ddp_worker.TINY_SHAPE)
-    model = make_model(seed=seed)
+    model = ddp_worker.compared_model(seed, overrides)
+    overrides = {k: v for k, v in overrides.items() if k != "unused_parameter"}
     settings = {**ddp_worker.COMMON, **overrides, **extra}
     settings.setdefault("gradient_accumulation_steps", 2)
     args = make_args(tmp_path / job, method=method, **settings)
@@ -101,14 +104,56 @@ def _one_process_with_accumulation(tmp_path, job: str, **extra):
 def test_two_processes_equal_one_process_with_gradient_accumulation_2(ddp, tmp_path, job: str) -> None:
     results, out = ddp
     model, accessed = _one_process_with_accumulation(tmp_path, job)
-    # Same samples per step: micro-batch 2k is process 0's k-th batch, micro-batch 2k+1 process 1's.
-    seen = results["jobs"][job]["retain_seen"]
-    for step in range(ddp_worker.STEPS):
-        assert accessed[8 * step : 8 * step + 4] == seen[0][4 * step : 4 * step + 4]
-        assert accessed[8 * step + 4 : 8 * step + 8] == seen[1][4 * step : 4 * step + 4]
+    if job.startswith("finetune"):
+        # Same samples per step: micro-batch 2k is process 0's k-th batch, micro-batch 2k+1 process 1's.
+        seen = results["jobs"][job]["retain_seen"]
+        for step in range(ddp_worker.STEPS):
+            assert accessed[8 * step : 8 * step + 4] == seen[0][4 * step : 4 * step + 4]
+            assert accessed[8 * step + 4 : 8 * step + 8] == seen[1][4 * step : 4 * step + 4]
     two_process = torch.load(out / f"{job}.pt")
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), two_process[name], rtol=1e-5, atol=1e-6)
+
+
+def test_processes_draw_different_forget_partners(ddp) -> None:
+    """Forget partners come from per-item (seed, epoch) draws, not torch's global generator (the same stream, so the
+    same draws, on every process): the two processes' first forget batches differ."""
+    for job in ("neggrad_w0", "sharp_minmax_w0"):
+        seen = ddp[0]["jobs"][job]["forget_seen"]
+        if job.startswith("sharp_minmax"):  # the saliency mask reads the whole forget set first, in order
+            seen = [s[len(ddp_worker.datasets(ddp_worker.TINY_SHAPE)[1]) :] for s in seen]
+        assert seen[0][:4] != seen[1][:4], job
+
+
+def test_a_parameter_without_gradient_stays_put_under_ddp(ddp) -> None:
+    """grad None on every process, as in one process: weight decay 0.5 and momentum leave it alone."""
+    final = torch.load(ddp[1] / "finetune_unused.pt")
+    assert torch.equal(final["unused"], torch.ones(3))
+
+
+def test_evaluation_on_two_processes_equals_one(ddp) -> None:
+    """Each process predicts half of the samples; both get the whole result, equal to one process's."""
+    from hf_unlearn.metrics import predict_probabilities
+
+    job = ddp[0]["jobs"]["evaluation"]
+    seen = job["seen"]  # the samples each process read
+    assert sorted(seen[0] + seen[1]) == list(range(ddp_worker.EVAL_SIZE)) and not set(seen[0]) & set(seen[1])
+    model = ddp_worker.tiny_resnet(0)
+    model.load_state_dict(torch.load(ddp[1] / "evaluation_model.pt"))
+    data = make_dataset(ddp_worker.EVAL_SIZE, seed=9, shape=(1, 8, 8))
+    probs, labels = predict_probabilities(model, data, batch_size=4)
+    for (per_workers,) in job["results"]:
+        for workers in ("0", "2"):
+            assert per_workers[workers]["labels"] == labels.tolist()
+            torch.testing.assert_close(
+                torch.tensor(per_workers[workers]["probs"], dtype=torch.float64), torch.from_numpy(probs)
+            )
+
+
+def test_masks_are_broadcast_from_process_0(ddp) -> None:
+    (first,), (second,) = ddp[0]["jobs"]["mask_broadcast"]["masks"]
+    assert first == second
+    assert first["b"] == [True]  # process 0's, not process 1's
 
 
 def test_sam_perturbs_per_process_not_with_the_averaged_gradient(ddp, tmp_path) -> None:

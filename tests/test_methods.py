@@ -264,16 +264,16 @@ def test_salun_step_matches_hand_computation(args_factory, kind: str) -> None:
     model_copy = copy.deepcopy(model)
     w = weights_of(model)
     mask = _random_mask(w, 0.5, seed=26)
-    trainer = _salun(args_factory, model, retain, forget, mask=mask, sharpness=kind, rho=0.5)
-    drawn = []
-    original = trainer.random_labels
-    trainer.random_labels = lambda labels: drawn.append(original(labels)) or drawn[-1]
+    # One batch holds the whole union (retain + relabelled forget), so one step sees every item once.
+    trainer = _salun(
+        args_factory, model, retain, forget, mask=mask, sharpness=kind, rho=0.5, per_device_train_batch_size=7
+    )
     forget.accessed.clear()
     trainer.train()
-    (wrong,) = drawn
-    xf, yf = forget.subset(forget.accessed)
-    assert torch.all(wrong != yf)
-    x, y = torch.cat([retain.x, xf]), torch.cat([retain.y, wrong])
+    assert sorted(forget.accessed) == [0, 1, 2] and sorted(retain.accessed) == [0, 1, 2, 3]
+    wrong = torch.stack([trainer.train_dataset.relabel(i, forget.y[i]) for i in range(3)])  # epoch 0's labels
+    assert torch.all(wrong != forget.y)
+    x, y = torch.cat([retain.x, forget.x]), torch.cat([retain.y, wrong])
     final = hand_branch(model_copy, w, ce_on(x, y), kind, 0.5, mask=mask)  # eps, norm and final on the mask
     _assert_weights(trainer.model, _sgd(w, final))
     for n, p in trainer.model.named_parameters():

@@ -25,11 +25,25 @@ def unlearning_metrics(
     batch_size: int = 256,
     mia_shadow_size: int | None = None,
     mia_seed: int = 0,
+    num_workers: int = 0,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """``{"accuracy": {retain, forget, test}, "mia": {...}}``; MIA shadow members are a seeded sample of retain
-    of ``mia_shadow_size`` samples (default: as many as the test split)."""
+    of ``mia_shadow_size`` samples (default: as many as the test split).
+
+    ``distributed=True`` under torch.distributed: every process must call it; each predicts a shard of every split
+    (`predict_probabilities`), the MIA attack is fitted on process 0 and its result shared, and every process gets
+    the same metrics as one process would.
+    """
     probs = {
-        name: predict_probabilities(model, dataset, batch_size=batch_size)
+        name: predict_probabilities(
+            model,
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            distributed=distributed,
+            desc=f"evaluating on {name}" if distributed else None,
+        )
         for name, dataset in (("retain", retain), ("forget", forget), ("test", test))
     }
     for name, (p, _) in probs.items():
@@ -41,5 +55,14 @@ def unlearning_metrics(
     accuracies = {name: accuracy(p, y) for name, (p, y) in probs.items()}
     members = sample_shadow_members(len(retain), mia_shadow_size or len(test), mia_seed)
     retain_probs, retain_labels = probs["retain"]
-    mia = mia_efficacy(retain_probs[members], retain_labels[members], *probs["test"], *probs["forget"], seed=mia_seed)
+    group = distributed and torch.distributed.is_available() and torch.distributed.is_initialized()
+    mia = None
+    if not group or torch.distributed.get_rank() == 0:
+        mia = mia_efficacy(
+            retain_probs[members], retain_labels[members], *probs["test"], *probs["forget"], seed=mia_seed
+        )
+    if group:
+        shared = [mia]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        mia = shared[0]
     return {"accuracy": accuracies, "mia": mia}

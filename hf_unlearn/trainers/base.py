@@ -9,6 +9,7 @@ So every method runs with ``sharpness = none | sam | asam``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,9 +21,10 @@ import torch.nn.functional as F
 from accelerate.utils import DistributedType
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, default_collate
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from ..args import UnlearnArguments
+from ..data.augment import Augmentation, AugmentedDataset
 from ..data.pairing import PairedDataset
 from ..errors import DivergenceError
 from ..masks import forget_saliency_mask
@@ -39,7 +41,7 @@ from ..sharpness import (
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 Partition = Literal["all", "mask", "complement"]
-TrainOn = Literal["all", "retain", "forget", "paired"]
+TrainOn = Literal["all", "retain", "forget", "paired", "union"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class UnlearnTrainer(Trainer):
         forget_dataset: Dataset | None = None,
         eval_dataset: Dataset | dict[str, Dataset] | None = None,
         data_collator: Callable | None = None,
+        augmentation: Augmentation | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, UnlearnArguments):
@@ -112,7 +115,31 @@ class UnlearnTrainer(Trainer):
             )
         self.retain_dataset = retain_dataset
         self.forget_dataset = forget_dataset
+        # build_train_dataset may need them (the seed of its draws, the class count of random labels).
+        self._model_for_data, self._args_for_data = model, args
+        # Augmentation reaches the training batches only; masks and evaluation read retain_dataset / forget_dataset.
+        augmented = [
+            AugmentedDataset(dataset, augmentation, args.seed, stream=name)
+            for name, dataset in (("retain", retain_dataset), ("forget", forget_dataset))
+            if augmentation is not None and dataset is not None and len(dataset) > 0
+        ]
+        if augmented:
+            by_stream = {d.stream: d for d in augmented}
+            retain_dataset, forget_dataset = (
+                by_stream.get("retain", retain_dataset),
+                by_stream.get("forget", forget_dataset),
+            )
         train_dataset = self.build_train_dataset(retain_dataset, forget_dataset)
+        del self._model_for_data, self._args_for_data
+        epoch_aware = [d for d in (train_dataset, *augmented) if getattr(d, "has_draws", False)]
+        if epoch_aware:
+            if args.dataloader_persistent_workers and args.dataloader_num_workers > 0:
+                raise ValueError(
+                    f"{self.method_name} redraws its random draws (forget partners, labels, augmentation) every epoch, "
+                    "which persistent DataLoader workers would not see; set dataloader_persistent_workers: false."
+                )
+            callbacks = [*(kwargs.pop("callbacks", None) or []), _SetEpoch(epoch_aware)]
+            kwargs["callbacks"] = callbacks
         super().__init__(
             model=model,
             args=args,
@@ -136,9 +163,9 @@ class UnlearnTrainer(Trainer):
     # ------------------------------------------------------------------ data
     def build_train_dataset(self, retain: Dataset | None, forget: Dataset | None) -> Dataset:
         """The dataset the Trainer iterates: anchored on retain (or forget), nested by split name."""
-        if self.train_on in ("retain", "paired", "all") and (retain is None or len(retain) == 0):
+        if self.train_on in ("retain", "paired", "union", "all") and (retain is None or len(retain) == 0):
             raise ValueError(f"{self.method_name} needs a non-empty retain_dataset.")
-        if self.train_on in ("forget", "paired") and (forget is None or len(forget) == 0):
+        if self.train_on in ("forget", "paired", "union") and (forget is None or len(forget) == 0):
             raise ValueError(
                 f"{self.method_name} needs a non-empty forget_dataset: pass the samples to forget "
                 "(an empty forget set has nothing to unlearn)."
@@ -150,7 +177,15 @@ class UnlearnTrainer(Trainer):
             return PairedDataset(retain, anchor_key="retain")
         if self.train_on == "forget":
             return PairedDataset(forget, anchor_key="forget")
-        return PairedDataset(retain, anchor_key="retain", partner=forget, partner_key="forget")
+        if self.train_on == "union":
+            return self.build_union_dataset(retain, forget)
+        return PairedDataset(
+            retain, anchor_key="retain", partner=forget, partner_key="forget", seed=self._args_for_data.seed
+        )
+
+    def build_union_dataset(self, retain: Dataset, forget: Dataset) -> Dataset:
+        """The dataset of ``train_on = "union"`` methods (`RelabelledUnion`, items ``{"union": ...}``)."""
+        raise NotImplementedError
 
     # ---------------------------------------------------------------- method
     def branches(self, inputs: Batch) -> list[Branch]:
@@ -194,6 +229,8 @@ class UnlearnTrainer(Trainer):
         self, model: nn.Module, inputs: Batch, num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         model.train()
+        if callable(getattr(self.optimizer, "train", None)):  # schedule-free optimizers, as the stock Trainer
+            self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         if getattr(self, "_batch_label_limit", None):
             from .labels import check_batch_labels
@@ -368,14 +405,19 @@ class UnlearnTrainer(Trainer):
         return self._mask_cache[key]
 
     def forget_saliency_mask(self) -> dict[str, torch.Tensor]:
-        """The top ``mask_ratio`` forget-salient elements (bottom ones with ``official=True``, as the official code)."""
-        return forget_saliency_mask(
+        """The top ``mask_ratio`` forget-salient elements (bottom ones with ``official=True``, as the official code).
+
+        Under DDP every process computes it and takes process 0's, so all replicas train on one mask even where
+        floating-point ties could rank differently.
+        """
+        mask = forget_saliency_mask(
             self.model,
             self.forget_dataset,
             self.args.mask_ratio,
             largest=not self.args.official,
             batch_size=self.args.per_device_eval_batch_size,
         )
+        return broadcast_mask(mask)
 
     def set_mask(self, mask: dict[str, torch.Tensor]) -> None:
         """Install a parameter mask (name -> bool tensor, True = forget partition)."""
@@ -421,14 +463,18 @@ class UnlearnTrainer(Trainer):
         """
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flag = 1.0 if self._nonfinite_loss is not None else 0.0
-        flat = torch.cat([*(g.reshape(-1) for g in grads), grads[0].new_full((1,), flag)])
+        # One more element per parameter: does it have a gradient here? A parameter no process gave a gradient
+        # keeps grad None, so weight decay and momentum skip it as in one process.
+        has_grad = [1.0 if p.grad is not None else 0.0 for p in params]
+        flat = torch.cat([*(g.reshape(-1) for g in grads), grads[0].new_tensor([*has_grad, flag])])
         dist.all_reduce(flat)
         diverged = bool(flat[-1] > 0)
-        flat = flat[:-1] / self.accelerator.num_processes
+        used = flat[-1 - len(params) : -1] > 0
+        flat = flat[: -1 - len(params)] / self.accelerator.num_processes
         offset = 0
-        for p, g in zip(params, grads, strict=True):
+        for p, g, has in zip(params, grads, used.tolist(), strict=True):
             n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(g).clone()
+            p.grad = flat[offset : offset + n].view_as(g).clone() if has else None
             offset += n
         return diverged
 
@@ -487,3 +533,38 @@ class UnlearnTrainer(Trainer):
     @property
     def needs_two_pass_support(self) -> bool:
         return self.sharpness_config.enabled or self.uses_mask
+
+
+class _SetEpoch(TrainerCallback):
+    """Tell the training dataset the epoch at its start, so its draws depend on (seed, epoch, item) only.
+
+    accelerate's ``DataLoaderShard.set_epoch`` reaches the dataset only when the sampler has no ``set_epoch`` of its
+    own, which is not the case under DDP; a callback runs before the epoch's DataLoader iterator (and its workers)
+    is created, in one process and in several alike.
+    """
+
+    def __init__(self, datasets: list[Any]) -> None:
+        self.datasets = datasets
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the number of epochs done (fractional when resumed inside an epoch).
+        epoch = math.floor(state.epoch + 1e-9) if state.epoch else 0
+        for dataset in self.datasets:
+            dataset.set_epoch(epoch)
+
+
+def broadcast_mask(mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Process 0's mask on every process (a no-op in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return mask
+    names = sorted(mask)
+    flat = torch.cat([mask[n].reshape(-1).to(torch.uint8) for n in names])
+    if dist.get_backend() == "nccl":
+        flat = flat.cuda()
+    dist.broadcast(flat, src=0)
+    out, offset = {}, 0
+    for n in names:
+        m = mask[n]
+        out[n] = flat[offset : offset + m.numel()].view(m.shape).to(device=m.device, dtype=torch.bool)
+        offset += m.numel()
+    return out

@@ -1,12 +1,13 @@
-"""Random label (RL): train on forget samples with wrong labels, mixed with retain samples."""
+"""Random label (RL): one shuffled loader over the forget set with random labels and the retain set (method-spec B.4)."""
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
+from ..data.pairing import RelabelledUnion
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
 from .labels import num_labels_of
 
@@ -22,38 +23,29 @@ def random_wrong_labels(
 
 
 class RandomLabelTrainer(UnlearnTrainer):
-    """Cross-entropy on ``concat(retain, forget with random wrong labels)``.
+    """Cross-entropy on batches of ``shuffle(forget with random labels + retain)``.
 
-    The wrong labels are drawn once per step (both SAM passes see the same labels) and anew every step.
+    An epoch is one pass over the union, so each forget item is seen once per epoch, a share of about
+    ``|F| / (|F| + |R|)`` of every batch. The labels are redrawn every epoch (`RelabelledUnion`): never the true
+    class, or with ``official=True`` uniform over all classes as in the official code.
     """
 
     method_name = "random_label"
-    train_on = "paired"
+    train_on = "union"
 
-    @cached_property
-    def num_labels(self) -> int:
-        return num_labels_of(self.model, self.retain_dataset, self.forget_dataset)
-
-    def random_labels(self, forget_labels: torch.Tensor) -> torch.Tensor:
-        return random_wrong_labels(forget_labels, self.num_labels)
-
-    def relabelled_loss(self, model: torch.nn.Module, batch: Batch, wrong: torch.Tensor) -> torch.Tensor:
-        mixed = {
-            "pixel_values": torch.cat([batch["retain"]["pixel_values"], batch["forget"]["pixel_values"]]),
-            "labels": torch.cat([batch["retain"]["labels"], wrong]),
-        }
-        return cross_entropy(model, mixed)
+    def build_union_dataset(self, retain: Dataset, forget: Dataset) -> Dataset:
+        args = self._args_for_data
+        self.num_labels = num_labels_of(self._model_for_data, retain, forget)
+        return RelabelledUnion(forget, retain, self.num_labels, seed=args.seed, keep_true_possible=args.official)
 
     def relabel_branch_options(self) -> dict[str, Any]:
         """Extra `Branch` fields of the relabelling branch (SalUn restricts it to its mask)."""
         return {}
 
     def branches(self, inputs: Batch) -> list[Branch]:
-        wrong = self.random_labels(inputs["forget"]["labels"])
-        return [
-            Branch(
-                "relabel",
-                lambda model, batch: self.relabelled_loss(model, batch, wrong),
-                **self.relabel_branch_options(),
-            )
-        ]
+        return [Branch("relabel", relabelled_loss, **self.relabel_branch_options())]
+
+
+def relabelled_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over the mixed batch (retain items with their labels, forget items with random ones)."""
+    return cross_entropy(model, batch["union"])

@@ -1,7 +1,7 @@
 """SalUn (Fan et al., ICLR 2024, "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency").
 
-Random-label training (`RandomLabelTrainer`'s loss: retain batch plus forget batch relabelled with a wrong class)
-restricted to the forget-saliency mask: the top ``mask_ratio`` of |sum of forget-loss gradients|, ranked globally
+Random-label training (`RandomLabelTrainer`: one shuffled loader over the forget set, relabelled with a wrong class
+per epoch, and the retain set) restricted to the forget-saliency mask: the top ``mask_ratio`` of |sum of forget-loss gradients|, ranked globally
 (`hf_unlearn.masks`). The branch's partition is the mask, so its SAM perturbation, the perturbation's norm and its
 final gradient all live on the mask.
 
@@ -56,7 +56,6 @@ class SalUnTrainer(RandomLabelTrainer):
     """Random labels on the forget-saliency mask; weights outside the mask are frozen exactly."""
 
     method_name = "salun"
-    train_on = "paired"
     uses_mask = True
 
     def __init__(self, *args: Any, mask: dict | None = None, **kwargs: Any) -> None:

@@ -1,0 +1,115 @@
+"""Training augmentation (data.augmentation) and the CIFAR ResNet stem (model.stem)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import make_args, make_dataset, make_model, weights_of
+
+from hf_unlearn.data.augment import AugmentedDataset, build_augmentation
+from hf_unlearn.models import build_model_from_config, load_saved_model
+from hf_unlearn.recipe import RecipeError, validate
+from hf_unlearn.trainers import PretrainTrainer, SalUnTrainer
+
+
+def _images(n: int = 6) -> object:
+    return make_dataset(n, seed=1, shape=(1, 8, 8))
+
+
+def test_flip_crop_changes_inputs_across_epochs_and_repeats_for_one_seed() -> None:
+    data = _images()
+    augmentation = build_augmentation("flip_crop", image_size=8, mean=[0.5], std=[0.5])
+    augmented = AugmentedDataset(data, augmentation, seed=0)
+    epoch0 = augmented[2]["pixel_values"]
+    assert epoch0.shape == (1, 8, 8) and not torch.equal(epoch0, data.x[2])
+    augmented.set_epoch(1)
+    assert not torch.equal(augmented[2]["pixel_values"], epoch0)  # another crop / flip in another epoch
+    again = AugmentedDataset(data, augmentation, seed=0)
+    assert torch.equal(again[2]["pixel_values"], epoch0)  # the same seed, the same inputs
+    # Padding is black of the raw image: (0 - 0.5) / 0.5 = -1 in the normalised space.
+    values = torch.stack([AugmentedDataset(data, augmentation, seed=s)[2]["pixel_values"] for s in range(20)])
+    assert (values == -1.0).any()
+    assert torch.equal(data[2]["pixel_values"], data.x[2])  # the dataset itself is never changed
+
+
+def test_augmented_training_is_reproducible_and_differs_from_plain(tmp_path) -> None:
+    augmentation = build_augmentation("flip_crop", image_size=8)
+
+    def train(aug) -> dict[str, torch.Tensor]:
+        model = build_model_from_config(
+            {"model_type": "resnet", "num_channels": 1, "embedding_size": 4, "hidden_sizes": [4], "depths": [1]},
+            ["a", "b", "c"],
+            seed=0,
+        )
+        args = make_args(
+            tmp_path / "out", method="pretrain", max_steps=-1, num_train_epochs=2, per_device_train_batch_size=4
+        )
+        PretrainTrainer(model=model, args=args, retain_dataset=_images(8), augmentation=aug).train()
+        return weights_of(model)
+
+    first, second, plain = train(augmentation), train(augmentation), train(None)
+    assert all(torch.equal(first[n], second[n]) for n in first)
+    assert any(not torch.equal(first[n], plain[n]) for n in first)
+
+
+def test_masks_read_the_deterministic_inputs(tmp_path) -> None:
+    retain, forget = make_dataset(6, seed=2, shape=(1, 2, 3)), make_dataset(4, seed=3, shape=(1, 2, 3))
+    args = make_args(tmp_path, method="salun", mask_ratio=0.5)
+    augmentation = build_augmentation([{"RandomHorizontalFlip": {"p": 1.0}}], image_size=3)
+    plain = SalUnTrainer(model=make_model(seed=4), args=args, retain_dataset=retain, forget_dataset=forget)
+    augmented = SalUnTrainer(
+        model=make_model(seed=4), args=args, retain_dataset=retain, forget_dataset=forget, augmentation=augmentation
+    )
+    assert all(torch.equal(plain.mask[n], augmented.mask[n]) for n in plain.mask)
+    batch = augmented.train_dataset.__getitems__([0])[0]["union"]["pixel_values"]  # index 0: a forget item
+    assert torch.equal(batch, forget.x[0].flip(-1))  # while training batches are augmented
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("flipcrop", "Did you mean 'flip_crop'"),
+        ([{"RandomHorizontalFlp": {"p": 0.5}}], "Did you mean 'RandomHorizontalFlip'"),
+        ([{"RandomCrop": {"sise": 3}}], "RandomCrop"),
+        (3, "expected none, flip_crop or a non-empty list"),
+    ],
+)
+def test_bad_augmentation_is_a_recipe_error(value, message: str) -> None:
+    recipe = {"data": {"augmentation": value}, "model": {"config": {"model_type": "resnet"}}}
+    recipe["unlearn"] = {"runs": [{"method": "finetune"}]}
+    with pytest.raises(RecipeError, match=message):
+        validate(recipe)
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR stem
+RESNET = {"model_type": "resnet", "num_channels": 3, "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
+
+
+def _first_feature_map(model, x: torch.Tensor) -> torch.Size:
+    return model.resnet.embedder(x).shape
+
+
+def test_cifar_stem_keeps_a_32x32_first_feature_map(tmp_path) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    cifar = build_model_from_config(RESNET, ["a", "b"], seed=0, stem="cifar")
+    imagenet = build_model_from_config(RESNET, ["a", "b"], seed=0)
+    assert _first_feature_map(cifar, x) == (2, 8, 32, 32)
+    assert _first_feature_map(imagenet, x) == (2, 8, 8, 8)  # 7x7 stride 2, then max-pool stride 2
+    conv = cifar.resnet.embedder.embedder.convolution
+    assert conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+    assert 0.7 < float(conv.weight.detach().std()) / (2 / (8 * 9)) ** 0.5 < 1.3  # Kaiming fan-out, the model's own
+    # Saved and reloaded with the same layout and weights.
+    cifar.save_pretrained(tmp_path, safe_serialization=True)
+    again = load_saved_model(str(tmp_path))
+    with torch.no_grad():
+        torch.testing.assert_close(again(pixel_values=x).logits, cifar.eval()(pixel_values=x).logits)
+    same = build_model_from_config(RESNET, ["a", "b"], seed=0, stem="cifar")
+    assert all(torch.equal(a, b) for a, b in zip(same.parameters(), copy.deepcopy(cifar).parameters(), strict=True))
+
+
+def test_cifar_stem_needs_a_resnet_built_from_scratch() -> None:
+    recipe = {"model": {"name_or_path": "some/model", "stem": "cifar"}, "unlearn": {"runs": [{"method": "finetune"}]}}
+    with pytest.raises(RecipeError, match="cifar applies to a ResNet built from scratch"):
+        validate(recipe)
