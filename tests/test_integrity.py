@@ -392,6 +392,46 @@ def test_every_method_resumes_bit_identically_after_an_interrupt(baseline, tmp_p
         assert not different, f"{name}: {len(different)} tensors differ after resuming, e.g. {different[:2]}"
 
 
+def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_weights(baseline, tmp_path):
+    """The two stages with resume state beyond the Trainer's own (SCRUB's phase and position, the official Sharp
+    MinMax's retain optimizer) are SIGKILLed in a real process, one step after a checkpoint; each rerun resumes the
+    killed stage from disk, and the weights equal an uninterrupted run's, bit for bit."""
+    from test_reliability import KILL_BOOTSTRAP, STEPS_PER_EPOCH
+
+    runs = all_methods_recipe()["unlearn"]["runs"]
+    scrub = next(run for run in runs if run["method"] == "scrub")
+    official = next(run for run in runs if run["name"] == "sharp_minmax_official")
+    recipe = recipe_with(**{"unlearn.runs": [scrub, official], "unlearn.defaults.epochs": 2})
+    reference = tmp_path / "reference"
+    shutil.copytree(baseline, reference)
+    shutil.rmtree(reference / "models" / "neggrad_sam")
+    assert run_cli(tmp_path, recipe, reference) == 0
+
+    out = tmp_path / "out"
+    shutil.copytree(baseline, out)
+    shutil.rmtree(out / "models" / "neggrad_sam")
+    path = write_recipe(tmp_path, recipe, "kill.yaml")
+    # SCRUB (msteps 1, 4 epochs) saves after steps 5, 9 and 13: killed at step 14, it resumes from checkpoint-13.
+    for stage, step in ((scrub["name"], 14), (official["name"], STEPS_PER_EPOCH + 1)):
+        env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"{stage}:{step}", "OMP_NUM_THREADS": "1"}
+        killed = subprocess.run(
+            [sys.executable, "-c", KILL_BOOTSTRAP, "run", str(path), "--output-dir", str(out), "--cpu"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert any((out / "checkpoints" / stage).glob("checkpoint-*")), stage
+        assert not (out / "models" / stage).exists()
+    assert run_cli(tmp_path, recipe, out) == 0
+    for name in (scrub["name"], official["name"]):
+        a = load_file(str(reference / "models" / name / "model.safetensors"))
+        b = load_file(str(out / "models" / name / "model.safetensors"))
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{name}: {len(different)} tensors differ after resuming, e.g. {different[:2]}"
+
+
 # ================================================================================================ streamed images
 def test_a_broken_streamed_image_stops_the_run_naming_the_row(tmp_path, capsys, monkeypatch):
     """Decoded on the fly (precompute: false), a broken image used to surface mid-training as a raw PIL error."""
