@@ -42,6 +42,8 @@ def _counts(depths: list[int], tmp_path: Path) -> tuple[dict[str, int], dict[str
     inputs = {
         "retain": {"pixel_values": retain.x, "labels": retain.y},
         "forget": {"pixel_values": forget.x, "labels": forget.y},
+        # random_label / salun train on one shuffled union of relabelled forget and retain items.
+        "union": {"pixel_values": torch.cat([retain.x, forget.x]), "labels": torch.cat([retain.y, forget.y])},
     }
     whole, outside, syncs = {}, {}, {}
     num_tensors = 0
