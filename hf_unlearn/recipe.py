@@ -17,6 +17,7 @@ import yaml
 from transformers import TrainingArguments
 
 from .args import METHOD_CHOICES, UnlearnArguments
+from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS
 from .errors import ValidationError
 from .paths import safe_name
 
@@ -181,28 +182,8 @@ SCHEMA: dict[str, Any] = {
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "seed": 0,
-    # Data: hf_unlearn.data.prepare (docs/datasets.md). test_split / validation_split are used when the source
-    # has them; otherwise test_size / validation_size are carved out of the training split (stratified, seeded).
-    "data": {
-        "source": "digits",
-        "config": None,
-        "revision": None,
-        "image_column": "image",
-        "label_column": "label",
-        "train_split": "train",
-        "test_split": "test",
-        "validation_split": "validation",
-        "test_size": 0.2,
-        "validation_size": None,
-        "transforms": "auto",
-        "precompute": None,
-        "image_size": 16,
-        "num_channels": 1,
-        "mean": [0.5],
-        "std": [0.5],
-        # Training augmentation (hf_unlearn.data.augment): none | flip_crop | [{RandomHorizontalFlip: {p: 0.5}}, ...]
-        "augmentation": "none",
-    },
+    # Data: hf_unlearn.data.defaults (docs/datasets.md).
+    "data": copy.deepcopy(DATA_DEFAULTS),
     "forget": {"kind": "low_confidence", "size": 0.1, "seed": None},
     # ignore_mismatched_sizes: replace a pretrained head whose label count differs from the data set's classes.
     # stem: cifar gives a from-scratch transformers ResNet the CIFAR stem (3x3 stride-1 convolution, no max-pool).
@@ -427,8 +408,8 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
         merged["retrain"] = {}
     _safe(merged["name"], "name")  # the default output folder is runs/<name>
     merged["forget"] = normalize_forget(merged["forget"])
-    if merged["data"].get("on_bad_image", "error") not in ("error", "skip"):
-        raise _unknown(str(merged["data"]["on_bad_image"]), "data.on_bad_image=", ("error", "skip"))
+    if merged["data"]["on_bad_image"] not in BAD_IMAGE_CHOICES:
+        raise _unknown(str(merged["data"]["on_bad_image"]), "data.on_bad_image=", BAD_IMAGE_CHOICES)
     if merged["data"]["transforms"] not in DATA_TRANSFORMS:
         raise _unknown(merged["data"]["transforms"], "data.transforms=", DATA_TRANSFORMS)
     if merged["model"]["config"] is not None and merged["model"]["name_or_path"] is not None:

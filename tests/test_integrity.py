@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_reliability import TINY, _digits_with, expect_error, recipe_with, run_cli, write_recipe
+from test_reliability import TINY, _digits_with, copy_of, expect_error, recipe_with, run_cli, write_recipe
 
 from hf_unlearn.cli import main
 from hf_unlearn.data import sources
@@ -39,12 +39,6 @@ def baseline(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("integrity")
     assert run_cli(folder, TINY, folder / "out") == 0
     return folder / "out"
-
-
-def copy_of(baseline: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    shutil.copytree(baseline, out)
-    return out
 
 
 # ================================================================================================ safe names

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from datasets import ClassLabel, Dataset
 
+from .defaults import DATA_DEFAULTS, TRANSFORM_CHOICES
 from .sources import class_names_of, load_source_splits
 from .splits import stratified_split
 from .transforms import manual_image_transform, materialize, on_the_fly, processor_image_transform
@@ -28,29 +29,6 @@ logger = logging.getLogger(__name__)
 
 ROW_COLUMN = "__row__"
 PRECOMPUTE_MAX_BYTES = 1 << 30
-TRANSFORM_CHOICES = ("auto", "manual", "processor")
-
-# The keys of a recipe's `data` section and their defaults (hf_unlearn.recipe validates them).
-DATA_DEFAULTS: dict[str, Any] = {
-    "source": "digits",
-    "config": None,
-    "revision": None,
-    "image_column": "image",
-    "label_column": "label",
-    "train_split": "train",
-    "test_split": "test",
-    "validation_split": "validation",
-    "test_size": 0.2,
-    "validation_size": None,
-    "transforms": "auto",
-    "precompute": None,
-    "image_size": 16,
-    "num_channels": 1,
-    "mean": [0.5],
-    "std": [0.5],
-    "on_bad_image": "error",  # or "skip": leave out rows whose image does not decode, counted in the report
-}
-BAD_IMAGE_CHOICES = ("error", "skip")
 
 
 @dataclass

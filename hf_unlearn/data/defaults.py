@@ -1,0 +1,33 @@
+"""The keys of a recipe's ``data`` section, their defaults and choice lists: the one home that the recipe schema
+(hf_unlearn.recipe) and the data preparation (hf_unlearn.data.prepare) both read. Imports nothing heavy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRANSFORM_CHOICES = ("auto", "manual", "processor")
+BAD_IMAGE_CHOICES = ("error", "skip")
+
+# test_split / validation_split are used when the source has them; otherwise test_size / validation_size are carved
+# out of the training split (stratified, seeded). docs/datasets.md describes every key.
+DATA_DEFAULTS: dict[str, Any] = {
+    "source": "digits",
+    "config": None,
+    "revision": None,
+    "image_column": "image",
+    "label_column": "label",
+    "train_split": "train",
+    "test_split": "test",
+    "validation_split": "validation",
+    "test_size": 0.2,
+    "validation_size": None,
+    "transforms": "auto",
+    "precompute": None,
+    "image_size": 16,
+    "num_channels": 1,
+    "mean": [0.5],
+    "std": [0.5],
+    "on_bad_image": "error",  # or "skip": leave out rows whose image does not decode, counted in the report
+    # Training augmentation (hf_unlearn.data.augment): none | flip_crop | [{RandomHorizontalFlip: {p: 0.5}}, ...]
+    "augmentation": "none",
+}
