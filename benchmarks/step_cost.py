@@ -491,6 +491,7 @@ class TrainerLoop:
         workdir: str,
     ) -> None:
         from hf_unlearn.args import UnlearnArguments
+        from hf_unlearn.registry import method_settings
         from hf_unlearn.trainers import get_trainer_class
 
         method, sharpness, sam_every = TRAINER_SETUP[update]
@@ -500,8 +501,7 @@ class TrainerLoop:
             sharpness=sharpness,
             sam_every=sam_every,
             rho=RHO,
-            alpha=ALPHA,
-            mask_ratio=MASK_RATIO,
+            **method_settings(method, {"alpha": ALPHA, "mask_ratio": MASK_RATIO}),  # where the method reads them
             per_device_train_batch_size=BATCH,
             max_steps=steps_per_chunk,
             learning_rate=LR,
@@ -729,6 +729,7 @@ def kernel_op_counts(name: str, workdir: str) -> dict[str, Any]:
     (``kernel_ops_outside_passes``); the counts do not depend on the batch size, so 8 samples do."""
     from benchmarks.kernel_ops import count_training_step, derived_counts
     from hf_unlearn.args import UnlearnArguments
+    from hf_unlearn.registry import method_settings
     from hf_unlearn.trainers import get_trainer_class
 
     pair = build_models(name)
@@ -745,7 +746,7 @@ def kernel_op_counts(name: str, workdir: str) -> dict[str, Any]:
             method=method,
             sharpness=sharpness,
             rho=RHO,
-            alpha=ALPHA,
+            **method_settings(method, {"alpha": ALPHA}),  # NegGrad and Sharp MinMax read alpha
             use_cpu=True,
             report_to="none",
             disable_tqdm=True,

@@ -1,29 +1,25 @@
-"""`UnlearnArguments`: `TrainingArguments` plus the unlearning method, sharpness and mask settings."""
+"""`UnlearnArguments` and one config per method: `TrainingArguments` plus the unlearning settings.
+
+`UnlearnArguments` holds what every method shares (method, sharpness, rho, sam_lambda, sam_every and the unlearning
+defaults of the paper); each method's config adds the fields that method reads (`NegGradConfig.alpha`,
+`ScrubConfig.kd_T` ...), the way TRL pairs `DPOConfig` with `DPOTrainer`. ``UnlearnArguments(method=NAME, ...)``
+returns NAME's config (`hf_unlearn.registry` maps names to configs and trainers) and refuses a field that NAME does
+not read, with the message a recipe gets for the same key.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
 
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
 
-# The canonical method names. `hf_unlearn.trainers` registers one Trainer per name (a test checks they agree).
-METHOD_CHOICES: tuple[str, ...] = (
-    "pretrain",
-    "retrain",
-    "finetune",
-    "gradient_ascent",
-    "random_label",
-    "neggrad",
-    "salun",
-    "l1_sparse",
-    "scrub",
-    "sharp_minmax",
-)
-
-# Fields of a run's settings worth recording as its hyperparameters in the report.
+DEFAULT_METHOD = "finetune"
+# The settings a run's record (stage.json, report.json, model card) keeps, in this order, where its config has them.
 RECORDED = (
     "sharpness",
     "rho",
@@ -47,46 +43,45 @@ RECORDED = (
     "beta",
     "gamma",
 )
-
-# Settings that only one family of methods reads; a run's record (report, model card) keeps only its own.
-METHOD_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
-    "alpha": ("neggrad", "sharp_minmax"),
-    "mask_ratio": ("salun", "sharp_minmax"),
-    "forget_direction": ("sharp_minmax",),
-    "official": ("salun", "sharp_minmax"),
-    "l1_weight": ("l1_sparse",),
-    "msteps": ("scrub",),
-    "kd_T": ("scrub",),
-    "beta": ("scrub",),
-    "gamma": ("scrub",),
-}
+# Read only by the SAM update: a record with sharpness "none" leaves them out (they change nothing there).
 SAM_ONLY_FIELDS = ("rho", "sam_lambda", "sam_every")
 
 
-def own_hyperparameters(method: str, sharpness: str, values: dict) -> dict:
-    """``values`` without the settings ``method`` (with ``sharpness``) never reads, e.g. SCRUB's for Sharp MinMax."""
-    return {
-        key: value
-        for key, value in values.items()
-        if method in METHOD_ONLY_FIELDS.get(key, (method,)) and (sharpness != "none" or key not in SAM_ONLY_FIELDS)
-    }
+def _finite_at_least(low: float, *, strict: bool = False) -> Callable[[Any], bool]:
+    return lambda v: math.isfinite(v) and (v > low if strict else v >= low)
+
+
+# Checks of the method fields, wherever a config has them: (valid, message naming the field and a good value).
+_FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "alpha": (lambda v: 0.0 <= v <= 1.0, "alpha must lie in [0, 1] (got {v}); it weighs retain against forget loss."),
+    "mask_ratio": (
+        lambda v: 0.0 < v <= 1.0,
+        "mask_ratio must lie in (0, 1] (got {v}); it is a fraction of weights.",
+    ),
+    "forget_direction": (
+        lambda v: v in DIRECTION_CHOICES,
+        "Unknown forget_direction {v!r}. Choose one of: " + ", ".join(DIRECTION_CHOICES) + ".",
+    ),
+    "l1_weight": (_finite_at_least(0.0), "l1_weight must be a finite number >= 0 (got {v}); try 5e-4."),
+    "msteps": (lambda v: v >= 0, "msteps must be >= 0 (got {v}); it counts SCRUB's max epochs."),
+    "kd_T": (_finite_at_least(0.0, strict=True), "kd_T must be a finite number > 0 (got {v}); SCRUB uses 4.0."),
+    "beta": (_finite_at_least(0.0), "beta must be a finite number >= 0 (got {v})."),
+    "gamma": (_finite_at_least(0.0), "gamma must be a finite number >= 0 (got {v})."),
+}
 
 
 @dataclass
 class UnlearnArguments(TrainingArguments):
-    """Arguments for hf_unlearn's trainers.
+    """Arguments for hf_unlearn's trainers: the settings every method shares.
 
-    Parameters that control the method:
+    ``UnlearnArguments(method=NAME, ...)`` builds NAME's config, a subclass with NAME's own fields (`NegGradConfig`,
+    `ScrubConfig` ...; `hf_unlearn.registry`), and refuses a field NAME does not read (``finetune`` with ``kd_T``).
+
+    Parameters that control every method:
         method: which unlearning (or reference) method to run.
         sharpness: "none" (plain gradients), "sam" or "asam" (adaptive SAM) for every branch of the method.
         rho, sam_lambda: SAM radius and the combination weight lambda of ``g0 + sign * lambda * (g1 - g0)``.
         sam_every: the full SAM step every k optimizer steps, a one-pass LookSAM step in between (1: every step).
-        alpha: retain weight of NegGrad / Sharp MinMax, ``alpha * CE_R - (1 - alpha) * CE_F``.
-        mask_ratio: fraction of parameter elements in the forget-saliency mask (Sharp MinMax).
-        forget_direction: sharpness direction of Sharp MinMax's forget branch ("max" in the paper).
-        official: reproduce the official code (bottom-q mask, mask on g1 only, two sequential steps).
-        l1_weight: initial L1 penalty weight of L1-sparse (decays linearly to 0 per optimizer step).
-        msteps, kd_T, beta, gamma: SCRUB's max epochs, KL temperature, KL and CE weights of the min pass.
 
     Defaults that differ from `TrainingArguments` (the unlearning setting of the paper):
         optim="sgd" with optim_args="momentum=0.9", learning_rate=0.01, lr_scheduler_type="constant",
@@ -98,8 +93,8 @@ class UnlearnArguments(TrainingArguments):
 
     # Parameters that control the method
     method: str = field(
-        default="finetune",
-        metadata={"help": "Unlearning or reference method to run.", "choices": list(METHOD_CHOICES)},
+        default=DEFAULT_METHOD,
+        metadata={"help": "Unlearning or reference method to run (hf_unlearn.registry lists them)."},
     )
     sharpness: str = field(
         default="none",
@@ -130,60 +125,6 @@ class UnlearnArguments(TrainingArguments):
             "docs/methods.md). 1 (default) is SAM at every step; no effect with sharpness='none'."
         },
     )
-    alpha: float = field(
-        default=0.99,
-        metadata={
-            "help": "Retain weight in [0, 1] for NegGrad and Sharp MinMax: alpha*CE_retain - (1-alpha)*CE_forget "
-            "(RUM used 0.99 for low-memorization and 0.97 for mid/high forget sets)."
-        },
-    )
-    mask_ratio: float = field(
-        default=0.5,
-        metadata={
-            "help": "Fraction in (0, 1] of parameter elements put in the forget-saliency mask: the top mask_ratio "
-            "of |sum of forget-loss gradients|, ranked globally (SalUn; the paper uses 0.1-0.5)."
-        },
-    )
-    forget_direction: str = field(
-        default="max",
-        metadata={
-            "help": "Sharpness direction of Sharp MinMax's forget branch ('max' in the paper).",
-            "choices": list(DIRECTION_CHOICES),
-        },
-    )
-    official: bool = field(
-        default=False,
-        metadata={
-            "help": "Reproduces the official code's behaviour (HaoranTang/sharp-unlearn) for sharp_minmax and salun: "
-            "bottom-q saliency mask, mask applied to the perturbed gradient g1 only, perturbation and its norm over "
-            "all parameters, (sharp_minmax) two sequential optimizer steps per step, and (random_label, salun) random "
-            "labels uniform over all classes, the true one included. See docs/methods.md."
-        },
-    )
-    l1_weight: float = field(
-        default=5e-4,
-        metadata={
-            "help": "Initial weight of L1-sparse's penalty l1_weight * ||theta||_1; it decays linearly to 0 over the "
-            "run, per optimizer step (Jia et al., 2023 'Model sparsity can simplify machine unlearning'; SalUn/RUM "
-            "used 5e-4)."
-        },
-    )
-    msteps: int = field(
-        default=2,
-        metadata={
-            "help": "SCRUB: number of epochs (the first ones) that start with a max pass over the forget set "
-            "(Kurmanji et al., 2023; exactly msteps max epochs)."
-        },
-    )
-    kd_T: float = field(default=4.0, metadata={"help": "SCRUB: distillation temperature of the KL term (SCRUB, RUM)."})
-    beta: float = field(
-        default=0.001,
-        metadata={"help": "SCRUB: weight of the KL(student || teacher) term in the min pass on retain (SCRUB: 0.001)."},
-    )
-    gamma: float = field(
-        default=0.99,
-        metadata={"help": "SCRUB: weight of the cross-entropy term in the min pass on retain (SCRUB: 0.99)."},
-    )
 
     # Defaults that differ from TrainingArguments: the unlearning setting of the paper.
     optim: str = field(default="sgd", metadata={"help": "Optimizer (TrainingArguments.optim); SGD by default."})
@@ -211,19 +152,50 @@ class UnlearnArguments(TrainingArguments):
     save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy (TrainingArguments)."})
     logging_strategy: str = field(default="epoch", metadata={"help": "Logging strategy (TrainingArguments)."})
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> UnlearnArguments:
+        # UnlearnArguments(method=NAME) is NAME's config; Python then runs that config's __init__ with these kwargs.
+        from .registry import METHOD_FIELDS, method_spec, unused_field_message
+
+        if cls is UnlearnArguments:
+            cls = method_spec(kwargs.get("method", DEFAULT_METHOD)).config
+        for key in kwargs:
+            if key not in cls.__dataclass_fields__ and key in METHOD_FIELDS:
+                raise ValueError(unused_field_message(key, [cls.method_name()]))
+        return super().__new__(cls)
+
+    @classmethod
+    def method_name(cls) -> str:
+        """The method this config belongs to (its ``method`` default)."""
+        return cls.__dataclass_fields__["method"].default
+
+    @classmethod
+    def own_fields(cls) -> tuple[str, ...]:
+        """The fields this method reads beyond the shared ones (``("alpha",)`` for NegGrad), in declaration order."""
+        return tuple(name for name in cls.__dataclass_fields__ if name not in UnlearnArguments.__dataclass_fields__)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self._validate_unlearning_fields()
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """What a run's record (stage.json, report.json, model card) keeps: the `RECORDED` settings this config has,
+        without the SAM settings when ``sharpness`` is "none"."""
+        names = [name for name in RECORDED if name in self.__dataclass_fields__]
+        names += [name for name in self.own_fields() if name not in RECORDED]
+        skip = SAM_ONLY_FIELDS if self.sharpness == "none" else ()
+        return {name: getattr(self, name) for name in names if name not in skip}
+
     def _validate_unlearning_fields(self) -> None:
-        if self.method not in METHOD_CHOICES:
-            raise ValueError(f"Unknown method {self.method!r}. Choose one of: {', '.join(METHOD_CHOICES)}.")
+        from .registry import METHOD_CHOICES
+
+        if self.method != self.method_name():
+            raise ValueError(
+                f"method={self.method!r} does not match {type(self).__name__}, the config of "
+                f"{self.method_name()!r} (methods: {', '.join(METHOD_CHOICES)}); build the arguments with "
+                f"UnlearnArguments(method={self.method!r}, ...)."
+            )
         if self.sharpness not in SHARPNESS_CHOICES:
             raise ValueError(f"Unknown sharpness {self.sharpness!r}. Choose one of: {', '.join(SHARPNESS_CHOICES)}.")
-        if self.forget_direction not in DIRECTION_CHOICES:
-            raise ValueError(
-                f"Unknown forget_direction {self.forget_direction!r}. Choose one of: {', '.join(DIRECTION_CHOICES)}."
-            )
         if not (math.isfinite(self.rho) and self.rho > 0):
             raise ValueError(f"rho must be a finite number > 0 (got {self.rho}); try 0.05-0.1 for SAM, 1.0 for ASAM.")
         if not (math.isfinite(self.sam_lambda) and self.sam_lambda >= 0):
@@ -233,26 +205,163 @@ class UnlearnArguments(TrainingArguments):
                 f"sam_every must be an integer >= 1 (got {self.sam_every!r}); 1 is SAM at every step, 5 a full SAM "
                 "step every 5 steps."
             )
-        if self.sam_every > 1 and self.official:
+        if self.sam_every > 1 and getattr(self, "official", False):
             raise ValueError(
                 "sam_every > 1 is not available with official=True (the official code has no cheap SAM); "
                 "set sam_every: 1 or official: false."
             )
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1] (got {self.alpha}); it weighs retain against forget loss.")
-        if not 0.0 < self.mask_ratio <= 1.0:
-            raise ValueError(f"mask_ratio must lie in (0, 1] (got {self.mask_ratio}); it is a fraction of weights.")
-        if not (math.isfinite(self.l1_weight) and self.l1_weight >= 0):
-            raise ValueError(f"l1_weight must be a finite number >= 0 (got {self.l1_weight}); try 5e-4.")
-        if self.msteps < 0:
-            raise ValueError(f"msteps must be >= 0 (got {self.msteps}); it counts SCRUB's max epochs.")
-        if not (math.isfinite(self.kd_T) and self.kd_T > 0):
-            raise ValueError(f"kd_T must be a finite number > 0 (got {self.kd_T}); SCRUB uses 4.0.")
-        for name in ("beta", "gamma"):
+        for name in self.own_fields():
+            valid, message = _FIELD_CHECKS.get(name, (None, ""))
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0 (got {value}).")
+            if valid is not None and not valid(value):
+                raise ValueError(message.format(v=value))
         if self.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns=True drops the nested 'retain'/'forget' batch columns; set it to False."
             )
+
+
+# ------------------------------------------------------------------------------------------ one config per method
+def _method(name: str) -> Any:
+    return field(default=name, metadata={"help": f"The method: {name!r} (this config's own)."})
+
+
+def _alpha() -> Any:
+    return field(
+        default=0.99,
+        metadata={
+            "help": "Retain weight in [0, 1]: alpha*CE_retain - (1-alpha)*CE_forget (RUM used 0.99 for "
+            "low-memorization and 0.97 for mid/high forget sets)."
+        },
+    )
+
+
+def _mask_ratio() -> Any:
+    return field(
+        default=0.5,
+        metadata={
+            "help": "Fraction in (0, 1] of parameter elements put in the forget-saliency mask: the top mask_ratio "
+            "of |sum of forget-loss gradients|, ranked globally (SalUn; the paper uses 0.1-0.5)."
+        },
+    )
+
+
+def _official(what: str) -> Any:
+    return field(
+        default=False,
+        metadata={"help": f"Reproduces the official code (HaoranTang/sharp-unlearn): {what} See docs/methods.md."},
+    )
+
+
+_OFFICIAL_LABELS = "random labels uniform over all classes, the true one included."
+_OFFICIAL_MASK = (
+    "bottom-q saliency mask, mask applied to the perturbed gradient g1 only, perturbation and its norm over all "
+    "parameters"
+)
+
+
+@dataclass
+class PretrainConfig(UnlearnArguments):
+    """Pretraining on the whole training set (the original model); SGD or SAM (``sharpness``)."""
+
+    method: str = _method("pretrain")
+
+
+@dataclass
+class RetrainConfig(UnlearnArguments):
+    """Retraining on the retain set from the model's own initialisation (the reference)."""
+
+    method: str = _method("retrain")
+
+
+@dataclass
+class FinetuneConfig(UnlearnArguments):
+    """Fine-tuning on the retain set (FT)."""
+
+    method: str = _method("finetune")
+
+
+@dataclass
+class GradientAscentConfig(UnlearnArguments):
+    """Gradient ascent on the forget set (GA)."""
+
+    method: str = _method("gradient_ascent")
+
+
+@dataclass
+class RandomLabelConfig(UnlearnArguments):
+    """Random labels on the forget set, trained together with the retain set (RL)."""
+
+    method: str = _method("random_label")
+    official: bool = _official(_OFFICIAL_LABELS)
+
+
+@dataclass
+class NegGradConfig(UnlearnArguments):
+    """NegGrad+: ``alpha * CE_retain - (1 - alpha) * CE_forget``."""
+
+    method: str = _method("neggrad")
+    alpha: float = _alpha()
+
+
+@dataclass
+class SalUnConfig(UnlearnArguments):
+    """SalUn: random labels, only the forget-salient weights move."""
+
+    method: str = _method("salun")
+    mask_ratio: float = _mask_ratio()
+    official: bool = _official(f"{_OFFICIAL_MASK}, and {_OFFICIAL_LABELS}")
+
+
+@dataclass
+class L1SparseConfig(UnlearnArguments):
+    """L1-sparse fine-tuning: ``CE + l1_weight_t * ||theta||_1`` on the retain set."""
+
+    method: str = _method("l1_sparse")
+    l1_weight: float = field(
+        default=5e-4,
+        metadata={
+            "help": "Initial weight of the penalty l1_weight * ||theta||_1; it decays linearly to 0 over the run, per "
+            "optimizer step (Jia et al., 2023 'Model sparsity can simplify machine unlearning'; SalUn/RUM used 5e-4)."
+        },
+    )
+
+
+@dataclass
+class ScrubConfig(UnlearnArguments):
+    """SCRUB: max epochs on the forget set, min passes on the retain set, against a frozen teacher."""
+
+    method: str = _method("scrub")
+    msteps: int = field(
+        default=2,
+        metadata={
+            "help": "Number of epochs (the first ones) that start with a max pass over the forget set (Kurmanji et "
+            "al., 2023; exactly msteps max epochs)."
+        },
+    )
+    kd_T: float = field(default=4.0, metadata={"help": "Distillation temperature of the KL term (SCRUB, RUM)."})
+    beta: float = field(
+        default=0.001,
+        metadata={"help": "Weight of the KL(student || teacher) term in the min pass on retain (SCRUB: 0.001)."},
+    )
+    gamma: float = field(
+        default=0.99,
+        metadata={"help": "Weight of the cross-entropy term in the min pass on retain (SCRUB: 0.99)."},
+    )
+
+
+@dataclass
+class SharpMinMaxConfig(UnlearnArguments):
+    """Sharp MinMax (Tang & Khanna, 2026): SAM-min on the retain half of the mask, SAM-max on the forget half."""
+
+    method: str = _method("sharp_minmax")
+    alpha: float = _alpha()
+    mask_ratio: float = _mask_ratio()
+    forget_direction: str = field(
+        default="max",
+        metadata={
+            "help": "Sharpness direction of the forget branch ('max' in the paper).",
+            "choices": list(DIRECTION_CHOICES),
+        },
+    )
+    official: bool = _official(f"{_OFFICIAL_MASK}, and two sequential optimizer steps per step.")

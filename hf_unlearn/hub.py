@@ -169,9 +169,9 @@ def _fmt(value: Any) -> str:
 
 
 def _own_hyperparameters(entry: dict[str, Any]) -> dict[str, Any]:
-    from .args import own_hyperparameters
+    from .registry import own_settings
 
-    return own_hyperparameters(entry["method"], entry.get("sharpness", "none"), entry.get("hyperparameters") or {})
+    return own_settings(entry["method"], entry.get("hyperparameters") or {}, entry.get("sharpness", "none"))
 
 
 def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model: str | None, library_name: str) -> str:

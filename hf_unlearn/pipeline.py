@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, set_seed
 
-from .args import RECORDED, own_hyperparameters
 from .checkpoints import CHECKPOINT_SETTINGS, HistoryCheckpoint, StageCheckpoints, train_resumable
 from .console import check_report_to, use_stage_progress
 from .data import SplitManifest, split_retain_forget
@@ -55,6 +54,7 @@ from .models import (
 )
 from .paths import inside
 from .recipe import forget_sets, recipe_augmentation, reference_kind, training_arguments
+from .registry import own_settings
 from .report import atomic_save_npy, atomic_write_text, write_combined_markdown, write_report
 from .trainers import get_trainer_class
 from .validation import (
@@ -645,8 +645,14 @@ class Pipeline:
             # union; forget draws and random labels are per item from (seed, epoch) streams.
             "semantics": 2,
             "stage": name,
-            # Tracking and console settings do not change the result: changing them reuses finished stages.
-            "settings": {k: v for k, v in settings.items() if k not in TRACKING_KEYS},
+            # Tracking and console settings do not change the result: changing them reuses finished stages; nor do
+            # other methods' settings (unlearn.defaults.kd_T for a NegGrad run) or SAM's without sharpness. The
+            # original's settings (pretrain) and a given reference's carry no method.
+            "settings": {
+                k: v
+                for k, v in own_settings(settings.get("method", "pretrain"), settings).items()
+                if k not in TRACKING_KEYS
+            },
             "seed": self.seed,
             "data": self.recipe["data"],
             "model": self.recipe["model"],
@@ -705,9 +711,7 @@ class Pipeline:
         record = {
             "method": args.method,
             "sharpness": args.sharpness,
-            "hyperparameters": own_hyperparameters(
-                args.method, args.sharpness, {key: getattr(args, key) for key in RECORDED}
-            ),
+            "hyperparameters": args.hyperparameters(),
             "wall_seconds": round(wall_seconds, 3),
             "fingerprint": fingerprint,
             "status": status,

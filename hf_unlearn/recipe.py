@@ -1,13 +1,13 @@
 """YAML recipes: a validated description of a whole run (data, forget set, model, reference training, unlearning runs).
 
 Unknown keys are errors with a suggestion (``unlearn.runs[2].alpah: unknown key; did you mean 'alpha'?``).
-Training sections accept any `UnlearnArguments` field plus the aliases ``epochs`` and ``batch_size``.
+Training sections accept any `UnlearnArguments` field plus the aliases ``epochs`` and ``batch_size``; a setting that
+only some methods read (``alpha``, ``kd_T`` ...) is refused where no method of the section reads it.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 from importlib import resources
 from pathlib import Path
@@ -16,22 +16,19 @@ from typing import Any
 import yaml
 from transformers import TrainingArguments
 
-from .args import METHOD_CHOICES, UnlearnArguments
+from .args import UnlearnArguments
 from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS
 from .errors import ValidationError
 from .paths import safe_name
+from .registry import ALL_FIELDS, METHOD_CHOICES, METHOD_FIELDS, method_settings, unused_field_message, uses
 
 TRAINING_ALIASES = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
 # Set by the pipeline for every stage; a recipe must not set them.
 MANAGED_FIELDS = {"output_dir", "method"}
-TRAINING_KEYS = ({f.name for f in dataclasses.fields(UnlearnArguments) if f.init} - MANAGED_FIELDS) | set(
-    TRAINING_ALIASES
-)
+TRAINING_KEYS = (ALL_FIELDS - MANAGED_FIELDS) | set(TRAINING_ALIASES)
 # The keys an unknown-key error names when nothing is close: hf_unlearn's own fields and the usual Trainer ones
 # (listing all ~130 TrainingArguments fields, most irrelevant here, helps nobody).
-TRAINING_KEYS_SHOWN = (
-    set(UnlearnArguments.__dataclass_fields__) - set(TrainingArguments.__dataclass_fields__) - MANAGED_FIELDS
-) | {
+TRAINING_KEYS_SHOWN = (ALL_FIELDS - set(TrainingArguments.__dataclass_fields__) - MANAGED_FIELDS) | {
     *TRAINING_ALIASES,
     "learning_rate",
     "optim",
@@ -426,11 +423,27 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
         raise RecipeError("unlearn.runs: the recipe lists no unlearning run; add at least one {method: ...}")
     for run in merged["unlearn"]["runs"]:
         run["name"] = str(run.get("name") or default_run_name(run))
+    _check_method_settings(merged)
     _check_hub(merged)
     _check_seeds(merged)
     _check_augmentation(merged)
     _check_stem(merged["model"])
     return merged
+
+
+def _check_method_settings(recipe: dict[str, Any]) -> None:
+    """A setting only some methods read (alpha, mask_ratio, kd_T ...; `hf_unlearn.registry`) must be read by the
+    section's method: pretrain's, retrain's, the run's, or for ``unlearn.defaults`` at least one run's."""
+    runs = recipe["unlearn"]["runs"]
+    sections = [("pretrain.", recipe["pretrain"], ["pretrain"])]
+    if reference_kind(recipe) == "retrain":
+        sections.append(("retrain.", recipe["retrain"], ["retrain"]))
+    sections += [(f"unlearn.runs[{i}].", run, [run["method"]]) for i, run in enumerate(runs)]
+    sections.append(("unlearn.defaults.", recipe["unlearn"]["defaults"], sorted({run["method"] for run in runs})))
+    for where, section, methods in sections:
+        for key in section:
+            if key in METHOD_FIELDS and not any(uses(method, key) for method in methods):
+                raise RecipeError(f"{where}{key}: {unused_field_message(key, methods)}")
 
 
 def _check_stem(model: dict[str, Any]) -> None:
@@ -594,8 +607,11 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] | None = None) ->
 
 
 def training_arguments(settings: dict[str, Any], **managed: Any) -> UnlearnArguments:
-    """`UnlearnArguments` from a recipe training section plus the fields the pipeline manages."""
+    """The method's config (`UnlearnArguments`) from a stage's merged settings plus the fields the pipeline manages;
+    other methods' settings (from ``unlearn.defaults``) are left out."""
     kwargs = {TRAINING_ALIASES.get(k, k): v for k, v in settings.items()}
+    if managed.get("method") in METHOD_CHOICES:
+        kwargs = method_settings(managed["method"], kwargs)
     kwargs.update(managed)
     try:
         return UnlearnArguments(**kwargs)

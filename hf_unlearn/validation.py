@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .args import METHOD_CHOICES
 from .errors import HfUnlearnError, ValidationError
+from .registry import METHOD_CHOICES, REGISTRY
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
 
 CHOICE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -72,14 +72,12 @@ class StagePlan:
 
 
 def _scalar_fields() -> dict[str, type]:
-    """`UnlearnArguments` fields typed exactly bool / int / float (optionally ``| None``): their recipe values
+    """Fields of the methods' configs typed exactly bool / int / float (optionally ``| None``): their recipe values
     are type-checked, since TrainingArguments does not (a string learning rate fails deep inside the optimizer)."""
     import dataclasses
 
-    from .args import UnlearnArguments
-
     out: dict[str, type] = {}
-    for f in dataclasses.fields(UnlearnArguments):
+    for f in (f for spec in REGISTRY.values() for f in dataclasses.fields(spec.config)):
         name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         name = name.replace(" | None", "").replace("Optional[", "").rstrip("]")
         if name in ("bool", "int", "float"):

@@ -16,6 +16,7 @@ import torch
 from conftest import make_args, make_dataset, tiny_resnet_config
 
 from hf_unlearn.models import build_model_from_config
+from hf_unlearn.registry import method_settings
 from hf_unlearn.trainers import get_trainer_class
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,7 +55,8 @@ def _counts(depths: list[int], tmp_path: Path) -> tuple[dict[str, int], dict[str
         if method in ("sharp_minmax", "salun"):
             g = torch.Generator().manual_seed(3)
             kwargs["mask"] = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters()}
-        args = make_args(tmp_path / "out", method=method, sharpness=sharpness, alpha=0.9, **extra)
+        alpha = method_settings(method, {"alpha": 0.9})  # NegGrad and Sharp MinMax read alpha
+        args = make_args(tmp_path / "out", method=method, sharpness=sharpness, **alpha, **extra)
         trainer = get_trainer_class(method)(
             model=model, args=args, retain_dataset=retain, forget_dataset=forget, **kwargs
         )

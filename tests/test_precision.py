@@ -15,6 +15,7 @@ import torch
 from conftest import ce_on, hand_branch, make_dataset, make_model, weights_of
 from torch import nn
 
+from hf_unlearn.registry import method_settings
 from hf_unlearn.sharpness import SharpnessConfig, branch_gradient, perturbation
 from hf_unlearn.trainers import TRAINERS, get_trainer_class
 from hf_unlearn.trainers.base import Branch, logits_of
@@ -191,7 +192,7 @@ def _run_every_method(args_factory, method: str, precision: str, model: nn.Modul
         max_steps=2,
         logging_steps=1,
         logging_strategy="steps",
-        alpha=0.9,
+        **method_settings(method, {"alpha": 0.9}),  # NegGrad and Sharp MinMax read alpha
         **{precision: True},
         **overrides,
     )

@@ -195,7 +195,10 @@ def test_misspelled_recipe_key_at_every_level(tmp_path, capsys, changes, fragmen
         ),
         ({"retrain.optim": "sgdd"}, ["retrain", "sgdd"]),
         ({"pretrain.learning_rate": "1e-3"}, ["pretrain.learning_rate: expected a number, got '1e-3'", "1.0e-3"]),
-        ({"unlearn.runs.0.official": "yes"}, ["unlearn.runs[0].official: expected bool, got 'yes'"]),
+        (
+            {"unlearn.runs.0": {"method": "sharp_minmax", "official": "yes"}},
+            ["unlearn.runs[0].official: expected bool, got 'yes'"],
+        ),
         ({"unlearn.defaults.batch_size": 64.5}, ["unlearn.defaults.batch_size: expected int, got 64.5"]),
     ],
     ids=[

@@ -1,7 +1,8 @@
-"""One Trainer per method, all on `UnlearnTrainer`; `get_trainer_class` looks them up by name."""
+"""One Trainer per method, all on `UnlearnTrainer`; `get_trainer_class` looks them up in `hf_unlearn.registry`."""
 
 from __future__ import annotations
 
+from ..registry import REGISTRY, method_spec
 from .base import Branch, UnlearnTrainer
 from .finetune import FinetuneTrainer
 from .gradient_ascent import GradientAscentTrainer
@@ -14,39 +15,28 @@ from .salun import SalUnTrainer
 from .scrub import ScrubTrainer
 from .sharp_minmax import SharpMinMaxTrainer
 
-TRAINERS: dict[str, type[UnlearnTrainer]] = {
-    cls.method_name: cls
-    for cls in (
-        PretrainTrainer,
-        RetrainTrainer,
-        FinetuneTrainer,
-        GradientAscentTrainer,
-        RandomLabelTrainer,
-        NegGradTrainer,
-        SalUnTrainer,
-        L1SparseTrainer,
-        ScrubTrainer,
-        SharpMinMaxTrainer,
-    )
-}
+TRAINERS: dict[str, type[UnlearnTrainer]] = {name: spec.trainer_class for name, spec in REGISTRY.items()}
 
 
 def get_trainer_class(method: str) -> type[UnlearnTrainer]:
-    """The Trainer class of an unlearning method, e.g. ``get_trainer_class("sharp_minmax")``."""
-    try:
-        return TRAINERS[method]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(method, TRAINERS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown method {method!r}.{hint} Known methods: {', '.join(TRAINERS)}.") from None
+    """The Trainer class of a method, e.g. ``get_trainer_class("sharp_minmax")``; its arguments are
+    ``UnlearnArguments(method="sharp_minmax", ...)`` (a `SharpMinMaxConfig`)."""
+    return method_spec(method).trainer_class
 
 
 __all__ = [
-    "Branch",
-    "UnlearnTrainer",
     "TRAINERS",
+    "Branch",
+    "FinetuneTrainer",
+    "GradientAscentTrainer",
+    "L1SparseTrainer",
+    "NegGradTrainer",
+    "PretrainTrainer",
+    "RandomLabelTrainer",
+    "RetrainTrainer",
+    "SalUnTrainer",
+    "ScrubTrainer",
+    "SharpMinMaxTrainer",
+    "UnlearnTrainer",
     "get_trainer_class",
-    *[cls.__name__ for cls in TRAINERS.values()],
 ]

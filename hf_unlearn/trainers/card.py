@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..args import RECORDED, own_hyperparameters
 from ..metrics import tug_of_war
 from ..metrics.unlearning import unlearning_metrics
 
@@ -66,13 +65,8 @@ def trainer_report(
     entry = {
         "method": args.method,
         "sharpness": args.sharpness,
-        # As report.json stores them (enums such as optim become their strings).
-        "hyperparameters": json.loads(
-            json.dumps(
-                own_hyperparameters(args.method, args.sharpness, {key: getattr(args, key) for key in RECORDED}),
-                default=str,
-            )
-        ),
+        # The method's own, as report.json stores them (enums such as optim become their strings).
+        "hyperparameters": json.loads(json.dumps(args.hyperparameters(), default=str)),
         "status": "finished",
         **metrics,
         "tow": tug_of_war(metrics["accuracy"], reference) if reference is not None else None,
