@@ -14,6 +14,7 @@ DEFAULT_RECIPE = "digits"
 RESUME_HINT = {
     "run": "Finished stages are kept: rerun the same command to resume from the last checkpoint.",
     "memorization": "Finished models are kept: rerun the same command to resume.",
+    "tune": "Finished trials are kept in the study: rerun the same command to resume it.",
 }
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="Redo finished stages instead of reusing them.")
     run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
     add_evaluate_parser(commands)
+    add_tune_parser(commands)
     add_push_parser(commands)
     add_memorization_parsers(commands)
     verify = commands.add_parser(
@@ -103,6 +105,70 @@ def evaluate_command(args: argparse.Namespace) -> int:
     for line in plain_summary(report):
         print(line)
     print(f"\nWrote {output_dir}/report.json, report.md and the plot.")
+    return 0
+
+
+def add_tune_parser(commands) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="Tune one unlearning run's settings with Optuna (validation ToW; the test split is never read).",
+        description="An Optuna study (seeded TPE, median pruning per epoch) over the run's search space "
+        "(hf_unlearn.tune.space, narrowed by the recipe's tune.space). The original and the reference are trained "
+        "once; trial 0 is the run's own settings; the objective is ToW on retain, forget and a validation split. "
+        "Writes DIR/tuning.json, the optimisation-history and parameter-importance plots and DIR/best.yaml. "
+        "--trials counts the whole study: calling again with more trials resumes it. See docs/tuning.md.",
+    )
+    tune.add_argument(
+        "recipe", nargs="?", default=DEFAULT_RECIPE, help="YAML recipe or built-in name (default: %(default)s)."
+    )
+    tune.add_argument("--run", default=None, help="The run to tune (its name; default: the recipe's only run).")
+    tune.add_argument(
+        "--trials", type=int, required=True, help="Trials in the study in all (resumes when it has some)."
+    )
+    tune.add_argument(
+        "--output-dir", type=Path, default=None, help="Output folder (default: runs/<recipe name>-tune-<run>)."
+    )
+    tune.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna database URL shared by several processes or machines, e.g. postgresql://user@host/db "
+        "(default: sqlite in the output folder).",
+    )
+    tune.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a recipe key, e.g. --set tune.space.alpha=[0.9,0.99] (repeatable; values are parsed as YAML).",
+    )
+    tune.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    from .tune.study import require_optuna
+
+    require_optuna()  # before the recipe and the heavy imports: one line naming the extra to install
+    from .lock import run_lock
+    from .pipeline import Pipeline
+    from .recipe import load_recipe
+    from .tune.study import plan_study, run_study
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    output_dir = args.output_dir or Path("runs") / f"{recipe['name']}-tune-{args.run or 'run'}"
+    _, _, tuned = plan_study(recipe, args.run, args.trials)  # a bad run name or space fails before any folder exists
+    for _, one_seed in tuned:
+        Pipeline(one_seed, output_dir, use_cpu=args.cpu).check_stages()
+    start = time.perf_counter()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(output_dir, use_cpu=args.cpu, what="hf-unlearn tune"):
+        result = run_study(recipe, args.run, args.trials, output_dir, storage=args.storage, use_cpu=args.cpu)
+    for trial in result["trials"]:
+        value = "—" if trial["value"] is None else f"{trial['value']:.4f}"
+        print(f"trial {trial['number']:3d}  {trial['state']:8s}  ToW {value}  {trial['params']}")
+    if result["best"] is not None:
+        print(f"\nBest: trial {result['best']['number']}, validation ToW {result['best']['value']:.4f}")
+    print(f"Wrote {output_dir}/tuning.json, best.yaml and the plots in {time.perf_counter() - start:.1f} s.")
     return 0
 
 
@@ -351,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command in ("run", "evaluate", "push"):
+    if args.command in ("run", "evaluate", "push", "tune"):
         from .console import quiet_library_bars
 
         quiet_library_bars()
@@ -364,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate_command(args)
         if args.command == "push":
             return push_command(args)
+        if args.command == "tune":
+            return tune_command(args)
         if args.command == "memorization":
             return memorization_command(args)
         if args.command == "memorization-merge":

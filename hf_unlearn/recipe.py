@@ -164,6 +164,8 @@ SCHEMA: dict[str, Any] = {
     "unlearn": {"defaults": "training", "runs": "runs"},
     "evaluation": {"batch_size": int, "mia_shadow_size": int, "mia_seed": int, "num_workers": int},
     "hub": {"push": bool, "repo_id": str, "run": str, "private": bool},
+    # hf-unlearn tune (hf_unlearn.tune): search-space overrides and the validation split it carves; run ignores it.
+    "tune": {"space": dict, "validation_size": float},
     # Several seeds and the analysis section: hf_unlearn.aggregate (absent = one seed, no analysis, as before).
     "seeds": list,
     "analysis": {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("torch", "transformers", "datasets", "sklearn", "matplotlib", "accelerate", "timm")
+HEAVY = ("torch", "transformers", "datasets", "sklearn", "matplotlib", "accelerate", "timm", "optuna")
 
 SCRIPT = f"""
 import contextlib, io, json, sys
@@ -22,7 +22,7 @@ import hf_unlearn
 after_import = [m for m in {HEAVY!r} if m in sys.modules]
 from hf_unlearn import cli
 codes = []
-for argv in (["--help"], ["run", "--help"], ["run", "--no-such-flag"], ["memorization", "digits"]):
+for argv in (["--help"], ["run", "--help"], ["run", "--no-such-flag"], ["memorization", "digits"], ["tune", "--help"]):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             codes.append(cli.main(argv))
@@ -40,7 +40,7 @@ def test_import_and_help_load_no_heavy_library() -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["after_import"] == []
     assert result["after_cli"] == []  # --help and argument errors answer before anything heavy is imported
-    assert result["codes"] == [0, 0, 2, 2]  # help, help, unknown flag, missing required -K / --output
+    assert result["codes"] == [0, 0, 2, 2, 0]  # help, help, unknown flag, missing required -K / --output, help
 
 
 def test_lazy_exports_resolve_to_the_real_objects() -> None:

@@ -1,0 +1,112 @@
+"""The one place `hf-unlearn tune` meets the pipeline: train (or reuse) the shared stages, then build trial trainers.
+
+The original and the reference are the pipeline's own stages in the tuning folder (``models/original``,
+``models/retrain``), so a second call, or a study resumed later, reuses them by fingerprint as ``hf-unlearn run``
+does. Trials never write stages: each trains a copy of the original and is scored in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ValidationError
+
+
+@dataclass
+class SharedStages:
+    """What every trial shares on one seed and forget set: the pipeline, the forget set's splits, the original and
+    the reference's accuracies."""
+
+    name: str  # "<forget set>" or "seed-<s>/<forget set>"
+    pipeline: Any
+    splits: Any  # hf_unlearn.pipeline.Splits with retain / forget; splits.prepared.validation is the held-out split
+    original: Any
+    reference: dict[str, float]  # the reference's accuracy on retain, forget and validation
+    settings: dict[str, Any]  # the tuned run's merged settings (pipeline defaults, unlearn.defaults, the run)
+
+    @property
+    def validation(self) -> Any:
+        return self.splits.prepared.validation
+
+
+def shared_stages(
+    recipe: dict[str, Any], run: dict[str, Any], output_dir: Path, *, use_cpu: bool, label: str = ""
+) -> list[SharedStages]:
+    """Train or reuse the original (once) and the reference of every forget set of a one-seed ``recipe``.
+
+    Several forget sets share the original and get a subfolder each, as in ``hf-unlearn run``."""
+    from transformers import set_seed
+
+    from ..models import load_reference_model, load_saved_model
+    from ..pipeline import UNLEARN_DEFAULTS, Pipeline
+    from ..recipe import forget_sets, reference_kind
+    from .objective import accuracies
+
+    pipe = Pipeline(recipe, output_dir, use_cpu=use_cpu)
+    pipe.check_stages()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pipe.check_existing_outputs()
+    set_seed(pipe.seed)
+    splits = pipe.prepare_data()
+    if splits.prepared.validation is None or len(splits.prepared.validation) == 0:
+        raise ValidationError("tune: the data has no validation split to score trials on; set data.validation_size.")
+    pipe.check_forget_sets(splits)
+    original = pipe.original_model(splits)
+    settings = {**UNLEARN_DEFAULTS, **recipe["unlearn"]["defaults"], **run}
+    batch_size = recipe["evaluation"]["batch_size"]
+    out = []
+    for spec in forget_sets(recipe):
+        pipe.set_dir = output_dir / spec["name"] if pipe.several else output_dir
+        pipe.set_dir.mkdir(parents=True, exist_ok=True)
+        set_splits = pipe.build_forget_set(splits, spec)
+        if reference_kind(recipe) == "retrain":
+            pipe.train_stage("retrain", pipe.retrain_settings(), set_splits, original)
+            reference_model = load_reference_model_folder(load_saved_model, pipe.stage_dir("retrain"))
+        else:  # given: evaluated, never trained
+            reference_model = load_reference_model(
+                recipe["retrain"]["from"], splits.class_names, trust_remote_code=recipe["model"]["trust_remote_code"]
+            )
+        reference = accuracies(
+            reference_model, set_splits.retain, set_splits.forget, splits.prepared.validation, batch_size
+        )
+        # A shallow copy per forget set: trial trainers name their (unused) checkpoint folder after set_dir.
+        view = copy.copy(pipe)
+        out.append(SharedStages(f"{label}{spec['name']}", view, set_splits, original, reference, settings))
+    return out
+
+
+def load_reference_model_folder(load: Any, folder: Path) -> Any:
+    """The retrained reference's saved weights (a diverged retrain without weights cannot be tuned against)."""
+    if not (folder / "config.json").is_file():
+        raise ValidationError(
+            f"tune: the reference in {folder} has no weights (its training diverged); fix the retrain settings."
+        )
+    return load(str(folder))
+
+
+def trial_trainer(shared: SharedStages, settings: dict[str, Any], callbacks: list[Any]) -> Any:
+    """A trainer for one trial: a copy of the original, the run's method, the trial's settings; nothing saved."""
+    from transformers import PrinterCallback
+
+    from ..checkpoints import DivergenceGuard
+    from ..trainers import get_trainer_class
+
+    settings = dict(settings)
+    method = settings.pop("method")
+    name = settings.pop("name")
+    # Trials keep no checkpoint and log nothing: the objective reads the model itself at each epoch's end.
+    settings.update(save_strategy="no", logging_strategy="no", disable_tqdm=True, report_to="none")
+    args = shared.pipeline.arguments(method, settings, stage=f"tune-{name}")
+    trainer = get_trainer_class(method)(
+        model=copy.deepcopy(shared.original),
+        args=args,
+        retain_dataset=shared.splits.retain,
+        forget_dataset=shared.splits.forget,
+        augmentation=shared.pipeline.augmentation,
+        callbacks=[DivergenceGuard(), *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # the Trainer would print its final metrics line per trial
+    return trainer
