@@ -4,13 +4,18 @@
     python benchmarks/claims.py --workers 3 --write-docs            # full protocol (see docs/results.md)
     python benchmarks/claims.py --sets lowconf high --write-docs    # fewer forget sets
     python benchmarks/claims.py --smoke --root /tmp/claims-smoke    # a tiny end-to-end check (tests use it)
+    python benchmarks/claims.py --trials 50 --workers 2 --write-docs  # more tuning trials per group and forget set
 
 Protocol. Forget sets: the 10% low-confidence set of recipes/digits.yaml (``lowconf``) and the 2% memorization bands
 ``high`` / ``mid`` / ``low`` of recipes/digits-memorization.yaml. Methods (groups): finetune, gradient_ascent,
 random_label, salun, scrub, neggrad, each with sharpness none and sam (rho 0.1), and sharp_minmax with sam, intended
 and official. Each group has a grid of 3 values of its main knob (GRIDS below; other settings as in
-recipes/digits-all-methods.yaml). Every configuration runs on the tuning seeds; per forget set and group the value
-with the highest mean ToW is selected and then evaluated on the (different) evaluation seeds. Each seed has its own
+recipes/digits-all-methods.yaml). Tuning (default, ``--search tune``): per forget set and group, an `hf-unlearn tune`
+study (hf_unlearn.tune: the group's method space, seeded TPE, median pruning; ``--trials`` trials, 30 by default)
+whose objective is the mean validation ToW over the tuning seeds (a validation split carved from each tuning seed's
+training split; the test split is never read); its best settings are then evaluated on the (different) evaluation
+seeds. ``--search grid`` runs the former protocol instead: the 3-value grid of one knob per group (GRIDS below), the
+value with the highest mean test ToW over the tuning seeds selected. Each seed has its own
 data split, SGD-pretrained original, forget set and retrained reference, shared by all methods (the Pipeline reuses
 finished stages). For the analysis claims each evaluation seed also gets a SAM-pretrained original (rho 0.05) on the
 same split: entanglement (penultimate features, retain vs forget, per forget set) and the basin ratio of the test
@@ -208,6 +213,112 @@ def analysis(task, splits, set_splits, original, pipe) -> dict[str, Any]:
         flush=True,
     )
     return out
+
+
+# ------------------------------------------------------------------------------------------ tuning (hf-unlearn tune)
+def tuning_recipe(seed: int, sets: list[str], smoke: bool) -> dict[str, Any]:
+    """A tuning seed's recipe: every forget set, and a validation split carved from training (tune's objective)."""
+    from hf_unlearn.tune.study import tuning_recipes
+
+    return tuning_recipes(base_recipe(seed, sets, smoke))[0][1]
+
+
+def group_space(group: str, smoke: bool) -> dict[str, Any]:
+    """The group's search space: its method's declared space (hf_unlearn.tune.space); --smoke searches its knob only."""
+    from hf_unlearn.tune.space import resolve_space
+
+    fixed, knob, _grid = groups(smoke)[group]
+    space = resolve_space(fixed["method"], fixed.get("sharpness", "none"), None)
+    return {knob: space[knob]} if smoke else space
+
+
+def prepare_tuning(task: dict[str, Any]) -> dict[str, Any]:
+    """One tuning seed: train (or reuse) its original and the references of every forget set, once for all groups."""
+    _quiet_worker()
+    from hf_unlearn.tune.adapter import shared_stages
+
+    seed = task["seed"]
+    recipe = tuning_recipe(seed, task["sets"], task["smoke"])
+    start = time.perf_counter()
+    shared_stages(recipe, {"name": "finetune", "method": "finetune"}, _tune_dir(task, seed), use_cpu=True)
+    print(f"tuning seed {seed}: shared stages ready ({time.perf_counter() - start:.0f} s)", flush=True)
+    return {"seed": seed}
+
+
+def tune_group(task: dict[str, Any]) -> dict[str, Any]:
+    """One study: a group on one forget set over the tuning seeds (mean validation ToW); its best settings."""
+    _quiet_worker()
+    from hf_unlearn.tune.adapter import shared_stages
+    from hf_unlearn.tune.study import best_trial, search
+
+    group, set_name, smoke = task["group"], task["set"], task["smoke"]
+    fixed = groups(smoke)[group][0]
+    run = {"name": group, **fixed}
+    contexts = []
+    for seed in task["tune_seeds"]:
+        recipe = tuning_recipe(seed, task["sets"], smoke)
+        stages = shared_stages(recipe, run, _tune_dir(task, seed), use_cpu=True, label=f"seed-{seed}/")
+        contexts += [c for c in stages if c.name == f"seed-{seed}/{set_name}"]
+    space = group_space(group, smoke)
+    start = time.perf_counter()
+    folder = Path(task["root"]) / "tune" / set_name
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(folder / f'{group}.db').resolve()}"  # one file per study: no write contention
+    study = search(contexts, space, task["trials"], name=group, storage=storage, seed=0)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    best = best_trial(study)
+    seconds = [t.user_attrs["seconds"] for t in finished if "seconds" in t.user_attrs]
+    print(
+        f"  tuned {set_name:8s} {group:28s} validation ToW {best.value:.3f} (trial {best.number} of "
+        f"{len(finished)}) {best.params} ({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
+    return {
+        "set": set_name,
+        "group": group,
+        "params": best.params,
+        "value": best.value,
+        "trial": best.number,
+        "trial_0": finished[0].value if finished and finished[0].number == 0 else None,
+        "trials": len(finished),
+        "pruned": sum(t.state.name == "PRUNED" for t in finished),
+        "trial_seconds": seconds,
+        "space": {k: [v.low, v.high] for k, v in space.items()},
+    }
+
+
+def tuned_selection(results: list[dict[str, Any]], set_name: str, group_table: dict[str, Any]) -> dict[str, Any]:
+    """``select``'s structure from the studies: the knob's tuned value, the best settings, the study's numbers."""
+    chosen = {}
+    for r in results:
+        if r["set"] != set_name:
+            continue
+        fixed, knob, _grid = group_table[r["group"]]
+        value = r["params"].get(knob, fixed.get(knob))
+        chosen[r["group"]] = {
+            "knob": knob,
+            "value": value,
+            "tuning_tow": {value: r["value"]},  # the best trial's mean validation ToW
+            "run": f"{r['group']}__tuned",
+            "settings": {**fixed, **r["params"]},
+            "study": {k: r[k] for k in ("params", "value", "trial", "trial_0", "trials", "pruned", "space")},
+        }
+    return {g: chosen[g] for g in group_table if g in chosen}
+
+
+def _tune_dir(task: dict[str, Any], seed: int) -> Path:
+    return Path(task["root"]) / f"tune-seed-{seed}"
+
+
+def _quiet_worker() -> None:
+    os.environ["TQDM_DISABLE"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
 
 
 def _metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -425,9 +536,23 @@ def markdown(result: dict[str, Any]) -> str:
         "= 2% memorization bands of recipes/digits-memorization.yaml).",
         f"- Seeds: tuning {a['tune_seeds']}, evaluation {a['eval_seeds']} (disjoint). A seed changes the train/test "
         "split, the original, the forget set (lowconf depends on the original), the retrained reference and the runs.",
-        "- Tuning budget: 3 values of one main knob per group (table below), the same for every method; other settings "
-        f"fixed; SAM runs use rho {RHO}. Per forget set and group the value with the best mean ToW over the tuning "
-        "seeds is selected (a diverged run counts as ToW 0), then evaluated on the evaluation seeds.",
+        *(
+            [
+                f"- Tuning: per forget set and group, one `hf-unlearn tune` study of {result['trials']} trials (docs/"
+                "tuning.md): the group's method space (table below), a seeded TPE sampler, median pruning; trial 0 is "
+                "the group's settings of recipes/digits-all-methods.yaml. The objective is the mean ToW over the tuning "
+                "seeds on retain, forget and a validation split carved from each tuning seed's training split (10%, "
+                "stratified): the test split is never read (a diverged run scores 0). The best trial's settings are "
+                "then evaluated on the evaluation seeds, whose data, originals and references the tuning never saw."
+            ]
+            if result.get("search") == "tune"
+            else [
+                "- Tuning budget: 3 values of one main knob per group (table below), the same for every method; other "
+                f"settings fixed; SAM runs use rho {RHO}. Per forget set and group the value with the best mean ToW "
+                "over the tuning seeds is selected (a diverged run counts as ToW 0), then evaluated on the evaluation "
+                "seeds."
+            ]
+        ),
         "- Sharp MinMax: intended (top-q mask confining both branches) and `official: true` (the official code's "
         "logic), both with SAM, mask_ratio 0.5.",
         "- Analysis claims: per evaluation seed, a SAM-pretrained original (rho 0.05, same split and settings) vs the "
@@ -440,11 +565,26 @@ def markdown(result: dict[str, Any]) -> str:
         "MIA: for most of the six baselines, SAM's mean MIA-efficacy (confidence) is closer to the retrained "
         "model's than SGD's (the RUM reading: the ideal MIA is the retrained model's).",
         "",
-        "| group | knob | grid |",
-        "|---|---|---|",
     ]
-    for group, (_fixed, knob, grid) in result["groups"].items():
-        lines.append(f"| {group} | {knob} | {', '.join(f'{v:g}' for v in grid)} |")
+    if result.get("search") == "tune":
+        lines += ["| group | fixed | search space | trials (pruned) per forget set |", "|---|---|---|---|"]
+        for group, (fixed, _knob, _grid) in result["groups"].items():
+            runs = [r for r in result["studies"] if r["group"] == group]
+            space = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in (runs[0]["space"] if runs else {}).items())
+            counts = ", ".join(f"{r['set']} {r['trials']} ({r['pruned']})" for r in runs)
+            settings = ", ".join(f"{k} {v}" for k, v in fixed.items() if k != "method")
+            lines.append(f"| {group} | {settings or '—'} | {space} | {counts} |")
+        seconds = [x for r in result["studies"] for x in r["trial_seconds"]]
+        if seconds:
+            lines += [
+                "",
+                f"{len(seconds)} trials in all, {sum(seconds) / len(seconds):.1f} s of training per trial on average "
+                "(all tuning seeds of a trial together; pruned trials stop early).",
+            ]
+    else:
+        lines += ["| group | knob | grid |", "|---|---|---|"]
+        for group, (_fixed, knob, grid) in result["groups"].items():
+            lines.append(f"| {group} | {knob} | {', '.join(f'{v:g}' for v in grid)} |")
     if result.get("reduced"):
         lines += ["", "**Reduced run.** " + result["reduced"]]
     lines += ["", "## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
@@ -466,6 +606,21 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {group} | {sel} | {_ci(row['tow'])} | {_ci(row['mia'])} | {_ci(row['retain'])} | "
                 f"{_ci(row['forget'])} | {_ci(row['test'])} |"
             )
+        if result.get("search") == "tune":
+            lines += [
+                "",
+                "Tuned settings (best trial: mean validation ToW over the tuning seeds; trial 0 = the "
+                "recipe's settings):",
+                "",
+            ]
+            for g, c in result["selection"][s].items():
+                st = c["study"]
+                params = ", ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in st["params"].items()
+                )
+                first = "—" if st["trial_0"] is None else f"{st['trial_0']:.3f}"
+                lines.append(f"- {g}: {params} (trial {st['trial']}, {st['value']:.3f}; trial 0 {first})")
+            continue
         edge = [
             g
             for g, c in result["selection"][s].items()
@@ -514,6 +669,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--workers", type=int, default=2, help="Processes (one seed each at a time).")
     parser.add_argument("--smoke", action="store_true", help="Tiny model, 1 epoch, 2 groups' grids: seconds.")
+    parser.add_argument(
+        "--search",
+        choices=("tune", "grid"),
+        default="tune",
+        help="tune: an hf-unlearn tune study per group and forget set (validation ToW); grid: the former 3-value grid.",
+    )
+    parser.add_argument("--trials", type=int, default=30, help="Trials per study with --search tune (30).")
     parser.add_argument("--write-docs", action="store_true", help="Write docs/results.md.")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--reduced", default="", help="A note on what was left out of the full protocol.")
@@ -537,22 +699,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     group_table = groups(args.smoke)
-    configs = configurations(group_table)
     common = {"smoke": args.smoke, "root": str(args.root), "sets": args.sets}
-    tasks = [
-        {**common, "seed": s, "runs": {n: {r: c[2] for r, c in configs.items()} for n in args.sets}}
-        for s in args.tune_seeds
-    ]
-    tasks += [{**common, "seed": s, "runs": {}, "analysis": True} for s in args.eval_seeds]
-    print(
-        f"Phase 1: {len(configs)} configurations x {len(args.sets)} forget sets x {len(args.tune_seeds)} tuning "
-        f"seeds; SGD/SAM originals for {len(args.eval_seeds)} evaluation seeds",
-        flush=True,
-    )
-    phase1 = _map(tasks, args.workers)
-    tuning = [r for r in phase1 if r["seed"] in args.tune_seeds]
+    analysis_tasks = [{**common, "seed": s, "runs": {}, "analysis": True} for s in args.eval_seeds]
+    studies: list[dict[str, Any]] = []
+    if args.search == "tune":
+        print(
+            f"Phase 1: {len(group_table)} groups x {len(args.sets)} forget sets, {args.trials} trials each on tuning "
+            f"seeds {args.tune_seeds}; SGD/SAM originals for {len(args.eval_seeds)} evaluation seeds",
+            flush=True,
+        )
+        _map([{**common, "seed": s} for s in args.tune_seeds], args.workers, prepare_tuning)
+        study_tasks = [
+            {**common, "group": g, "set": n, "tune_seeds": args.tune_seeds, "trials": args.trials}
+            for n in args.sets
+            for g in group_table
+        ]
+        studies = _map(study_tasks, args.workers, tune_group)
+        phase1 = _map(analysis_tasks, args.workers)
+        selection = {s: tuned_selection(studies, s, group_table) for s in args.sets}
+    else:
+        configs = configurations(group_table)
+        tasks = [
+            {**common, "seed": s, "runs": {n: {r: c[2] for r, c in configs.items()} for n in args.sets}}
+            for s in args.tune_seeds
+        ]
+        print(
+            f"Phase 1: {len(configs)} configurations x {len(args.sets)} forget sets x {len(args.tune_seeds)} tuning "
+            f"seeds; SGD/SAM originals for {len(args.eval_seeds)} evaluation seeds",
+            flush=True,
+        )
+        phase1 = _map(tasks + analysis_tasks, args.workers)
+        tuning = [r for r in phase1 if r["seed"] in args.tune_seeds]
+        selection = {s: select(tuning, s, group_table) for s in args.sets}
     analysis_runs = [r["analysis"] for r in sorted(phase1, key=lambda r: r["seed"]) if r["seed"] in args.eval_seeds]
-    selection = {s: select(tuning, s, group_table) for s in args.sets}
     for s in args.sets:
         print(
             f"Selected on {s}: " + ", ".join(f"{g} {c['knob']}={c['value']:g}" for g, c in selection[s].items()),
@@ -577,6 +756,9 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation": evaluation,
         "analysis": analysis_runs,
         "reduced": args.reduced,
+        "search": args.search,
+        "trials": args.trials if args.search == "tune" else None,
+        "studies": studies,
     }
     result["claims"] = claims(evaluation, selection, analysis_runs, args.sets)
     result["wall_seconds"] = time.perf_counter() - start
@@ -594,13 +776,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _map(tasks: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+def _map(tasks: list[dict[str, Any]], workers: int, function=None) -> list[dict[str, Any]]:
+    function = function or worker
     if workers <= 1:
-        return [worker(t) for t in tasks]
+        return [function(t) for t in tasks]
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(workers) as pool:
-        return list(pool.imap_unordered(worker, tasks))
+        return list(pool.imap_unordered(function, tasks))
 
 
 if __name__ == "__main__":
