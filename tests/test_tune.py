@@ -202,3 +202,31 @@ def test_bad_identity_is_refused(study, tmp_path, capsys) -> None:
     changed["tune"]["space"]["alpha"] = [0.8, 0.99]
     code = main(["tune", str(write(tmp_path, changed)), "--trials", "4", "--output-dir", str(out), "--cpu"])
     assert code == 2 and "was started with another recipe, run or space" in capsys.readouterr().err
+
+
+def test_several_forget_sets_share_the_original_and_average(study, tmp_path) -> None:
+    """forget: a list -> every trial runs on each set; its value is the mean of the sets' validation ToW."""
+    import shutil
+
+    out = tmp_path / "sets"
+    out.mkdir()
+    # The original depends on data, model, pretrain and seed only: the study's is reused (same fingerprint).
+    shutil.copytree(study[0] / "models" / "original", out / "models" / "original")
+    shutil.copy(study[0] / "learning_events.npy", out / "learning_events.npy")
+    recipe = copy.deepcopy(TINY)
+    recipe["forget"] = [
+        {"name": "rand", "kind": "random", "size": 0.05},
+        {"name": "three", "kind": "classwise", "classes": ["3"], "fraction": 0.3},
+    ]
+    code = main(["tune", str(write(tmp_path, recipe)), "--trials", "2", "--output-dir", str(out), "--cpu"])
+    assert code == 0
+    result = json.loads((out / "tuning.json").read_text())
+    assert set(result["reference"]) == {"rand", "three"}
+    assert (out / "rand" / "models" / "retrain" / "stage.json").is_file()
+    assert (out / "three" / "models" / "retrain" / "stage.json").is_file()
+    for trial in result["trials"]:
+        per_set = trial["values"]
+        assert set(per_set) == {"rand", "three"}
+        assert trial["value"] == pytest.approx((per_set["rand"] + per_set["three"]) / 2)
+        for name, accuracy in zip(("rand", "three"), trial["accuracy"], strict=True):
+            assert per_set[name] == pytest.approx(validation_tow(accuracy, result["reference"][name]))
