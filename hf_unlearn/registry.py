@@ -29,6 +29,7 @@ from .args import (
     SharpMinMaxConfig,
     UnlearnArguments,
 )
+from .tune.space import EPOCHS, Range, log_range
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,77 @@ REGISTRY: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("pretrain", PretrainConfig, "pretrain:PretrainTrainer", needs_forget=False, reference="original"),
         MethodSpec("retrain", RetrainConfig, "retrain:RetrainTrainer", needs_forget=False, reference="retrain"),
-        MethodSpec("finetune", FinetuneConfig, "finetune:FinetuneTrainer", needs_forget=False),
-        MethodSpec("gradient_ascent", GradientAscentConfig, "gradient_ascent:GradientAscentTrainer", needs_forget=True),
-        MethodSpec("random_label", RandomLabelConfig, "random_label:RandomLabelTrainer", needs_forget=True),
-        MethodSpec("neggrad", NegGradConfig, "neggrad:NegGradTrainer", needs_forget=True),
-        MethodSpec("salun", SalUnConfig, "salun:SalUnTrainer", needs_forget=True),
-        MethodSpec("l1_sparse", L1SparseConfig, "l1_sparse:L1SparseTrainer", needs_forget=False),
-        MethodSpec("scrub", ScrubConfig, "scrub:ScrubTrainer", needs_forget=True),
-        MethodSpec("sharp_minmax", SharpMinMaxConfig, "sharp_minmax:SharpMinMaxTrainer", needs_forget=True),
+        # search_space: hf-unlearn tune's ranges (hf_unlearn.tune.space), around the values the literature and the
+        # digits recipes use; a run with sharpness sam / asam also searches rho.
+        MethodSpec(
+            "finetune",
+            FinetuneConfig,
+            "finetune:FinetuneTrainer",
+            needs_forget=False,
+            search_space={"learning_rate": log_range(1e-3, 0.3), "epochs": EPOCHS},
+        ),
+        MethodSpec(
+            "gradient_ascent",
+            GradientAscentConfig,
+            "gradient_ascent:GradientAscentTrainer",
+            needs_forget=True,
+            search_space={"learning_rate": log_range(1e-4, 0.02), "epochs": EPOCHS},
+        ),
+        MethodSpec(
+            "random_label",
+            RandomLabelConfig,
+            "random_label:RandomLabelTrainer",
+            needs_forget=True,
+            search_space={"learning_rate": log_range(1e-3, 0.05), "epochs": EPOCHS},
+        ),
+        MethodSpec(
+            "neggrad",
+            NegGradConfig,
+            "neggrad:NegGradTrainer",
+            needs_forget=True,
+            search_space={"learning_rate": log_range(1e-3, 0.05), "epochs": EPOCHS, "alpha": Range(0.85, 0.995)},
+        ),
+        MethodSpec(
+            "salun",
+            SalUnConfig,
+            "salun:SalUnTrainer",
+            needs_forget=True,
+            search_space={"learning_rate": log_range(1e-3, 0.05), "epochs": EPOCHS, "mask_ratio": Range(0.1, 0.9)},
+        ),
+        MethodSpec(
+            "l1_sparse",
+            L1SparseConfig,
+            "l1_sparse:L1SparseTrainer",
+            needs_forget=False,
+            search_space={
+                "learning_rate": log_range(1e-3, 0.1),
+                "epochs": EPOCHS,
+                "l1_weight": log_range(1e-5, 1e-3),
+            },
+        ),
+        MethodSpec(
+            "scrub",
+            ScrubConfig,
+            "scrub:ScrubTrainer",
+            needs_forget=True,
+            search_space={
+                "learning_rate": log_range(1e-3, 0.05),
+                "epochs": EPOCHS,
+                "msteps": Range(1, 5, integer=True),
+            },
+        ),
+        MethodSpec(
+            "sharp_minmax",
+            SharpMinMaxConfig,
+            "sharp_minmax:SharpMinMaxTrainer",
+            needs_forget=True,
+            search_space={
+                "learning_rate": log_range(1e-3, 0.05),
+                "epochs": EPOCHS,
+                "alpha": Range(0.85, 0.995),
+                "mask_ratio": Range(0.1, 0.9),
+            },
+        ),
     )
 }
 METHOD_CHOICES: tuple[str, ...] = tuple(REGISTRY)

@@ -19,11 +19,12 @@ import torch
 import yaml
 from conftest import tiny_resnet_config
 
-from hf_unlearn.args import METHOD_CHOICES, UnlearnArguments
+from hf_unlearn.args import UnlearnArguments
 from hf_unlearn.cli import main
 from hf_unlearn.errors import ValidationError
+from hf_unlearn.registry import METHOD_CHOICES, method_spec
 from hf_unlearn.tune.objective import validation_tow
-from hf_unlearn.tune.space import ALIASES, RHO, SPACES, Range, default_space, resolve_space
+from hf_unlearn.tune.space import ALIASES, RHO, Range, default_space, resolve_space, spaces
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -56,9 +57,10 @@ def tune(folder: Path, out: Path, trials: int, *extra: str) -> int:
 # ------------------------------------------------------------------------------------------------- spaces
 def test_every_unlearning_method_declares_a_space_of_its_own_settings() -> None:
     tunable = set(METHOD_CHOICES) - {"pretrain", "retrain"}
-    assert set(SPACES) == tunable
-    fields = UnlearnArguments.__dataclass_fields__
+    declared = spaces()
+    assert set(declared) == tunable
     for method in tunable:
+        fields = method_spec(method).config.__dataclass_fields__
         for sharpness in ("none", "sam", "asam"):
             space = default_space(method, sharpness)
             assert ("rho" in space) == (sharpness != "none"), (method, sharpness)
@@ -72,9 +74,11 @@ def test_every_unlearning_method_declares_a_space_of_its_own_settings() -> None:
                     UnlearnArguments(
                         output_dir="unused", method=method, sharpness=sharpness, **{ALIASES.get(name, name): value}
                     )
-    assert "alpha" in SPACES["neggrad"] and "alpha" in SPACES["sharp_minmax"] and "alpha" not in SPACES["finetune"]
-    assert "mask_ratio" in SPACES["salun"] and "msteps" in SPACES["scrub"] and "l1_weight" in SPACES["l1_sparse"]
-    assert SPACES["neggrad"]["learning_rate"].log and SPACES["scrub"]["msteps"].integer
+    assert (
+        "alpha" in declared["neggrad"] and "alpha" in declared["sharp_minmax"] and "alpha" not in declared["finetune"]
+    )
+    assert "mask_ratio" in declared["salun"] and "msteps" in declared["scrub"] and "l1_weight" in declared["l1_sparse"]
+    assert declared["neggrad"]["learning_rate"].log and declared["scrub"]["msteps"].integer
 
 
 def test_recipe_space_narrows_fixes_and_refuses() -> None:

@@ -1,6 +1,7 @@
 """Search spaces of `hf-unlearn tune`: per method, the settings it is tuned over and their ranges.
 
-A space is data: ``{setting: Range}``, keyed by the recipe's own names (``epochs``, ``learning_rate``, ``alpha``
+A space is data: ``{setting: Range}``, declared beside each method in `hf_unlearn.registry` (``search_space``), keyed
+by the recipe's own names (``epochs``, ``learning_rate``, ``alpha``
 ...), so a trial's parameters drop into a run's settings as they are. A run with ``sharpness: sam`` or ``asam``
 also searches ``rho``. A recipe narrows or widens a range with ``tune: {space: {alpha: [0.9, 0.99]}}`` and fixes a
 setting at the run's own value with ``tune: {space: {epochs: null}}``; a name outside the method's space or an
@@ -29,41 +30,33 @@ class Range:
         return f"{self.low:g}..{self.high:g} ({kind})"
 
 
-def _lr(low: float, high: float) -> Range:
+def log_range(low: float, high: float) -> Range:
     return Range(low, high, log=True)
 
 
 EPOCHS = Range(1, 10, integer=True)
-# Per method: what the method reads (docs/methods.md), around the values the literature and our recipes use.
-SPACES: dict[str, dict[str, Range]] = {
-    "finetune": {"learning_rate": _lr(1e-3, 0.3), "epochs": EPOCHS},
-    "gradient_ascent": {"learning_rate": _lr(1e-4, 0.02), "epochs": EPOCHS},
-    "random_label": {"learning_rate": _lr(1e-3, 0.05), "epochs": EPOCHS},
-    "salun": {"learning_rate": _lr(1e-3, 0.05), "epochs": EPOCHS, "mask_ratio": Range(0.1, 0.9)},
-    "l1_sparse": {"learning_rate": _lr(1e-3, 0.1), "epochs": EPOCHS, "l1_weight": _lr(1e-5, 1e-3)},
-    "neggrad": {"learning_rate": _lr(1e-3, 0.05), "epochs": EPOCHS, "alpha": Range(0.85, 0.995)},
-    "scrub": {"learning_rate": _lr(1e-3, 0.05), "epochs": EPOCHS, "msteps": Range(1, 5, integer=True)},
-    "sharp_minmax": {
-        "learning_rate": _lr(1e-3, 0.05),
-        "epochs": EPOCHS,
-        "alpha": Range(0.85, 0.995),
-        "mask_ratio": Range(0.1, 0.9),
-    },
-}
 # The SAM radius: the official code's default 0.1 for SAM, its README's 1.0 for ASAM, inside each range.
-RHO: dict[str, Range] = {"sam": _lr(0.01, 1.0), "asam": _lr(0.1, 4.0)}
+RHO: dict[str, Range] = {"sam": log_range(0.01, 1.0), "asam": log_range(0.1, 4.0)}
 # Recipe names of settings that have an alias (a trial's parameter replaces either spelling in the run).
 ALIASES = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
 
 
+def spaces() -> dict[str, dict[str, Range]]:
+    """Every tunable method's declared space: the ``search_space`` of its entry in `hf_unlearn.registry`."""
+    from ..registry import REGISTRY
+
+    return {name: dict(spec.search_space) for name, spec in REGISTRY.items() if spec.search_space}
+
+
 def default_space(method: str, sharpness: str = "none") -> dict[str, Range]:
     """The declared space of ``method`` (with ``rho`` when the run is sharpness-aware)."""
-    if method not in SPACES:
+    declared = spaces()
+    if method not in declared:
         raise ValidationError(
-            f"tune: method {method!r} has no search space (tunable methods: {', '.join(SPACES)}); the reference "
+            f"tune: method {method!r} has no search space (tunable methods: {', '.join(declared)}); the reference "
             "stages (pretrain, retrain) are trained once and shared by every trial, not tuned."
         )
-    space = dict(SPACES[method])
+    space = dict(declared[method])
     if sharpness in RHO:
         space["rho"] = RHO[sharpness]
     return space

@@ -82,10 +82,10 @@ def suggest(trial: Any, name: str, span: Range) -> Any:
 
 def recipe_params(settings: dict[str, Any], space: dict[str, Range]) -> dict[str, Any]:
     """Trial 0: the run's own value of every searched setting (the arguments' default when the run has none)."""
-    from ..args import UnlearnArguments
+    from ..registry import method_spec
     from .space import ALIASES
 
-    fields = UnlearnArguments.__dataclass_fields__
+    fields = method_spec(settings["method"]).config.__dataclass_fields__
     params = {}
     for name in space:
         value = setting_value(settings, name)
