@@ -218,10 +218,10 @@ def optimize(study: Any, contexts: list[Any], space: dict[str, Range], trials: i
             trial.set_user_attr("values", dict(zip([c.name for c in contexts], values, strict=True)))
         return sum(values) / len(values)
 
-    finished = [t for t in study.trials if t.state.is_finished()]
-    missing = trials - len(finished)
+    # Complete and pruned trials count; a failed one (or one left running by a killed process) does not.
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    missing = trials - sum(t.state in counted for t in study.trials)
     if missing > 0:
-        counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         study.optimize(objective, n_trials=missing, callbacks=[optuna.study.MaxTrialsCallback(trials, counted)])
 
 
