@@ -1,13 +1,19 @@
-"""Shared test fixtures: offline Hugging Face settings, tiny classifiers, tiny datasets, argument builders.
+"""Shared test fixtures: offline Hugging Face settings, one torch thread, tiny classifiers, tiny datasets, argument
+builders, and the one tiny recipe that end-to-end tests run (`tiny_recipe`).
 
 The environment variables are set at import time (before any test module imports transformers or
 huggingface_hub, which read them once), and they are *set*, not defaulted: a developer's own
-HF_HOME or a missing HF_HUB_OFFLINE must never leak into the tests.
+HF_HOME or a missing HF_HUB_OFFLINE must never leak into the tests. OMP_NUM_THREADS=1 reaches the subprocesses
+the tests start (the CLI under SIGKILL, torchrun); `torch.set_num_threads(1)` below covers this process.
+
+End-to-end tests (a whole recipe, a subprocess, a DDP launch) carry the ``slow`` marker (pyproject.toml):
+``pytest -q`` runs everything, as CI does; ``pytest -q -m "not slow"`` is the quick loop.
 """
 
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import shutil
 import tempfile
@@ -20,9 +26,11 @@ atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
@@ -63,6 +71,51 @@ def tiny_resnet_config() -> dict[str, Any]:
         "depths": [1, 1],
         "layer_type": "basic",
     }
+
+
+# ------------------------------------------------------------------------------------------- the tiny recipe
+# Half of digits for training (898 samples), 5% of them forgotten (45): retain has 853 = 4 steps of 256 per epoch.
+TINY_RECIPE: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"source": "digits", "test_size": 0.5, "image_size": 8},
+    "forget": {"kind": "low_confidence", "size": 0.05},
+    "model": {"config": tiny_resnet_config()},
+    "pretrain": {"epochs": 2, "batch_size": 256},
+    "retrain": {"epochs": 1},
+    "unlearn": {"defaults": {"epochs": 2, "batch_size": 256}, "runs": [{"method": "neggrad", "sharpness": "sam"}]},
+    "evaluation": {"mia_shadow_size": 200},
+}
+TINY_STEPS_PER_EPOCH = 4
+
+
+def tiny_recipe(**changes: Any) -> dict[str, Any]:
+    """A fresh copy of `TINY_RECIPE` with dotted-path changes, e.g. ``tiny_recipe(**{"forget.size": 0})``; a
+    number in the path indexes a list (``"unlearn.runs.0.rho"``). Every end-to-end test starts from this recipe."""
+    recipe = copy.deepcopy(TINY_RECIPE)
+    for dotted, value in changes.items():
+        node = recipe
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return recipe
+
+
+def write_recipe(folder: Path, recipe: dict[str, Any], name: str = "recipe.yaml") -> Path:
+    path = Path(folder) / name
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run_cli(folder: Path, recipe: dict[str, Any], out: Path, *extra: str) -> int:
+    """``hf-unlearn run RECIPE --output-dir OUT --cpu EXTRA...`` in this process; the exit code."""
+    from hf_unlearn.cli import main
+
+    return main(["run", str(write_recipe(folder, recipe)), "--output-dir", str(out), "--cpu", *extra])
 
 
 # --------------------------------------------------------------------------------------------- datasets
@@ -256,10 +309,25 @@ def hand_saliency(model: nn.Module, forget: TensorItems) -> dict[str, torch.Tens
     return {n: t.abs() for n, t in total.items()}
 
 
-@pytest.fixture(scope="module")
+# Module fixtures that train end to end (a whole recipe, model folders, a two-process launch): every test that uses
+# one is `slow`, so ``-m "not slow"`` never builds them. Tests that run a recipe themselves carry the marker.
+END_TO_END_FIXTURES = frozenset(
+    {"baseline", "ddp", "no_reference_run", "pushed_run", "tiny_run", "two_seeds", "user_files"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make them
-    10x slower; restore the setting afterwards. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """One intra-op thread for the whole session. Tiny models gain nothing from more, and on a busy 2-core machine
+    OpenMP's spinning barriers made a tiny recipe run 6x slower in wall time (4.0 s on one thread, 24.6 s on two,
+    measured while other jobs ran). Bit-identical comparisons between runs also need one thread count everywhere.
+    A test that needs another count sets it and restores it (test_memorization)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

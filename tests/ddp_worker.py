@@ -198,19 +198,17 @@ def run_job(name: str, method: str, out: Path, *, model: nn.Module, shape, save:
 
 
 # A whole `hf-unlearn run` under DDP: every process runs the pipeline, only the main one writes stages.
-PIPELINE_RECIPE = {
-    "name": "ddp",
-    "data": {"source": "digits", "image_size": 8, "transforms": "manual"},
-    "forget": {"kind": "random", "size": 0.1},
-    "model": {"config": conftest.tiny_resnet_config()},
-    "pretrain": {"epochs": 1, "batch_size": 128},
-    "retrain": {"epochs": 1},
-    "unlearn": {
-        "defaults": {"epochs": 1, "batch_size": 128},
-        "runs": [{"method": "neggrad", "sharpness": "sam", "rho": 0.1, "alpha": 0.95}],
+PIPELINE_RECIPE = conftest.tiny_recipe(
+    name="ddp",
+    forget={"kind": "random", "size": 0.1},
+    **{
+        "data.transforms": "manual",
+        "pretrain.epochs": 1,
+        "unlearn.defaults.epochs": 1,
+        "unlearn.runs": [{"method": "neggrad", "sharpness": "sam", "rho": 0.1, "alpha": 0.95}],
+        "evaluation.mia_shadow_size": 100,
     },
-    "evaluation": {"mia_shadow_size": 100},
-}
+)
 
 
 def run_pipeline(out: Path) -> dict:

@@ -179,6 +179,7 @@ def test_recipe_forget_kinds_and_keys():
 
 
 # --- several forget sets in one recipe ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_several_forget_sets_share_the_original_and_write_a_report_each(tmp_path):
     import yaml
 

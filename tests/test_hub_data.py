@@ -126,6 +126,7 @@ def test_image_processor_transforms(tmp_path):
         resolve_transform({"transforms": "processor", **RGB}, {"name_or_path": str(tmp_path / "none")})
 
 
+@pytest.mark.slow
 def test_pipeline_runs_on_a_local_dataset_with_an_id_forget_file(saved, tmp_path):
     from hf_unlearn.pipeline import Pipeline
     from hf_unlearn.recipe import validate

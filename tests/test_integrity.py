@@ -1,7 +1,7 @@
 """Integrity and security (docs/reliability.md): safe names, one run per folder, YAML / JSON errors, the forget-set
 commitment and `hf-unlearn verify`, edited manifests, Hub failures, main-process printing and Ctrl-C.
 
-Runs reuse the tiny recipe of tests/test_reliability.py; tests that need finished stages copy this module's one
+Runs use the tiny recipe of tests/conftest.py; tests that need finished stages copy this module's one
 baseline run, so only what the test changes is computed again.
 """
 
@@ -20,8 +20,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RECIPE as TINY
+from conftest import TINY_STEPS_PER_EPOCH as STEPS_PER_EPOCH
+from conftest import run_cli, write_recipe
+from conftest import tiny_recipe as recipe_with
 from safetensors.torch import load_file
-from test_reliability import TINY, _digits_with, copy_of, expect_error, recipe_with, run_cli, write_recipe
+from test_reliability import _digits_with, copy_of, expect_error
 
 from hf_unlearn.cli import main
 from hf_unlearn.data import sources
@@ -30,7 +34,6 @@ from hf_unlearn.lock import LOCK_NAME, FolderLock, FolderLockedError
 from hf_unlearn.paths import inside, safe_name
 from hf_unlearn.recipe import load_recipe
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -300,13 +303,14 @@ README_TWO_PROCESSES = [
 SHORT = ["--set", "pretrain.epochs=1", "--set", "unlearn.defaults.epochs=1", "--cpu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", [None, str(REPO / "recipes" / "digits-all-methods.yaml")], ids=["default", "all"])
 def test_readme_two_process_command_runs_the_default_recipe_to_the_end(tmp_path, recipe):
     """README's ``accelerate launch --multi_gpu --num_processes 2 ... -m hf_unlearn.cli run --cpu``: every stage
     kind creates and removes its checkpoint folder while the other process waits; both processes finish, one
     prints."""
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     accelerate = Path(sys.executable).parent / "accelerate"
     chosen = [] if recipe is None else [recipe]  # README's command runs the default recipe
     command = [str(accelerate), *README_TWO_PROCESSES, *chosen, "--output-dir", str(out), *SHORT]
@@ -390,7 +394,7 @@ def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_w
     """The two stages with resume state beyond the Trainer's own (SCRUB's phase and position, the official Sharp
     MinMax's retain optimizer) are SIGKILLed in a real process, one step after a checkpoint; each rerun resumes the
     killed stage from disk, and the weights equal an uninterrupted run's, bit for bit."""
-    from test_reliability import KILL_BOOTSTRAP, STEPS_PER_EPOCH
+    from test_reliability import KILL_BOOTSTRAP
 
     runs = all_methods_recipe()["unlearn"]["runs"]
     scrub = next(run for run in runs if run["method"] == "scrub")
@@ -407,7 +411,7 @@ def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_w
     path = write_recipe(tmp_path, recipe, "kill.yaml")
     # SCRUB (msteps 1, 4 epochs) saves after steps 5, 9 and 13: killed at step 14, it resumes from checkpoint-13.
     for stage, step in ((scrub["name"], 14), (official["name"], STEPS_PER_EPOCH + 1)):
-        env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"{stage}:{step}", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"{stage}:{step}"}
         killed = subprocess.run(
             [sys.executable, "-c", KILL_BOOTSTRAP, "run", str(path), "--output-dir", str(out), "--cpu"],
             env=env,
@@ -440,6 +444,7 @@ def test_a_broken_streamed_image_stops_the_run_naming_the_row(tmp_path, capsys, 
     )
 
 
+@pytest.mark.slow
 def test_on_bad_image_skip_leaves_the_row_out_and_reports_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sources.SOURCES, "broken_digits", _digits_with(images=[17, 400]))
     recipe = recipe_with(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import make_args, make_dataset, tiny_resnet_config
 
@@ -21,8 +20,6 @@ from hf_unlearn.trainers import get_trainer_class
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.kernel_ops import count_training_step, derived_counts
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 CASES = [
     ("finetune", "none", {}),

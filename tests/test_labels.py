@@ -14,8 +14,6 @@ from hf_unlearn import get_trainer_class
 from hf_unlearn.data.transforms import TensorImageDataset
 from hf_unlearn.trainers.labels import num_labels_of
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 class Headless(nn.Module):
     """Any module returning ``.logits``: no config, no num_labels."""

@@ -9,8 +9,6 @@ from conftest import make_dataset, make_model
 
 from hf_unlearn import get_trainer_class
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_branch_losses_and_forget_accuracy_are_logged(args_factory):
     model = make_model(seed=0)

@@ -81,6 +81,7 @@ def test_score_is_p_correct_in_minus_p_correct_out():
     np.testing.assert_array_equal(scores_from_counts(counts), [1.0, 0.0, np.nan])
 
 
+@pytest.mark.slow
 def test_sharded_merge_equals_unsharded_and_resume(recipe, tmp_path):
     whole = MemorizationEstimator(recipe, SETTINGS, num_models=3, work_dir=tmp_path / "a", progress=False, use_cpu=True)
     table = whole.run()
@@ -137,6 +138,7 @@ def test_sharded_merge_equals_unsharded_and_resume(recipe, tmp_path):
     assert other.model_dir != whole.model_dir and not other.is_done(0)
 
 
+@pytest.mark.slow
 def test_cli_memorization_shards_and_merge(recipe, small_digits, tmp_path):
     import yaml
 
@@ -172,6 +174,7 @@ def test_launched_processes_become_independent_workers(monkeypatch):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"  # the process keeps the GPU of its local rank
 
 
+@pytest.mark.slow
 def test_processes_share_the_models(recipe, tmp_path):
     """Two processes (as under accelerate launch) train disjoint models; process 0 writes the complete table."""
     kwargs = dict(num_models=2, work_dir=tmp_path / "w", progress=False, use_cpu=True, shard=(0, 1))
@@ -223,6 +226,7 @@ def test_confidence_proxy_marks_mislabelled_samples_as_memorized(tmp_path):
     assert not set(low.forget_indices) & set(flipped.tolist())
 
 
+@pytest.mark.slow
 def test_scores_do_not_depend_on_the_callers_thread_count(recipe, tmp_path):
     """CPU kernels reduce in an order that depends on the thread count; the estimator pins one thread while it
     trains, so shards computed on machines with different core counts merge into exactly the unsharded result."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_args, make_dataset
+from conftest import make_args, make_dataset, tiny_recipe
 from torch import nn
 
 from hf_unlearn.hub import HubError, build_model_card, export_run, push_run, select_run
@@ -26,9 +26,6 @@ from hf_unlearn.models import (
     save_model,
 )
 from hf_unlearn.trainers import get_trainer_class
-
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 CLASSES = ["zero", "one", "two"]
 # A tiny timm ResNet (timm's resnet18 with 1 block per stage and 8..64 channels): ~86k parameters.
@@ -300,19 +297,19 @@ def pushed_run(model_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("pushed")
     hub = FakeHub(root)
     hub.install(monkeypatch)
-    recipe = {
-        "name": "hub-test",
-        "data": {"source": "digits", "image_size": 8, "transforms": "manual"},
-        "model": {"name_or_path": str(model_dirs["timm"]), "ignore_mismatched_sizes": True},
-        "pretrain": {"epochs": 2, "batch_size": 128, "learning_rate": 0.05},
-        "retrain": {"epochs": 2},
-        "unlearn": {
-            "defaults": {"epochs": 1, "batch_size": 128},
-            "runs": [{"method": "sharp_minmax", "sharpness": "asam", "rho": 1.0, "alpha": 0.95}],
+    recipe = tiny_recipe(
+        name="hub-test",
+        model={"name_or_path": str(model_dirs["timm"]), "ignore_mismatched_sizes": True},
+        hub={"push": True, "repo_id": "me/digits-unlearned"},
+        **{
+            "data.transforms": "manual",
+            "pretrain.learning_rate": 0.05,
+            "retrain.epochs": 2,
+            "unlearn.defaults.epochs": 1,
+            "unlearn.runs": [{"method": "sharp_minmax", "sharpness": "asam", "rho": 1.0, "alpha": 0.95}],
+            "evaluation.mia_shadow_size": 100,
         },
-        "evaluation": {"mia_shadow_size": 100},
-        "hub": {"push": True, "repo_id": "me/digits-unlearned"},
-    }
+    )
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     try:
         assert main(["run", str(root / "recipe.yaml"), "--output-dir", str(root / "run"), "--cpu"]) == 0

@@ -17,7 +17,6 @@ from PIL import Image
 
 from hf_unlearn.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 CLASSES = ["0", "1", "2"]
 
 

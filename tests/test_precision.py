@@ -21,9 +21,6 @@ from hf_unlearn.trainers import TRAINERS, get_trainer_class
 from hf_unlearn.trainers.base import Branch, logits_of
 from hf_unlearn.trainers.finetune import FinetuneTrainer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 LR = 0.1
 SCALE = 2.0**12
 

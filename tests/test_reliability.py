@@ -1,8 +1,9 @@
 """Reliability (docs/reliability.md): bad input, divergence, faults and resume, determinism, safe artifacts.
 
-Every run uses a tiny recipe (digits at 8x8, a two-stage ResNet of width 8/16, batches of 256, 1-2 epochs). Runs that
-need finished reference stages copy the folder of the module's baseline run, so only the new stages train: the
-stage fingerprints (which do not depend on the unlearning runs) make the copy's original / retrain stages reusable.
+Every run uses the tiny recipe of tests/conftest.py (digits at 8x8, a two-stage ResNet of width 8/16, batches of 256,
+1-2 epochs). Runs that need finished reference stages copy the folder of the module's baseline run, so only the new
+stages train: the stage fingerprints (which do not depend on the unlearning runs) make the copy's original / retrain
+stages reusable.
 
 The SIGKILL test runs the CLI in a subprocess with a tiny TrainerCallback (installed by the subprocess's bootstrap
 code, read from the HF_UNLEARN_TEST_KILL_AT environment variable) that SIGKILLs its own process at the start of a
@@ -12,7 +13,6 @@ epoch checkpoint (step 4) and before the stage finishes, with no polling and no 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -26,27 +26,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import tiny_resnet_config
+from conftest import TINY_RECIPE, run_cli, write_recipe
+from conftest import TINY_STEPS_PER_EPOCH as STEPS_PER_EPOCH
+from conftest import tiny_recipe as recipe_with
 from safetensors.torch import load_file
 
-from hf_unlearn.cli import main
 from hf_unlearn.data import sources
 
-# Half of digits for training (898 samples), 5% of them forgotten (45): retain has 853 = 4 steps of 256 per epoch.
-N_TRAIN = 898
-STEPS_PER_EPOCH = 4
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 0,
-    "data": {"source": "digits", "test_size": 0.5, "image_size": 8},
-    "forget": {"kind": "low_confidence", "size": 0.05},
-    "model": {"config": tiny_resnet_config()},
-    "pretrain": {"epochs": 2, "batch_size": 256},
-    "retrain": {"epochs": 1},
-    "unlearn": {"defaults": {"epochs": 2, "batch_size": 256}, "runs": [{"method": "neggrad", "sharpness": "sam"}]},
-    "evaluation": {"mia_shadow_size": 200},
-}
+N_TRAIN = 898  # the training half of digits (tests/conftest.py TINY_RECIPE)
+TINY = TINY_RECIPE
 STAGES = ("original", "retrain", "neggrad_sam")
 ALLOWED_TOP = {
     "manifest.json",
@@ -58,31 +46,6 @@ ALLOWED_TOP = {
     ".hf_unlearn.lock",  # the run lock's file (docs/reliability.md); it stays, unlocked
 }
 ALLOWED_MODEL_FILES = {"config.json", "model.safetensors", "stage.json"}
-
-
-def recipe_with(**changes: Any) -> dict[str, Any]:
-    """TINY with dotted-path changes, e.g. recipe_with(**{"forget.size": 0})."""
-    recipe = copy.deepcopy(TINY)
-    for dotted, value in changes.items():
-        node = recipe
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return recipe
-
-
-def write_recipe(folder: Path, recipe: dict[str, Any], name: str = "recipe.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def run_cli(folder: Path, recipe: dict[str, Any], out: Path, *extra: str) -> int:
-    return main(["run", str(write_recipe(folder, recipe)), "--output-dir", str(out), "--cpu", *extra])
 
 
 def weights(out: Path, stage: str) -> dict[str, torch.Tensor]:
@@ -108,20 +71,6 @@ def without_wall_seconds(report: Any) -> Any:
 
 def read_report(out: Path) -> dict[str, Any]:
     return json.loads((out / "report.json").read_text())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run this module's training on one CPU thread (the SIGKILL subprocess too, via OMP_NUM_THREADS).
-
-    Measured on the 2-core machines while other jobs ran: a tiny run took 4.0 s wall / 1.7 s CPU on one thread and
-    24.6 s / 10.8 s on two (OpenMP threads spin and wait for each other). Bit-identical comparisons also need the
-    same thread count in every process that trains.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -537,7 +486,7 @@ sys.exit(main(sys.argv[1:]))
 def test_sigkill_in_the_middle_of_unlearning_then_rerun_gives_identical_weights(baseline, tmp_path):
     out = tmp_path / "out"
     recipe = write_recipe(tmp_path, TINY)
-    env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"neggrad_sam:{STEPS_PER_EPOCH + 2}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"neggrad_sam:{STEPS_PER_EPOCH + 2}"}
     killed = subprocess.run(
         [sys.executable, "-c", KILL_BOOTSTRAP, "run", str(recipe), "--output-dir", str(out), "--cpu"],
         env=env,

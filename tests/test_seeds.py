@@ -9,24 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_resnet_config
+from conftest import tiny_recipe
 
 from hf_unlearn.aggregate import summary, t_critical
 from hf_unlearn.cli import main
 from hf_unlearn.recipe import RecipeError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "name": "tiny-seeds",
-    "seeds": [0, 1],
-    "data": {"source": "digits", "test_size": 0.2, "image_size": 8},
-    "forget": {"kind": "low_confidence", "size": 0.05},
-    "model": {"config": tiny_resnet_config()},
-    "pretrain": {"epochs": 2, "batch_size": 128},
-    "retrain": {"epochs": 1},
-    "unlearn": {"defaults": {"epochs": 1, "batch_size": 128}, "runs": [{"method": "neggrad", "sharpness": "sam"}]},
-    "analysis": {"entanglement": True},
-}
+TINY = tiny_recipe(name="tiny-seeds", seeds=[0, 1], analysis={"entanglement": True})
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +107,7 @@ def test_claims_pure_functions():
     assert chosen["value"] == 0.9 and chosen["settings"] == {"method": "neggrad", "alpha": 0.9}
 
 
+@pytest.mark.slow
 def test_claims_smoke_end_to_end(tmp_path):
     claims = _claims()
     docs = tmp_path / "results.md"
