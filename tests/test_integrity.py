@@ -268,12 +268,12 @@ def test_only_the_main_process_prints_a_refusal(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_is_one_line_saying_that_a_rerun_resumes(tmp_path, capsys, monkeypatch):
-    from hf_unlearn import pipeline
+    from hf_unlearn.trainers import base
 
-    def interrupted(self):
+    def interrupted(self, *args, **kwargs):  # Ctrl-C as pretraining starts
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.Pipeline, "run", interrupted)
+    monkeypatch.setattr(base.UnlearnTrainer, "__init__", interrupted)
     assert run_cli(tmp_path, TINY, tmp_path / "out") == 130
     err = capsys.readouterr().err
     assert err.strip() == (

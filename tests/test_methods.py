@@ -20,6 +20,7 @@ from math_helpers import max_diff as _max_diff
 from math_helpers import random_mask as _random_mask
 from math_helpers import sgd_step
 from torch import nn
+from transformers import TrainerCallback
 
 from hf_unlearn.trainers import get_trainer_class
 from hf_unlearn.trainers.l1_sparse import L1SparseTrainer, l1_weight_schedule
@@ -530,13 +531,12 @@ def test_official_sharp_minmax_follows_the_trainer_lr_schedule(args_factory) -> 
         lr_scheduler_type="linear",
     )
     lrs = []
-    original = trainer._step_retain_optimizer
 
-    def spy():
-        original()
-        lrs.append([g["lr"] for g in trainer.retain_optimizer.param_groups])
+    class RetainLearningRate(TrainerCallback):  # the lr the retain update of each step used
+        def on_step_end(self, args, state, control, **kwargs):
+            lrs.append([g["lr"] for g in trainer.retain_optimizer.param_groups])
 
-    trainer._step_retain_optimizer = spy
+    trainer.add_callback(RetainLearningRate())
     trainer.train()
     assert lrs == [[pytest.approx(LR * (1 - t / 3))] * 2 for t in range(3)]
 
