@@ -5,29 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
-from conftest import tiny_resnet_config
+from conftest import tiny_recipe
 
 from hf_unlearn.cli import main
 from hf_unlearn.recipe import RecipeError, load_recipe
 
-TINY = {
-    "name": "tiny",
-    "seed": 0,
-    "data": {"source": "digits", "test_size": 0.2, "image_size": 8},
-    "forget": {"kind": "low_confidence", "size": 0.05},
-    "model": {"config": tiny_resnet_config()},
-    "pretrain": {"epochs": 2, "batch_size": 128},
-    "unlearn": {
-        "defaults": {"epochs": 1, "batch_size": 128},
-        "runs": [
+# The shared tiny recipe with three unlearning runs; `tiny_run` also shortens unlearning with --set.
+TINY = tiny_recipe(
+    **{
+        "unlearn.runs": [
             {"method": "finetune"},
             {"method": "neggrad", "sharpness": "sam"},
             {"method": "sharp_minmax", "sharpness": "asam", "rho": 1.0},
-        ],
-    },
-}
+        ]
+    }
+)
+SET = ["--set", "unlearn.defaults.epochs=1"]  # the recipe says 2
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +32,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, int]:
     folder = tmp_path_factory.mktemp("cli")
     recipe = folder / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(TINY))
-    code = main(["run", str(recipe), "--output-dir", str(folder / "out"), "--cpu", "--set", "retrain.epochs=1"])
+    code = main(["run", str(recipe), "--output-dir", str(folder / "out"), "--cpu", *SET])
     return folder / "out", code
 
 
@@ -52,10 +49,12 @@ def test_cli_writes_a_valid_report(tiny_run):
         assert set(entry["accuracy"]) == {"retain", "forget", "test"}
         assert all(0.0 <= v <= 1.0 for v in entry["accuracy"].values())
         assert 0.0 <= entry["mia"]["confidence"] <= 1.0
-        assert entry["wall_seconds"] >= 0.0
+        assert entry["wall_seconds"] > 0.0  # every stage trained in this run
         assert (entry["tow"] is None) == (name == "retrain")
     assert report["models"]["neggrad_sam"]["sharpness"] == "sam"
-    assert report["models"]["retrain"]["hyperparameters"]["num_train_epochs"] == 1  # the --set override
+    for name in ("finetune", "neggrad_sam", "sharp_minmax_asam"):  # the --set override, not the recipe's 2
+        assert report["models"][name]["hyperparameters"]["num_train_epochs"] == 1, name
+    assert report["models"]["original"]["hyperparameters"]["num_train_epochs"] == 2  # pretraining keeps its own
     assert "| run |" in (out / "report.md").read_text()
     assert (out / "accuracy_tow.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -67,11 +66,79 @@ def test_forget_and_retain_partition_the_training_set(tiny_run):
     assert not forget & retain and len(forget | retain) == manifest["n_train"]
 
 
+# ------------------------------------------------------------------- the report, recomputed without hf_unlearn
+def _digits_inputs(preprocessing: dict) -> tuple[torch.Tensor, np.ndarray]:
+    """Every digits image as the run's model saw it, built with scikit-learn and transformers only.
+
+    digits stores ink as 0..16; the source scales it to 0..255 (rounded), as an 8-bit image (docs/datasets.md).
+    The manual transform (resize, [0, 1], ``(x - mean) / std``) is transformers' ViTImageProcessor with those
+    settings; at ``image_size`` 8 there is nothing to resize."""
+    from sklearn.datasets import load_digits
+    from transformers import ViTImageProcessor
+
+    assert preprocessing["kind"] == "manual" and preprocessing["image_size"] == 8 and preprocessing["num_channels"] == 1
+    bunch = load_digits()
+    images = np.clip(np.rint(bunch.images * (255.0 / 16)), 0, 255).astype(np.uint8)
+    processor = ViTImageProcessor(
+        do_resize=False,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=preprocessing["mean"],
+        image_std=preprocessing["std"],
+    )
+    pixels = processor(images=list(images[..., None]), input_data_format="channels_last", return_tensors="pt")
+    return pixels["pixel_values"], bunch.target.astype(np.int64)
+
+
+def _split_rows(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) of the pool: datasets' stratified, seeded split (docs/datasets.md), by row id."""
+    from datasets import ClassLabel, Dataset
+
+    rows = Dataset.from_dict({"row": np.arange(len(labels)), "label": labels})
+    rows = rows.cast_column("label", ClassLabel(names=[str(c) for c in range(10)]))
+    parts = rows.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
+    return np.asarray(parts["train"]["row"]), np.asarray(parts["test"]["row"])
+
+
+@pytest.mark.slow
+def test_report_accuracies_equal_a_plain_transformers_evaluation_of_the_saved_folders(tiny_run):
+    """Each saved model folder, loaded with `AutoModelForImageClassification`, scores exactly the report's
+    retain / forget / test accuracies on the manifest's samples of the source read directly. Nothing here goes
+    through hf_unlearn's data or evaluation code, so a mix-up there (e.g. forget and test swapped) fails it."""
+    from transformers import AutoModelForImageClassification
+
+    out, code = tiny_run
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    pixels, labels = _digits_inputs(report["preprocessing"])
+    train_rows, test_rows = _split_rows(labels, TINY["data"]["test_size"], report["seed"])
+    assert len(train_rows) == manifest["n_train"] == report["sizes"]["train"]
+    rows = {
+        "retain": train_rows[manifest["retain_indices"]],
+        "forget": train_rows[manifest["forget_indices"]],
+        "test": test_rows,
+    }
+    assert {name: len(r) for name, r in rows.items()} == {k: report["sizes"][k] for k in rows}
+    recomputed = {}
+    for name, entry in report["models"].items():
+        model = AutoModelForImageClassification.from_pretrained(out / "models" / name).eval()
+        with torch.no_grad():
+            recomputed[name] = {
+                split: float(np.mean(model(pixel_values=pixels[r]).logits.argmax(-1).numpy() == labels[r]))
+                for split, r in rows.items()
+            }
+        assert recomputed[name] == entry["accuracy"], name
+    # The check can tell the splits apart: some model scores differently on each of them.
+    assert any(len(set(acc.values())) == 3 for acc in recomputed.values()), recomputed
+
+
 def test_rerun_reuses_finished_stages(tiny_run, capsys):
     out, _ = tiny_run
     before = {p: p.stat().st_mtime_ns for p in out.glob("models/*/model.safetensors")}
     recipe = out.parent / "tiny.yaml"
-    assert main(["run", str(recipe), "--output-dir", str(out), "--cpu", "--set", "retrain.epochs=1"]) == 0
+    assert main(["run", str(recipe), "--output-dir", str(out), "--cpu", *SET]) == 0
     after = {p: p.stat().st_mtime_ns for p in out.glob("models/*/model.safetensors")}
     assert before == after
 
