@@ -431,6 +431,7 @@ def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_w
 
 
 # ================================================================================================ streamed images
+@pytest.mark.slow
 def test_a_broken_streamed_image_stops_the_run_naming_the_row(tmp_path, capsys, monkeypatch):
     """Decoded on the fly (precompute: false), a broken image used to surface mid-training as a raw PIL error."""
     monkeypatch.setitem(sources.SOURCES, "broken_digits", _digits_with(images=[17]))
