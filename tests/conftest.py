@@ -312,7 +312,7 @@ def hand_saliency(model: nn.Module, forget: TensorItems) -> dict[str, torch.Tens
 # Module fixtures that train end to end (a whole recipe, model folders, a two-process launch): every test that uses
 # one is `slow`, so ``-m "not slow"`` never builds them. Tests that run a recipe themselves carry the marker.
 END_TO_END_FIXTURES = frozenset(
-    {"baseline", "ddp", "no_reference_run", "pushed_run", "tiny_run", "two_seeds", "user_files"}
+    {"baseline", "ddp", "no_reference_run", "pushed_run", "study", "tiny_run", "two_seeds", "user_files"}
 )
 
 

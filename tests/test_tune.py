@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import tiny_resnet_config
+from conftest import tiny_recipe
 
 from hf_unlearn.args import UnlearnArguments
 from hf_unlearn.cli import main
@@ -26,22 +26,16 @@ from hf_unlearn.registry import METHOD_CHOICES, method_spec
 from hf_unlearn.tune.objective import validation_tow
 from hf_unlearn.tune.space import ALIASES, RHO, Range, default_space, resolve_space, spaces
 
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 0,
-    "data": {"source": "digits", "test_size": 0.5, "image_size": 8},
-    "forget": {"kind": "random", "size": 0.05},
-    "model": {"config": tiny_resnet_config()},
-    "pretrain": {"epochs": 2, "batch_size": 256},
-    "retrain": {"epochs": 1},
-    "unlearn": {
-        "defaults": {"epochs": 1, "batch_size": 256},
-        "runs": [{"method": "neggrad", "alpha": 0.97, "learning_rate": 0.02}],
-    },
-    "evaluation": {"mia_shadow_size": 100},
-    # Short trials: at most 2 epochs; rho is not searched by a plain NegGrad run.
-    "tune": {"space": {"epochs": [1, 2], "alpha": [0.9, 0.99]}},
-}
+TINY: dict[str, Any] = tiny_recipe(
+    **{
+        "forget.kind": "random",
+        "unlearn.defaults.epochs": 1,
+        "unlearn.runs": [{"method": "neggrad", "alpha": 0.97, "learning_rate": 0.02}],
+        "evaluation.mia_shadow_size": 100,
+        # Short trials: at most 2 epochs; rho is not searched by a plain NegGrad run.
+        "tune": {"space": {"epochs": [1, 2], "alpha": [0.9, 0.99]}},
+    }
+)
 
 
 def write(folder: Path, recipe: dict[str, Any]) -> Path:
