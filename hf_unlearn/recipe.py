@@ -480,6 +480,12 @@ def _check_augmentation(recipe: dict[str, Any]) -> None:
         recipe_augmentation(recipe)
     except ValueError as error:
         raise RecipeError(str(error)) from None
+    data = recipe.get("data") or {}
+    if data.get("augmentation") == "timm" and data.get("precompute"):
+        raise RecipeError(
+            "data.precompute: true cannot go with data.augmentation: timm, which transforms the decoded images; "
+            "leave precompute unset (timm then decodes the images per batch)"
+        )
 
 
 def _check_seeds(recipe: dict[str, Any]) -> None:

@@ -196,18 +196,36 @@ def frozen_batchnorm_stats(
                 module._buffers[name] = buffer
 
 
-@dataclass
 class SharpnessMemory:
     """What a full SAM step learned for one branch, reused by the cheap steps in between (see the module docs).
 
-    ``v`` holds, per parameter, the component of ``d = m * (g1 - g0)`` orthogonal to ``m * g0`` (views into one flat
-    buffer); ``parallel`` is ``c = <d, m g0> / ||m g0||^2``; ``g0_norm`` is ``||m * g0||`` of that step (plus a tiny
-    constant, so a zero gradient divides safely). All are device tensors: nothing is read back to the host.
+    ``v`` holds, per parameter, the component of ``d = m * (g1 - g0)`` orthogonal to ``m * g0``; ``parallel`` is
+    ``c = <d, m g0> / ||m g0||^2``; ``g0_norm`` is ``||m * g0||`` of that step (plus a tiny constant, so a zero
+    gradient divides safely). All are device tensors: nothing is read back to the host.
+
+    ``v`` lives in one flat float32 buffer, next to a second one (``m * g0`` at a full step, scratch at a cheap one),
+    so that the dot products and the combination are one kernel each whatever the model. Both buffers are kept
+    and refilled by the next full step of the branch (``measure(..., reuse=memory)``): a fresh buffer of the
+    model's size costs a page fault per 4 KiB on every touch, which on a CPU took longer than the arithmetic.
     """
 
-    v: list[torch.Tensor | None]
-    parallel: torch.Tensor
-    g0_norm: torch.Tensor
+    def __init__(
+        self, flat_v: torch.Tensor, scratch: torch.Tensor, index: list[int], shapes: list[torch.Size], length: int
+    ) -> None:
+        self._flat_v, self._scratch, self._index, self._length = flat_v, scratch, index, length
+        sizes = [s.numel() for s in shapes]
+        self._v_views = [t.view(s) for t, s in zip(flat_v.split(sizes), shapes, strict=True)]
+        self._scratch_views = [t.view(s) for t, s in zip(scratch.split(sizes), shapes, strict=True)]
+        self.parallel = torch.zeros((), device=flat_v.device)
+        self.g0_norm = torch.ones((), device=flat_v.device)
+
+    @property
+    def v(self) -> list[torch.Tensor | None]:
+        """``v`` per parameter position (``None`` where the full step had no gradient)."""
+        out: list[torch.Tensor | None] = [None] * self._length
+        for i, view in zip(self._index, self._v_views, strict=True):
+            out[i] = view
+        return out
 
     @classmethod
     def measure(
@@ -215,40 +233,49 @@ class SharpnessMemory:
         g0: Sequence[torch.Tensor | None],
         g1: Sequence[torch.Tensor | None],
         masks: Sequence[torch.Tensor | None],
+        reuse: SharpnessMemory | None = None,
     ) -> SharpnessMemory:
+        """Measure ``c``, ``v`` and ``n0`` from one full step's gradients (``reuse``: a memory whose buffers to
+        refill, the branch's previous one; its values are overwritten)."""
         idx = [i for i, (a, b) in enumerate(zip(g0, g1, strict=True)) if a is not None and b is not None]
         shapes = [g0[i].shape for i in idx]
-        sizes = [g0[i].numel() for i in idx]
         device = g0[idx[0]].device
-        # Two flat float32 buffers, so that the dot products are one kernel each whatever the model.
-        flat_g0 = torch.empty(sum(sizes), device=device)
-        flat_d = torch.empty(sum(sizes), device=device)
-        g0_views = [t.view(s) for t, s in zip(flat_g0.split(sizes), shapes, strict=True)]
-        d_views = [t.view(s) for t, s in zip(flat_d.split(sizes), shapes, strict=True)]
-        part = [masks[i] for i in idx]
-        torch._foreach_copy_(g0_views, [g0[i] for i in idx])
-        torch._foreach_copy_(d_views, [g1[i] for i in idx])
-        torch._foreach_sub_(d_views, g0_views)
+        if reuse is not None and reuse._index == idx and [v.shape for v in reuse._v_views] == shapes:
+            memory = reuse
+        else:
+            total = sum(s.numel() for s in shapes)
+            flat_v, scratch = (torch.empty(total, device=device, dtype=torch.float32) for _ in range(2))
+            memory = cls(flat_v, scratch, idx, shapes, len(g0))
+        g0m, d = memory._scratch_views, memory._v_views
+        present0, present1, part = [g0[i] for i in idx], [g1[i] for i in idx], [masks[i] for i in idx]
         if any(m is not None for m in part):  # the masks are all set or all None (one partition)
-            torch._foreach_mul_(g0_views, part)
-            torch._foreach_mul_(d_views, part)
+            _masked_copy_(g0m, present0, part)
+            _masked_copy_(d, present1, part)
+            torch._foreach_sub_(d, g0m)
+        elif all(t.dtype == torch.float32 for t in present0 + present1):
+            torch._foreach_copy_(g0m, present0)
+            torch.ops.aten._foreach_sub.List_out(present1, present0, out=d)
+        else:  # e.g. bfloat16 gradients: the difference is taken in float32
+            torch._foreach_copy_(g0m, present0)
+            torch._foreach_copy_(d, present1)
+            torch._foreach_sub_(d, g0m)
+        flat_g0, flat_v = memory._scratch, memory._flat_v
         g0_sq = torch.dot(flat_g0, flat_g0)
-        coefficient = torch.dot(flat_d, flat_g0) / (g0_sq + _NORM_EPS**2)
-        flat_d.sub_(flat_g0 * coefficient)  # v = d - <d, g0m> / ||g0m||^2 * g0m
-        v: list[torch.Tensor | None] = [None] * len(g0)
-        for i, view in zip(idx, d_views, strict=True):
-            v[i] = view
-        return cls(v, coefficient, g0_sq.sqrt() + _NORM_EPS)
+        coefficient = torch.dot(flat_v, flat_g0) / (g0_sq + _NORM_EPS**2)
+        flat_v.addcmul_(flat_g0, coefficient, value=-1.0)  # v = d - <d, g0m> / ||g0m||^2 * g0m
+        memory.parallel, memory.g0_norm = coefficient, g0_sq.sqrt() + _NORM_EPS
+        return memory
 
     def apply_(self, grads: Sequence[torch.Tensor | None], sign: float, lam: float) -> None:
         """``g += sign * lam * (c * g + (||g|| / n0) * v)`` in place on the (already masked) one-pass gradient."""
-        pairs = [(g, v) for g, v in zip(grads, self.v, strict=True) if g is not None and v is not None]
+        pairs = [(grads[i], k) for k, i in enumerate(self._index) if grads[i] is not None]
         if not pairs:
             return
         present = [g for g, _ in pairs]
         orthogonal = (global_norm(_float(present)) / self.g0_norm) * (sign * lam)
+        torch.mul(self._flat_v, orthogonal, out=self._scratch)  # the scratch buffer: no allocation per step
         torch._foreach_mul_(present, self.parallel * (sign * lam) + 1.0)
-        torch._foreach_add_(present, torch._foreach_mul([v for _, v in pairs], orthogonal))
+        torch._foreach_add_(present, [self._scratch_views[k] for _, k in pairs])
 
 
 def branch_gradient(
@@ -263,6 +290,7 @@ def branch_gradient(
     batchnorms: Sequence[nn.modules.batchnorm._BatchNorm] | None = None,
     memory: SharpnessMemory | None = None,
     remember: Callable[[SharpnessMemory], None] | None = None,
+    reuse: SharpnessMemory | None = None,
 ) -> tuple[list[torch.Tensor | None], torch.Tensor, bool]:
     """Compute one branch's final gradient, restricted to its partition.
 
@@ -272,7 +300,7 @@ def branch_gradient(
 
     The cheap SAM: with ``memory`` (an in-between step) only the first pass runs and the gradient follows the
     one-pass LookSAM rule of the module docs; ``remember``, if given, receives the `SharpnessMemory` of a step
-    whose perturbed pass ran. ``batchnorms`` is ``batchnorm_modules(model)``, if the caller has it cached.
+    whose perturbed pass ran, measured into the buffers of ``reuse`` (the branch's previous memory) if given. ``batchnorms`` is ``batchnorm_modules(model)``, if the caller has it cached.
 
     The gradient tensors that ``backward`` leaves in ``p.grad`` are taken over, not copied (`take_gradients`),
     and combined and masked in place: the returned tensors belong to the caller, and a SAM step costs no more
@@ -299,7 +327,7 @@ def branch_gradient(
         backward()
     g1 = take_gradients(params)
     if remember is not None:
-        remember(SharpnessMemory.measure(g0, g1, masks))
+        remember(SharpnessMemory.measure(g0, g1, masks, reuse=reuse))
     if mask_g1_only:
         g1 = _mask_(g1, masks)
     final = _merge(g0, g1, direction_sign(direction), config.lam)
@@ -324,6 +352,15 @@ def take_gradients(params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
         grads.append(g)
         p.grad = None
     return grads
+
+
+def _masked_copy_(out: list[torch.Tensor], tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    """``out = tensors * masks`` into float32 ``out`` (one multi-tensor op when the inputs are float32 too)."""
+    if all(t.dtype == torch.float32 and m.dtype == torch.float32 for t, m in zip(tensors, masks, strict=True)):
+        torch.ops.aten._foreach_mul.List_out(tensors, masks, out=out)
+    else:
+        torch._foreach_copy_(out, tensors)
+        torch._foreach_mul_(out, masks)
 
 
 def _mask_(grads: list[torch.Tensor | None], masks: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:

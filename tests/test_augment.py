@@ -73,13 +73,84 @@ def test_masks_read_the_deterministic_inputs(tmp_path) -> None:
         ("flipcrop", "Did you mean 'flip_crop'"),
         ([{"RandomHorizontalFlp": {"p": 0.5}}], "Did you mean 'RandomHorizontalFlip'"),
         ([{"RandomCrop": {"sise": 3}}], "RandomCrop"),
-        (3, "expected none, flip_crop or a non-empty list"),
+        (3, "expected none, flip_crop, timm or a non-empty list"),
     ],
 )
 def test_bad_augmentation_is_a_recipe_error(value, message: str) -> None:
     recipe = {"data": {"augmentation": value}, "model": {"config": {"model_type": "resnet"}}}
     recipe["unlearn"] = {"runs": [{"method": "finetune"}]}
     with pytest.raises(RecipeError, match=message):
+        validate(recipe)
+
+
+# ---------------------------------------------------------------------------------------------- timm preset
+def _decoded_images(n: int = 5):
+    """Images decoded per batch, as `on_the_fly` prepares them (encoded PNGs of several sizes, RGB)."""
+    import numpy as np
+    from datasets import Dataset, Features, Image, Value
+    from PIL import Image as PILImage
+
+    from hf_unlearn.data.transforms import manual_image_transform, on_the_fly
+
+    rng = np.random.default_rng(0)
+    images = [PILImage.fromarray(rng.integers(0, 256, (12 + i, 16, 3), dtype=np.uint8)) for i in range(n)]
+    source = Dataset.from_dict(
+        {"image": images, "label": [i % 3 for i in range(n)]},
+        features=Features({"image": Image(), "label": Value("int64")}),
+    )
+    transform = manual_image_transform(image_size=8, num_channels=3, mean=[0.5], std=[0.5])
+    return on_the_fly(source, transform), images
+
+
+def test_timm_preset_is_timms_training_transform_on_the_decoded_image() -> None:
+    import random
+
+    from timm.data import create_transform
+
+    data, images = _decoded_images()
+    model = build_model_from_config(
+        {**RESNET, "embedding_size": 4, "hidden_sizes": [4], "depths": [1]}, ["a", "b", "c"], seed=0
+    )
+    augmentation = build_augmentation("timm", image_size=8, mean=[0.5], std=[0.5], num_channels=3).for_model(model)
+    augmented = AugmentedDataset(data, augmentation, seed=0, stream="retain")
+    item = augmented[2]
+    assert item["pixel_values"].shape == (3, 8, 8) and int(item["labels"]) == 2
+    # Exactly timm's transform of the decoded image under the item's seed: normalised once, by timm.
+    seed = int(augmented.draws()[2])
+    random.seed(seed)
+    torch.manual_seed(seed)
+    expected = create_transform(input_size=(3, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, is_training=True)(images[2])
+    assert torch.equal(item["pixel_values"], expected)
+    values = torch.stack([augmented[i]["pixel_values"] for i in range(len(data))])
+    assert values.min() >= -1.0 and values.max() <= 1.0 and values.min() < -0.5  # (x - 0.5) / 0.5 once, not twice
+    assert not torch.equal(item["pixel_values"], data[2]["pixel_values"])  # not the deterministic input
+    augmented.set_epoch(1)
+    assert not torch.equal(augmented[2]["pixel_values"], item["pixel_values"])  # another draw in another epoch
+    again = AugmentedDataset(data, augmentation, seed=0, stream="retain")
+    assert torch.equal(again[2]["pixel_values"], item["pixel_values"])  # one seed, the same inputs
+    state = random.getstate()
+    augmented[0]
+    assert random.getstate() == state  # Python's global random state is left alone
+
+
+def test_timm_preset_reads_a_timm_models_data_config() -> None:
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="resnet18", num_labels=3))
+    augmentation = build_augmentation("timm", image_size=8, mean=[0.5], std=[0.5], num_channels=3).for_model(model)
+    assert augmentation.config["input_size"] == (3, 224, 224)
+    assert augmentation.config["mean"] == (0.485, 0.456, 0.406)  # the model's, not the recipe's 0.5
+    data, _ = _decoded_images(2)
+    assert AugmentedDataset(data, augmentation, seed=0)[0]["pixel_values"].shape == (3, 224, 224)
+
+
+def test_timm_preset_needs_decoded_images() -> None:
+    augmentation = build_augmentation("timm", image_size=8).for_model(make_model(seed=0))
+    with pytest.raises(ValueError, match=r"set data\.precompute: false"):
+        AugmentedDataset(_images(), augmentation, seed=0)
+    recipe = {"data": {"augmentation": "timm", "precompute": True}, "model": {"config": {"model_type": "resnet"}}}
+    recipe["unlearn"] = {"runs": [{"method": "finetune"}]}
+    with pytest.raises(RecipeError, match=r"precompute: true cannot go with data\.augmentation: timm"):
         validate(recipe)
 
 

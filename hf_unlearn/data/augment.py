@@ -3,10 +3,14 @@
 * ``none``: no augmentation (the digits default);
 * ``flip_crop``: the CIFAR recipe, a random crop of the input size after 4 pixels of black padding, then a
   horizontal flip with probability 1/2;
+* ``timm``: timm's training transform (``timm.data.create_transform(is_training=True)``: random resized crop,
+  flip, colour jitter, then ``ToTensor`` and the normalisation) of the model's data config, on the *decoded* images
+  (`TimmAugmentation`);
 * a list of torchvision ``transforms.v2`` transforms by name with their arguments, e.g.
   ``[{RandomHorizontalFlip: {p: 0.5}}, {RandomRotation: {degrees: 10}}, RandomErasing]``.
 
-Augmentation works on the model inputs (normalised float tensors ``[C, H, W]``), on the fly, in the training
+Augmentation works on the model inputs (normalised float tensors ``[C, H, W]``; ``timm``: on the decoded images,
+in place of the deterministic transform, so the normalisation is applied once), on the fly, in the training
 DataLoader (and its workers) of pretraining, retraining and unlearning only; saliency masks, evaluation, MIA and
 analysis read the deterministic inputs. The random state of each item comes from ``(seed, epoch, stream, item)``
 (`AugmentedDataset`), so one seed gives the same numbers in every run, for any number of processes or workers.
@@ -15,23 +19,32 @@ analysis read the deterministic inputs. The random state of each item comes from
 from __future__ import annotations
 
 import difflib
+import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
 
 from .pairing import _EpochDraws, _fetch
+from .transforms import decode_image
 
-AUGMENTATION_PRESETS = ("none", "flip_crop")
+AUGMENTATION_PRESETS = ("none", "flip_crop", "timm")
 
 
 class Augmentation:
     """A random transform of one input tensor, run under its own seed (the global random state is left alone)."""
 
+    # True: the transform takes the decoded image and gives the model input (`AugmentedDataset` reads the images).
+    on_images: ClassVar[bool] = False
+
     def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor], description: Any) -> None:
         self.transform = transform
         self.description = description
+
+    def for_model(self, model: torch.nn.Module) -> Augmentation:
+        """The augmentation to train ``model`` with (presets that depend on the model resolve here)."""
+        return self
 
     def __call__(self, pixel_values: torch.Tensor, seed: int) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
@@ -54,18 +67,70 @@ def build_augmentation(
         black = [-m / s for m, s in zip(means, stds, strict=True)]
         transform = v2.Compose([v2.RandomCrop(image_size, padding=4, fill=black), v2.RandomHorizontalFlip()])
         return Augmentation(transform, "flip_crop")
+    if spec == "timm":
+        means = list(mean) * num_channels if len(mean) == 1 else list(mean)
+        stds = list(std) * num_channels if len(std) == 1 else list(std)
+        fallback = {"input_size": (num_channels, image_size, image_size), "mean": tuple(means), "std": tuple(stds)}
+        return TimmAugmentation(fallback)
     if isinstance(spec, str):
         close = difflib.get_close_matches(spec, AUGMENTATION_PRESETS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"data.augmentation: unknown preset {spec!r}.{hint} Use none, flip_crop, or a list of torchvision v2 "
+            f"data.augmentation: unknown preset {spec!r}.{hint} Use none, flip_crop, timm, or a list of torchvision v2 "
             "transforms such as [{RandomHorizontalFlip: {p: 0.5}}]."
         )
     if not isinstance(spec, list) or not spec:
         raise ValueError(
-            f"data.augmentation: expected none, flip_crop or a non-empty list of transforms, got {spec!r}."
+            f"data.augmentation: expected none, flip_crop, timm or a non-empty list of transforms, got {spec!r}."
         )
     return Augmentation(v2.Compose([_v2_transform(entry, i) for i, entry in enumerate(spec)]), list(spec))
+
+
+class TimmAugmentation(Augmentation):
+    """timm's training transform, ``create_transform(**data_config, is_training=True)``, on decoded images.
+
+    The data config (input size, interpolation, mean, std) is the model's own for a timm model
+    (``timm.data.resolve_model_data_config``); any other model gets ``fallback``, the recipe's ``data.image_size``,
+    ``data.mean`` and ``data.std`` with bilinear interpolation. The transform ends in timm's ``ToTensor`` and
+    ``Normalize``: it replaces the deterministic transform for training items (`AugmentedDataset` hands it the
+    decoded image), so the normalisation is applied once. timm draws from Python's ``random`` as well as torch's
+    generator; both are seeded per item and restored afterwards.
+    """
+
+    on_images = True
+
+    def __init__(self, fallback: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+        self.fallback, self.config = fallback, config
+        transform = None
+        if config is not None:
+            from timm.data import create_transform
+
+            transform = create_transform(**config, is_training=True)
+        super().__init__(transform, {"timm": config})
+
+    def for_model(self, model: torch.nn.Module) -> TimmAugmentation:
+        from ..models import is_timm_model
+
+        if is_timm_model(model):
+            from timm.data import resolve_model_data_config
+
+            resolved = resolve_model_data_config(getattr(model, "timm_model", model))
+            config = {k: resolved[k] for k in ("input_size", "interpolation", "mean", "std")}
+        else:
+            config = {**self.fallback, "interpolation": "bilinear"}
+        return TimmAugmentation(self.fallback, config)
+
+    def __call__(self, image: Any, seed: int) -> torch.Tensor:
+        if self.transform is None:
+            raise RuntimeError("data.augmentation timm: call for_model(model) first (the data config is the model's).")
+        if hasattr(image, "convert"):  # grey or RGB, as the deterministic transform reads the image
+            image = image.convert("L" if self.config["input_size"][0] == 1 else "RGB")
+        state = random.getstate()
+        try:
+            random.seed(seed)
+            return super().__call__(image, seed)
+        finally:
+            random.setstate(state)
 
 
 def _v2_transform(entry: Any, i: int) -> Callable:
@@ -101,6 +166,7 @@ class AugmentedDataset(_EpochDraws):
         self.dataset = dataset
         self.augmentation = augmentation
         self.stream = stream
+        self._rows = _source_rows(dataset) if augmentation.on_images else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -114,9 +180,28 @@ class AugmentedDataset(_EpochDraws):
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         seeds = self.draws()[indices].tolist()
+        if self._rows is not None:  # decoded images in, model inputs out (the deterministic transform skipped)
+            rows = self._rows[list(indices)]
+            return [
+                {"pixel_values": self.augmentation(decode_image(value), seed), "labels": torch.tensor(int(label))}
+                for value, label, seed in zip(rows["image"], rows["label"], seeds, strict=True)
+            ]
         out = []
         for item, seed in zip(_fetch(self.dataset, indices), seeds, strict=True):
             item = dict(item)
             item["pixel_values"] = self.augmentation(item["pixel_values"], seed)
             out.append(item)
         return out
+
+
+def _source_rows(dataset: Dataset) -> Any:
+    """The rows of a dataset whose images are decoded and transformed when read (a `datasets.Dataset` with the
+    format transform of `hf_unlearn.data.transforms.on_the_fly`), without that transform: ``image`` and ``label``."""
+    plain = getattr(dataset, "with_format", None)
+    columns = getattr(dataset, "column_names", None) or []
+    if plain is None or "image" not in columns or "label" not in columns:
+        raise ValueError(
+            "data.augmentation: timm transforms the decoded images, which inputs precomputed in memory no longer "
+            "have; set data.precompute: false (the images are then decoded per batch), or use flip_crop."
+        )
+    return plain(None)

@@ -105,6 +105,13 @@ def _to_inputs(dataset: Dataset, transform, precompute: bool, class_names: list[
 
 
 def _decide_precompute(data: dict[str, Any], pool: Dataset, transform) -> bool:
+    if data.get("augmentation") == "timm":  # timm's training transform reads the decoded images
+        if data.get("precompute"):
+            raise ValueError(
+                "data.precompute: true cannot go with data.augmentation: timm, which transforms the decoded images; "
+                "leave precompute unset (or false)."
+            )
+        return False
     if data.get("precompute") is not None:
         return bool(data["precompute"])
     sample = transform([pool.with_format(None)[0]["image"]])

@@ -202,6 +202,17 @@ def processor_image_transform(
     return transform
 
 
+def decode_image(value: Any) -> PILImage.Image:
+    """A decoded image from what a row holds: a PIL image, or an encoded ``{"bytes", "path"}`` (``datasets.Image``)."""
+    if isinstance(value, PILImage.Image):
+        return value
+    from datasets import Image
+
+    image = Image().decode_example(value)
+    image.load()
+    return image
+
+
 def on_the_fly(
     dataset: Dataset,
     transform: Callable[[list[Any]], np.ndarray],

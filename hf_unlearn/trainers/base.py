@@ -270,7 +270,8 @@ class UnlearnTrainer(Trainer):
                 key = (branch.name, branch.partition)
                 # The cheap SAM's in-between steps reuse the last full step's direction; a branch without one
                 # (the first step, a new branch) runs a full step and keeps what it measured.
-                memory = self._sharpness_memory.get(key) if cheap_sam and not full else None
+                kept = self._sharpness_memory.get(key) if cheap_sam else None
+                memory = kept if not full else None
                 grads, loss, _ = branch_gradient(
                     base_model,
                     params,
@@ -282,6 +283,7 @@ class UnlearnTrainer(Trainer):
                     batchnorms=batchnorms,
                     memory=memory,
                     remember=partial(self._sharpness_memory.__setitem__, key) if cheap_sam and memory is None else None,
+                    reuse=kept,  # a full step refills the branch's buffers
                 )
                 total_loss = loss.float() if total_loss is None else total_loss + loss.float()
                 self._record_branch_loss(branch.name, loss)
