@@ -118,6 +118,8 @@ class UnlearnTrainer(Trainer):
         # build_train_dataset may need them (the seed of its draws, the class count of random labels).
         self._model_for_data, self._args_for_data = model, args
         # Augmentation reaches the training batches only; masks and evaluation read retain_dataset / forget_dataset.
+        if augmentation is not None and model is not None:
+            augmentation = augmentation.for_model(model)  # the timm preset reads the model's data config
         augmented = [
             AugmentedDataset(dataset, augmentation, args.seed, stream=name)
             for name, dataset in (("retain", retain_dataset), ("forget", forget_dataset))
