@@ -236,3 +236,13 @@ def test_imagenet_recipe_data_on_a_local_copy(tmp_path):
     assert (len(data.train), len(data.test), data.validation) == (30, 9, None)
     assert not isinstance(data.train, TensorImageDataset)  # precompute: false, as for the real 1.28 M images
     assert data.train_rows.tolist() == list(range(30)) and int(data.test[0]["labels"]) >= 0
+    # data.augmentation: timm, for a model that is no timm model: the recipe's size / mean / std, on decoded images.
+    from hf_unlearn.data.augment import AugmentedDataset
+    from hf_unlearn.models import build_model_from_config
+    from hf_unlearn.recipe import recipe_augmentation
+
+    model = build_model_from_config({"model_type": "resnet", "num_channels": 3, "depths": [1]}, ["a", "b"], seed=0)
+    augmentation = recipe_augmentation(recipe).for_model(model)
+    assert augmentation.config["input_size"] == (3, 4, 4) and augmentation.config["mean"] == (0.5, 0.5, 0.5)
+    item = AugmentedDataset(data.train, augmentation, seed=0)[3]
+    assert item["pixel_values"].shape == (3, 4, 4) and int(item["labels"]) == int(data.train[3]["labels"])
