@@ -32,7 +32,8 @@ On CUDA every timed span starts and ends with ``torch.cuda.synchronize()``. Each
 steps, then ``--steps`` timed ones; the plain and trainer chunks of an update alternate (plain first in even
 repeats, trainer first in odd ones), so load from other processes hits both alike. A chunk's time is the median
 of its steps; an update's time is the median over ``--repeats`` chunks; ratios are medians of per-repeat ratios
-(the paired chunks of one repeat ran back to back).
+(the paired chunks of one repeat ran back to back), printed with the min-max of those per-repeat ratios (and kept
+in the JSON as ``*_range``): a spread wider than the claim means the machine was too busy to settle it.
 
 Peak memory, measured after all timings in a separate pass (``--memory-steps`` steps per side):
 
@@ -803,10 +804,17 @@ def paired_median(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
+def paired_range(num: list[float], den: list[float]) -> list[float]:
+    """[min, max] of the per-repeat ratios: the spread that load from other processes left in ``paired_median``."""
+    ratios = [a / b for a, b in zip(num, den, strict=True)]
+    return [min(ratios), max(ratios)]
+
+
 def summarize(bench: dict[str, Any], updates: list[str]) -> dict[str, Any]:
     res: dict[str, Result] = bench["results"]
     out: dict[str, Any] = {
         "trainer_over_plain": {u: paired_median(res[u].trainer, res[u].plain) for u in updates},
+        "trainer_over_plain_range": {u: paired_range(res[u].trainer, res[u].plain) for u in updates},
         "step_ms": {
             u: {
                 "plain": 1e3 * statistics.median(res[u].plain),
@@ -830,6 +838,7 @@ def summarize(bench: dict[str, Any], updates: list[str]) -> dict[str, Any]:
         out.setdefault("plain", {})["sam_over_sgd"] = paired_median(res["sam"].plain, res["sgd"].plain)
     if "sam_every5" in res and "sgd" in res:
         out["sam_every5_over_sgd"] = paired_median(res["sam_every5"].trainer, res["sgd"].trainer)
+        out["sam_every5_over_sgd_range"] = paired_range(res["sam_every5"].trainer, res["sgd"].trainer)
         out.setdefault("plain", {})["sam_every5_over_sgd"] = paired_median(res["sam_every5"].plain, res["sgd"].plain)
     if "sharp_minmax" in res and "neggrad_sam" in res:
         out["sharp_minmax_over_neggrad_sam"] = paired_median(res["sharp_minmax"].trainer, res["neggrad_sam"].trainer)
@@ -840,7 +849,8 @@ def summarize(bench: dict[str, Any], updates: list[str]) -> dict[str, Any]:
 
 
 def print_table(name: str, summary: dict[str, Any], updates: list[str], memory_method: str) -> None:
-    header = ["update", "plain ms", "trainer ms", "trainer/plain", "gap ms", "peak MiB plain", "peak MiB trainer"]
+    header = ["update", "plain ms", "trainer ms", "trainer/plain", "(min-max)", "gap ms", "peak MiB plain"]
+    header.append("peak MiB trainer")
     rows = [header]
     for u in updates:
         ms = summary["step_ms"][u]
@@ -851,6 +861,7 @@ def print_table(name: str, summary: dict[str, Any], updates: list[str], memory_m
                 f"{ms['plain']:.2f}",
                 f"{ms['trainer']:.2f}",
                 f"{summary['trainer_over_plain'][u]:.3f}",
+                "{:.3f}-{:.3f}".format(*summary["trainer_over_plain_range"][u]),
                 f"{ms['trainer_gap']:.2f}",
                 f"{peak['plain']:.1f}",
                 f"{peak['trainer']:.1f}",
@@ -867,8 +878,9 @@ def print_table(name: str, summary: dict[str, Any], updates: list[str], memory_m
         print(f"SAM / SGD:                  trainer {summary['sam_over_sgd']:.3f}   plain {plain['sam_over_sgd']:.3f}")
     if "sam_every5_over_sgd" in summary:
         print(
-            f"sam_every 5 / SGD:          trainer {summary['sam_every5_over_sgd']:.3f}   "
-            f"plain {plain['sam_every5_over_sgd']:.3f}  (mean step time over whole 5-step cycles)"
+            f"sam_every 5 / SGD:          trainer {summary['sam_every5_over_sgd']:.3f} "
+            + "(per-repeat {:.3f}-{:.3f})   ".format(*summary["sam_every5_over_sgd_range"])
+            + f"plain {plain['sam_every5_over_sgd']:.3f}  (mean step time over whole 5-step cycles)"
         )
     if "sharp_minmax_over_neggrad_sam" in summary:
         print(
