@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .pairing import _EpochDraws, _fetch
-from .transforms import decode_image
 
 AUGMENTATION_PRESETS = ("none", "flip_crop", "timm")
 
@@ -181,6 +180,8 @@ class AugmentedDataset(_EpochDraws):
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         seeds = self.draws()[indices].tolist()
         if self._rows is not None:  # decoded images in, model inputs out (the deterministic transform skipped)
+            from .transforms import decode_image  # PIL and datasets: only where images are decoded
+
             rows = self._rows[list(indices)]
             return [
                 {"pixel_values": self.augmentation(decode_image(value), seed), "labels": torch.tensor(int(label))}
