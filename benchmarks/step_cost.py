@@ -318,7 +318,7 @@ class PlainLoop:
         )
         self.masks = masks
         self.cycle = 0  # sam_every5: steps since the run's start (a full SAM step when cycle % SAM_EVERY == 0)
-        self.lookahead: tuple | None = None  # (v, c, ||g0||) of the last full step
+        self.lookahead: tuple | None = None  # (d, ||g0||) of the last full step
         self.complements = None if masks is None else [1.0 - m for m in masks]
         self.bn = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.generator = torch.Generator().manual_seed(1)
@@ -400,28 +400,24 @@ class PlainLoop:
             raise ValueError(update)
 
     def cheap_sam(self, loss_fn) -> None:
-        """The cheap SAM as hf_unlearn states it (sharpness.py): SAM every SAM_EVERY steps, keeping d = g1 - g0's
-        coefficient along g0, c, its orthogonal part v, and ||g0||; in between one pass and
-        g = g0 + c g0 + (||g0|| / ||g0_full||) v."""
+        """The cheap SAM as hf_unlearn states it (sharpness.py): SAM every SAM_EVERY steps, keeping d = g1 - g0 and
+        ||g0||; in between one pass and g = g0 + (||g0|| / ||g0_full||) d."""
         full = self.cycle % SAM_EVERY == 0 or self.lookahead is None
         self.cycle += 1
         if full:
             g0, g1 = self.sam_gradients(loss_fn)
             with torch.no_grad():
                 d = [b - a for a, b in zip(g0, g1, strict=True)]
-                g0_sq = sum((a * a).sum() for a in g0)
-                coefficient = sum((x * a).sum() for x, a in zip(d, g0, strict=True)) / g0_sq
-                v = [x - coefficient * a for x, a in zip(d, g0, strict=True)]
-                self.lookahead = (v, coefficient, g0_sq.sqrt())
+                self.lookahead = (d, torch.norm(torch.stack([a.norm(p=2) for a in g0]), p=2))
             for p, g in zip(self.params, g1, strict=True):
                 p.grad = g
             return
         loss_fn().backward()
-        v, coefficient, g0_norm = self.lookahead
+        d, g0_norm = self.lookahead
         with torch.no_grad():
             ratio = torch.norm(torch.stack([p.grad.norm(p=2) for p in self.params]), p=2) / g0_norm
-            for p, x in zip(self.params, v, strict=True):
-                p.grad.mul_(1.0 + coefficient).add_(x * ratio)
+            for p, x in zip(self.params, d, strict=True):
+                p.grad.add_(x * ratio)
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> None:
         self.model.train()

@@ -14,16 +14,17 @@ restricted to the partition. ``min`` with ``lambda = 1`` is standard SAM / ASAM 
 sharpness ``S(w) = L(w + eps) - L(w)`` (method-spec.md A).
 
 The cheap SAM (``sam_every = k``, `SharpnessMemory`) runs that two-pass step every k-th step and, in between, one
-pass that reuses what the last full step measured of the sharpness gradient ``d = g1 - g0`` (after LookSAM, Liu et
-al., CVPR 2022), split into its part along the plain gradient and its part orthogonal to it:
+pass that reuses the sharpness gradient the last full step measured (after LookSAM, Liu et al., CVPR 2022):
 
-    full step:   d = m * (g1 - g0),  c = <d, g0m> / ||g0m||^2,  v = d - c * g0m,  n0 = ||g0m||   (g0m = m * g0)
-    cheap step:  g = m * grad L(w),  final = g + sign * lambda * (c * g + (||g|| / n0) * v)
+    full step:   d = m * (g1 - g0),  n0 = ||m * g0||
+    cheap step:  g = m * grad L(w),  final = g + sign * lambda * (||g|| / n0) * d
 
-``v`` is LookSAM's ``g_v``, reused with the same size relative to the current gradient as it had at the full step
-(LookSAM's fixed ``alpha`` becomes the measured ``||v|| / n0``). LookSAM drops the parallel part; here it is kept
-as the measured coefficient ``c``: on the digits recipe dropping it lost most of SAM's effect on NegGrad+SAM and
-Sharp MinMax. At the full step's own weights and batch the cheap formula gives exactly the full step's gradient.
+``d`` is reused whole, with the size relative to the current gradient that it had at the full step (LookSAM's
+fixed ``alpha * ||g|| / ||g_v||`` becomes the measured ``||g|| / n0``). LookSAM reuses only the part of ``d``
+orthogonal to the gradient; on the digits recipe that, and re-applying the parallel part along the current gradient
+(``c * g``), lost much of SAM's effect on NegGrad+SAM, while reusing the whole ``d`` matched full SAM
+(docs/methods.md). At the full step's own weights and batch the cheap formula
+gives exactly the full step's gradient.
 
 All bookkeeping is multi-tensor (``torch._foreach_*``): each stage (the norm, eps, perturb and restore, masks,
 the combination) launches a constant number of kernels whatever the number of parameter tensors, and nothing
@@ -199,31 +200,30 @@ def frozen_batchnorm_stats(
 class SharpnessMemory:
     """What a full SAM step learned for one branch, reused by the cheap steps in between (see the module docs).
 
-    ``v`` holds, per parameter, the component of ``d = m * (g1 - g0)`` orthogonal to ``m * g0``; ``parallel`` is
-    ``c = <d, m g0> / ||m g0||^2``; ``g0_norm`` is ``||m * g0||`` of that step (plus a tiny constant, so a zero
-    gradient divides safely). All are device tensors: nothing is read back to the host.
+    ``d`` holds, per parameter, the full step's sharpness gradient ``m * (g1 - g0)``; ``g0_norm`` is ``||m * g0||``
+    of that step (plus a tiny constant, so a zero gradient divides safely). Both are device tensors: nothing is
+    read back to the host.
 
-    ``v`` lives in one flat float32 buffer, next to a second one (``m * g0`` at a full step, scratch at a cheap one),
-    so that the dot products and the combination are one kernel each whatever the model. Both buffers are kept
-    and refilled by the next full step of the branch (``measure(..., reuse=memory)``): a fresh buffer of the
-    model's size costs a page fault per 4 KiB on every touch, which on a CPU took longer than the arithmetic.
+    ``d`` lives in one flat float32 buffer, next to a second one (``m * g0`` at a masked full step, scratch at a
+    cheap one), so that the scaling is one kernel whatever the model. Both buffers are kept and refilled by the
+    next full step of the branch (``measure(..., reuse=memory)``): a fresh buffer of the model's size costs a page
+    fault per 4 KiB on every touch, which on a CPU took longer than the arithmetic.
     """
 
     def __init__(
-        self, flat_v: torch.Tensor, scratch: torch.Tensor, index: list[int], shapes: list[torch.Size], length: int
+        self, flat_d: torch.Tensor, scratch: torch.Tensor, index: list[int], shapes: list[torch.Size], length: int
     ) -> None:
-        self._flat_v, self._scratch, self._index, self._length = flat_v, scratch, index, length
+        self._flat_d, self._scratch, self._index, self._length = flat_d, scratch, index, length
         sizes = [s.numel() for s in shapes]
-        self._v_views = [t.view(s) for t, s in zip(flat_v.split(sizes), shapes, strict=True)]
+        self._d_views = [t.view(s) for t, s in zip(flat_d.split(sizes), shapes, strict=True)]
         self._scratch_views = [t.view(s) for t, s in zip(scratch.split(sizes), shapes, strict=True)]
-        self.parallel = torch.zeros((), device=flat_v.device)
-        self.g0_norm = torch.ones((), device=flat_v.device)
+        self.g0_norm = torch.ones((), device=flat_d.device)
 
     @property
-    def v(self) -> list[torch.Tensor | None]:
-        """``v`` per parameter position (``None`` where the full step had no gradient)."""
+    def d(self) -> list[torch.Tensor | None]:
+        """``d`` per parameter position (``None`` where the full step had no gradient)."""
         out: list[torch.Tensor | None] = [None] * self._length
-        for i, view in zip(self._index, self._v_views, strict=True):
+        for i, view in zip(self._index, self._d_views, strict=True):
             out[i] = view
         return out
 
@@ -235,46 +235,43 @@ class SharpnessMemory:
         masks: Sequence[torch.Tensor | None],
         reuse: SharpnessMemory | None = None,
     ) -> SharpnessMemory:
-        """Measure ``c``, ``v`` and ``n0`` from one full step's gradients (``reuse``: a memory whose buffers to
-        refill, the branch's previous one; its values are overwritten)."""
+        """Measure ``d`` and ``n0`` from one full step's gradients (``reuse``: a memory whose buffers to refill, the
+        branch's previous one; its values are overwritten)."""
         idx = [i for i, (a, b) in enumerate(zip(g0, g1, strict=True)) if a is not None and b is not None]
         shapes = [g0[i].shape for i in idx]
         device = g0[idx[0]].device
-        if reuse is not None and reuse._index == idx and [v.shape for v in reuse._v_views] == shapes:
+        if reuse is not None and reuse._index == idx and [t.shape for t in reuse._d_views] == shapes:
             memory = reuse
         else:
             total = sum(s.numel() for s in shapes)
-            flat_v, scratch = (torch.empty(total, device=device, dtype=torch.float32) for _ in range(2))
-            memory = cls(flat_v, scratch, idx, shapes, len(g0))
-        g0m, d = memory._scratch_views, memory._v_views
+            flat_d, scratch = (torch.empty(total, device=device, dtype=torch.float32) for _ in range(2))
+            memory = cls(flat_d, scratch, idx, shapes, len(g0))
+        d, g0m = memory._d_views, memory._scratch_views
         present0, present1, part = [g0[i] for i in idx], [g1[i] for i in idx], [masks[i] for i in idx]
         if any(m is not None for m in part):  # the masks are all set or all None (one partition)
             _masked_copy_(g0m, present0, part)
             _masked_copy_(d, present1, part)
-            torch._foreach_sub_(d, g0m)
+            memory._flat_d.sub_(memory._scratch)
+            g0_norm = torch.linalg.vector_norm(memory._scratch)
         elif all(t.dtype == torch.float32 for t in present0 + present1):
-            torch._foreach_copy_(g0m, present0)
             torch.ops.aten._foreach_sub.List_out(present1, present0, out=d)
+            g0_norm = global_norm(present0)
         else:  # e.g. bfloat16 gradients: the difference is taken in float32
             torch._foreach_copy_(g0m, present0)
             torch._foreach_copy_(d, present1)
-            torch._foreach_sub_(d, g0m)
-        flat_g0, flat_v = memory._scratch, memory._flat_v
-        g0_sq = torch.dot(flat_g0, flat_g0)
-        coefficient = torch.dot(flat_v, flat_g0) / (g0_sq + _NORM_EPS**2)
-        flat_v.addcmul_(flat_g0, coefficient, value=-1.0)  # v = d - <d, g0m> / ||g0m||^2 * g0m
-        memory.parallel, memory.g0_norm = coefficient, g0_sq.sqrt() + _NORM_EPS
+            memory._flat_d.sub_(memory._scratch)
+            g0_norm = torch.linalg.vector_norm(memory._scratch)
+        memory.g0_norm = g0_norm + _NORM_EPS
         return memory
 
     def apply_(self, grads: Sequence[torch.Tensor | None], sign: float, lam: float) -> None:
-        """``g += sign * lam * (c * g + (||g|| / n0) * v)`` in place on the (already masked) one-pass gradient."""
+        """``g += sign * lam * (||g|| / n0) * d`` in place on the (already masked) one-pass gradient."""
         pairs = [(grads[i], k) for k, i in enumerate(self._index) if grads[i] is not None]
         if not pairs:
             return
         present = [g for g, _ in pairs]
-        orthogonal = (global_norm(_float(present)) / self.g0_norm) * (sign * lam)
-        torch.mul(self._flat_v, orthogonal, out=self._scratch)  # the scratch buffer: no allocation per step
-        torch._foreach_mul_(present, self.parallel * (sign * lam) + 1.0)
+        scale = (global_norm(_float(present)) / self.g0_norm) * (sign * lam)
+        torch.mul(self._flat_d, scale, out=self._scratch)  # the scratch buffer: no allocation per step
         torch._foreach_add_(present, [self._scratch_views[k] for _, k in pairs])
 
 

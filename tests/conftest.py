@@ -257,17 +257,15 @@ def hand_branch(
 
 def hand_lookahead(
     model: nn.Module, weights: dict[str, torch.Tensor], loss_fn, rho: float, mask: dict[str, torch.Tensor] | None = None
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """What a full SAM step keeps for the cheap SAM: ``v``, the component of ``d = m (g1 - g0)`` orthogonal to
-    ``m g0``, ``c = <d, m g0> / ||m g0||^2`` and ``n0 = ||m g0||``, in float64 from `hand_branch`'s g0 and g1."""
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """What a full SAM step keeps for the cheap SAM: ``d = m (g1 - g0)`` and ``n0 = ||m g0||``, in float64 from
+    `hand_branch`'s g0 and g1."""
     m = {n: torch.ones_like(w) if mask is None else mask[n].to(w.dtype) for n, w in weights.items()}
     _, g0 = loss_and_grad(model, weights, loss_fn)
     g1 = hand_branch(model, weights, loss_fn, "sam", rho, "min", 1.0, mask)  # m * g1
     g0m = {n: (g0[n] * m[n]).double() for n in weights}
     d = {n: g1[n].double() - g0m[n] for n in weights}
-    g0_sq = sum((g0m[n] ** 2).sum() for n in weights)
-    c = sum((d[n] * g0m[n]).sum() for n in weights) / g0_sq
-    return {n: d[n] - c * g0m[n] for n in weights}, c, g0_sq.sqrt()
+    return d, torch.sqrt(sum((g0m[n] ** 2).sum() for n in weights))
 
 
 def hand_cheap_step(
@@ -279,13 +277,13 @@ def hand_cheap_step(
     mask: dict[str, torch.Tensor] | None = None,
     lam: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """The cheap SAM's one-pass gradient: ``g + sign * lam * (c * g + (||g|| / n0) * v)`` with ``g = m grad L(w)``."""
-    v, c, n0 = kept
+    """The cheap SAM's one-pass gradient: ``g + sign * lam * (||g|| / n0) * d`` with ``g = m grad L(w)``."""
+    d, n0 = kept
     m = {n: torch.ones_like(w) if mask is None else mask[n].to(w.dtype) for n, w in weights.items()}
     _, g0 = loss_and_grad(model, weights, loss_fn)
     g = {n: (g0[n] * m[n]).double() for n in weights}
     norm = torch.sqrt(sum((g[n] ** 2).sum() for n in weights))
-    return {n: (g[n] + sign * lam * (c * g[n] + (norm / n0) * v[n])).to(weights[n].dtype) for n in weights}
+    return {n: (g[n] + sign * lam * (norm / n0) * d[n]).to(weights[n].dtype) for n in weights}
 
 
 def ce_on(x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):

@@ -482,7 +482,7 @@ def test_sharp_minmax_with_sam_every_matches_hand_computation(args_factory) -> N
     kept_retain = hand_lookahead(model_copy, w0, retain_loss, rho, complement)
     kept_forget = hand_lookahead(model_copy, w0, forget_loss, rho, mask)
     w1 = _sgd(w0, full_retain, full_forget)
-    # Step 2 (cheap): one pass per branch plus sign * (c g + (||g|| / n0) v) of its own partition.
+    # Step 2 (cheap): one pass per branch plus sign * (||g|| / n0) * d of its own partition.
     retain_loss, forget_loss = losses(1)
     cheap_retain = hand_cheap_step(model_copy, w1, retain_loss, kept_retain, +1.0, complement)
     cheap_forget = hand_cheap_step(model_copy, w1, forget_loss, kept_forget, -1.0, mask)
