@@ -22,9 +22,8 @@ pass that reuses the sharpness gradient the last full step measured (after LookS
 ``d`` is reused whole, with the size relative to the current gradient that it had at the full step (LookSAM's
 fixed ``alpha * ||g|| / ||g_v||`` becomes the measured ``||g|| / n0``). LookSAM reuses only the part of ``d``
 orthogonal to the gradient; on the digits recipe that, and re-applying the parallel part along the current gradient
-(``c * g``), lost much of SAM's effect on NegGrad+SAM, while reusing the whole ``d`` matched full SAM
-(docs/methods.md). At the full step's own weights and batch the cheap formula
-gives exactly the full step's gradient.
+(``c * g``), kept less of SAM's effect on NegGrad+SAM than reusing the whole ``d`` (docs/methods.md). At the full
+step's own weights and batch the cheap formula gives exactly the full step's gradient.
 
 All bookkeeping is multi-tensor (``torch._foreach_*``): each stage (the norm, eps, perturb and restore, masks,
 the combination) launches a constant number of kernels whatever the number of parameter tensors, and nothing
