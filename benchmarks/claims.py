@@ -133,7 +133,7 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
     from transformers import set_seed
 
     from hf_unlearn.metrics import tug_of_war
-    from hf_unlearn.pipeline import UNLEARN_DEFAULTS, Pipeline
+    from hf_unlearn.pipeline import Pipeline
 
     seed, smoke, root = task["seed"], task["smoke"], Path(task["root"])
     start = time.perf_counter()
@@ -147,15 +147,12 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
     set_splits = {}
     for spec in recipe["forget"]:
         name = spec["name"]
-        pipe.set_dir = pipe.output_dir / name
-        pipe.set_dir.mkdir(parents=True, exist_ok=True)
-        ss = set_splits[name] = pipe.build_forget_set(splits, spec)
-        retrain = pipe.train_stage("retrain", pipe.retrain_settings(), ss, original)
+        forget_run = pipe.forget_set(splits, spec)
+        ss = set_splits[name] = forget_run.splits
+        retrain = pipe.reference(forget_run, original)
         out["reference"][name] = {"retrain": _metrics(retrain), "original": _metrics(pipe.evaluate(original, ss))}
         for run, settings in task["runs"].get(name, {}).items():
-            record = pipe.train_stage(
-                run, {**UNLEARN_DEFAULTS, **recipe["unlearn"]["defaults"], **settings}, ss, original
-            )
+            record = pipe.unlearn(forget_run, original, {"name": run, **settings})
             metrics = _metrics(record)
             ok = record.get("accuracy") is not None and retrain.get("accuracy") is not None
             metrics["tow"] = tug_of_war(record["accuracy"], retrain["accuracy"]) if ok else None

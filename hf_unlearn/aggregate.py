@@ -1,15 +1,9 @@
-"""Several seeds and the optional analysis section of a recipe, on top of the single-seed `Pipeline`.
+"""Several seeds of a recipe, on top of the single-seed `Pipeline`.
 
 ``seeds: [0, 1, 2]`` in a recipe runs the whole recipe once per seed, each in ``OUTPUT/seed-<s>/`` with the
 unchanged single-seed machinery (finished stages are reused there as usual), then writes an aggregate
 ``OUTPUT/report.json`` / ``report.md`` / ``tow[_<forget set>].png``: per forget set and per run, the mean, the
 standard deviation (ddof 1) and the 95% t-interval over seeds of ToW, MIA confidence and the three accuracies.
-
-``analysis: {entanglement: true, landscape: false, embedding: false}`` adds, after a (per-seed) run, for every
-model of the report: the global and class-wise entanglement score of its penultimate features on retain vs forget
-(``models.<run>.analysis.entanglement`` in report.json), and optionally the loss landscapes on test and forget
-(basin ratio etc. in ``models.<run>.analysis.landscape``, contours in ``analysis/<run>_landscape.png``) and a 2-D
-embedding of retain vs forget features (``analysis/<run>_embedding.png``), linked from report.md.
 """
 
 from __future__ import annotations
@@ -24,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import PushFailedError
-from .paths import inside
-from .report import _fmt, atomic_write_text
+from .io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +33,6 @@ METRICS: dict[str, tuple[str, ...]] = {
     "entanglement_classwise": ("analysis", "entanglement", "classwise"),
     "basin_ratio_test": ("analysis", "landscape", "test", "basin_ratio"),
     "basin_ratio_forget": ("analysis", "landscape", "forget", "basin_ratio"),
-}
-ANALYSIS_DEFAULTS: dict[str, Any] = {
-    "entanglement": False,
-    "landscape": False,
-    "embedding": False,
-    "landscape_steps": 11,
-    "landscape_seed": 42,
-    "max_samples": None,
 }
 
 
@@ -235,167 +219,24 @@ def format_aggregate(agg: dict[str, Any]) -> str:
 def run_recipe(
     recipe: dict[str, Any], output_dir: str | Path, *, force: bool = False, use_cpu: bool = False
 ) -> dict[str, Any]:
-    """Run a validated recipe: one `Pipeline` (plus the analysis section), or one per seed and the aggregate.
+    """Run a validated recipe: one `Pipeline`, or one per seed (each in ``seed-<s>/``) and the aggregate.
 
-    Returns the `Pipeline.run` result for a single-seed recipe, else the aggregate (it has ``"seeds"``).
+    Returns the `Pipeline.run` result for a single-seed recipe, else the aggregate (it has ``"seeds"``). The
+    recipe's ``analysis`` section runs inside each `Pipeline.run` (`hf_unlearn.analysis`).
     """
+    from .distributed import is_main_process
     from .pipeline import Pipeline
 
     output_dir = Path(output_dir)
     seeds = recipe.get("seeds")
     if not seeds:
-        failed = None
-        try:
-            result = Pipeline(recipe, output_dir, force=force, use_cpu=use_cpu).run()
-        except PushFailedError as error:  # the run is complete: analyse it, then report the failed push
-            result, failed = error.result, error
-        if _analysis_wanted(recipe):
-            result = analyze_run(recipe, output_dir, result, use_cpu=use_cpu)
-        if failed is not None:
-            failed.result = result
-            raise failed
-        return result
+        return Pipeline(recipe, output_dir, force=force, use_cpu=use_cpu).run()
     per_seed: dict[int, dict[str, dict[str, Any]]] = {}
     for seed in seeds:
         logger.info("Seed %s of %s", seed, list(seeds))
-        one = seed_recipe(recipe, seed)
-        result = Pipeline(one, output_dir / f"seed-{seed}", force=force, use_cpu=use_cpu).run()
-        if _analysis_wanted(one):
-            result = analyze_run(one, output_dir / f"seed-{seed}", result, use_cpu=use_cpu)
+        result = Pipeline(seed_recipe(recipe, seed), output_dir / f"seed-{seed}", force=force, use_cpu=use_cpu).run()
         per_seed[int(seed)] = per_set_reports(result)
     agg = aggregate_reports(recipe["name"], per_seed)
-    from .pipeline import _is_main_process
-
-    if _is_main_process():
+    if is_main_process():
         write_aggregate(agg, output_dir)
     return agg
-
-
-# ------------------------------------------------------------------------------------------ analysis
-def analysis_settings(recipe: dict[str, Any]) -> dict[str, Any]:
-    return {**ANALYSIS_DEFAULTS, **(recipe.get("analysis") or {})}
-
-
-def _analysis_wanted(recipe: dict[str, Any]) -> bool:
-    settings = analysis_settings(recipe)
-    return bool(settings["entanglement"] or settings["landscape"] or settings["embedding"])
-
-
-def model_analysis(
-    model: Any, retain: Any, forget: Any, test: Any, settings: dict[str, Any], folder: Path, run: str
-) -> dict[str, Any]:
-    """Entanglement (global, class-wise) and optional landscape / embedding of one model; PNGs in ``folder``."""
-    from . import plots as plotting
-    from .metrics import classwise_entanglement_score, entanglement_score, loss_landscape, penultimate_features
-
-    out: dict[str, Any] = {}
-    features = None
-    if settings["entanglement"] or settings["embedding"]:
-        fr, yr = penultimate_features(model, retain)
-        ff, yf = penultimate_features(model, forget)
-        features = (fr, yr, ff, yf)
-    if settings["entanglement"]:
-        fr, yr, ff, yf = features
-        out["entanglement"] = {
-            "global": entanglement_score(fr, ff),
-            "classwise": classwise_entanglement_score(fr, yr, ff, yf),
-        }
-    if settings["landscape"]:
-        lands = {
-            name: loss_landscape(
-                model,
-                data,
-                steps=int(settings["landscape_steps"]),
-                seed=int(settings["landscape_seed"]),
-                max_samples=settings["max_samples"],
-            )
-            for name, data in (("test", test), ("forget", forget))
-        }
-        out["landscape"] = {name: land.stats() for name, land in lands.items()}
-        folder.mkdir(parents=True, exist_ok=True)
-        plotting.plot_loss_landscapes(lands, folder / f"{run}_landscape.png", title=f"{run}: loss landscape")
-        out["landscape_png"] = f"analysis/{run}_landscape.png"
-    if settings["embedding"]:
-        fr, yr, ff, yf = features
-        folder.mkdir(parents=True, exist_ok=True)
-        plotting.plot_feature_embedding(fr, ff, folder / f"{run}_embedding.png", retain_labels=yr, forget_labels=yf)
-        out["embedding_png"] = f"analysis/{run}_embedding.png"
-    return out
-
-
-def analyze_run(
-    recipe: dict[str, Any], output_dir: str | Path, result: dict[str, Any], *, use_cpu: bool = False
-) -> dict[str, Any]:
-    """Add the recipe's ``analysis`` to a finished single-seed run: report.json entries, PNGs, a report.md section.
-
-    The retain / forget / test splits are rebuilt from the recipe (deterministic, the same manifests) and each
-    model is loaded from its ``models/<run>/`` folder; a run without weights (diverged early) is skipped.
-    """
-    from .models import load_saved_model
-    from .pipeline import Pipeline, _is_main_process
-    from .recipe import forget_sets
-    from .report import write_report
-
-    if not _is_main_process():  # evaluation only, no collectives: process 0 analyses and writes, alone
-        return result
-    settings = analysis_settings(recipe)
-    pipeline = Pipeline(recipe, output_dir, use_cpu=use_cpu)
-    splits = pipeline.prepare_data()
-    reports = per_set_reports(result)
-    for spec in forget_sets(recipe):
-        pipeline.set_dir = pipeline.output_dir / spec["name"] if pipeline.several else pipeline.output_dir
-        set_splits = pipeline.build_forget_set(splits, spec, shared=False)  # process 0 only: no collective
-        report = reports[spec["name"]] if spec["name"] in reports else next(iter(reports.values()))
-        for run, entry in report["models"].items():
-            folder = pipeline.stage_dir(run)
-            if not (folder / "config.json").is_file():
-                continue
-            model = load_saved_model(str(folder))
-            if not pipeline.use_cpu:
-                model.to("cuda")
-            entry["analysis"] = model_analysis(
-                model,
-                set_splits.retain,
-                set_splits.forget,
-                set_splits.test,
-                settings,
-                inside(pipeline.set_dir / "analysis", pipeline.output_dir),
-                run,
-            )
-        write_report(report, pipeline.set_dir)
-        atomic_write_text(
-            pipeline.set_dir / "report.md",
-            (pipeline.set_dir / "report.md").read_text(encoding="utf-8") + analysis_markdown(report),
-        )
-    return result
-
-
-def analysis_markdown(report: dict[str, Any]) -> str:
-    rows = [(run, m["analysis"]) for run, m in report["models"].items() if m.get("analysis")]
-    if not rows:
-        return ""
-    lines = [
-        "",
-        "## Analysis (docs/analysis.md)",
-        "",
-        "Entanglement: within-set spread over between-set separation of penultimate features, retain vs forget "
-        "(raw ratio; higher = forget set more entangled with retain). Basin ratio: % of an 11 x 11 grid within "
-        "0.5 std of the centre loss (higher = flatter).",
-        "",
-        "| run | entanglement | class-wise | basin test | basin forget | pictures |",
-        "|---|---|---|---|---|---|",
-    ]
-    for run, a in rows:
-        ent = a.get("entanglement") or {}
-        land = a.get("landscape") or {}
-        pictures = []
-        if a.get("landscape_png"):
-            pictures.append(f"[landscape]({a['landscape_png']})")
-        if a.get("embedding_png"):
-            pictures.append(f"[embedding]({a['embedding_png']})")
-        lines.append(
-            f"| {run} | {_fmt(ent.get('global'))} | {_fmt(ent.get('classwise'))} | "
-            f"{_fmt((land.get('test') or {}).get('basin_ratio'), 1)} | "
-            f"{_fmt((land.get('forget') or {}).get('basin_ratio'), 1)} | {' '.join(pictures) or '—'} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -242,12 +242,13 @@ def memorization_command(args: argparse.Namespace) -> int:
     global _DETACHED_RANK
     rank, world = detach_from_launcher()
     _DETACHED_RANK = rank
-    from .memorization import MemorizationEstimator, write_scores
-    from .pipeline import REFERENCE_DEFAULTS
+    from .data.score_files import save_scores
+    from .memorization import MemorizationEstimator
     from .recipe import load_recipe
+    from .steps.plan import original_plan
 
     recipe = load_recipe(args.recipe, args.overrides)
-    settings = {**REFERENCE_DEFAULTS, **recipe["pretrain"]}
+    settings = dict(original_plan(recipe).settings)  # the subset models train like the original
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
@@ -271,7 +272,7 @@ def memorization_command(args: argparse.Namespace) -> int:
         return 0
     import numpy as np
 
-    write_scores(args.output, table)
+    save_scores(args.output, table)
     scores = table.scores
     defined = scores[~np.isnan(scores)]
     what = "scores" if table.metadata["complete"] else f"shard {args.shard} (merge the shards with memorization-merge)"
@@ -285,10 +286,11 @@ def memorization_command(args: argparse.Namespace) -> int:
 
 
 def memorization_merge_command(args: argparse.Namespace) -> int:
-    from .memorization import merge_score_files, write_scores
+    from .data.score_files import save_scores
+    from .memorization import merge_score_files
 
     table = merge_score_files(args.shards)
-    write_scores(args.output, table)
+    save_scores(args.output, table)
     state = "complete" if table.metadata["complete"] else "still incomplete (shards missing)"
     print(f"Wrote {args.output}: {len(table.arrays['model_ids'])} of {table.metadata['num_models']} models, {state}.")
     return 0
@@ -351,7 +353,7 @@ def run_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     output_dir = args.output_dir or Path("runs") / recipe["name"]
     start = time.perf_counter()
-    Pipeline(recipe, output_dir, use_cpu=args.cpu).check_stages()  # before the folder (and its lock) exists
+    Pipeline(recipe, output_dir, use_cpu=args.cpu).check()  # before the folder (and its lock) exists
     push_failed = None
     with run_lock(output_dir, use_cpu=args.cpu):  # one run per output folder (docs/reliability.md)
         try:

@@ -19,6 +19,7 @@ from .errors import ValidationError, located
 from .models import load_reference_model
 from .recipe import reference_kind
 from .report import write_report
+from .steps.evaluator import assemble_report
 from .validation import check_labels
 
 
@@ -71,7 +72,8 @@ def evaluate_folder(
         splits = pipeline.prepare_data()
     check_labels({"train": splits.train, "test": splits.test}, len(splits.class_names), pipeline.source_splits)
     with located("forget"):
-        splits = pipeline.build_forget_set(splits)
+        run = pipeline.forget_set(splits)
+    splits = run.splits
     results: dict[str, dict[str, Any]] = {}
     spec = recipe["model"]
     if spec["name_or_path"] and not recipe["pretrain"].get("epochs", recipe["pretrain"].get("num_train_epochs", 1)):
@@ -83,7 +85,6 @@ def evaluate_folder(
         results["retrain"] = {**_entry(pipeline, reference, splits, "--reference", "retrain"), "reference": "given"}
     results[name] = _entry(pipeline, str(model_dir), splits, "--model")
     evaluated = {**recipe, "retrain": {"from": reference} if reference else False}
-    pipeline.recipe = evaluated  # the report's reference block describes what was evaluated
-    report = pipeline.assemble_report(results, splits)
+    report = assemble_report(evaluated, run, results)  # its reference block describes what was evaluated
     write_report(report, pipeline.output_dir)
     return report

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from .metrics.inference import eval_mode
+from .modes import eval_mode
 
 Mask = dict[str, torch.Tensor]
 
@@ -71,9 +71,3 @@ def forget_saliency_mask(
 ) -> Mask:
     """The forget-saliency mask of ``model``: True marks the forget partition."""
     return top_fraction_mask(forget_saliency(model, forget_dataset, batch_size), ratio, largest=largest)
-
-
-def mask_fraction(mask: Mask) -> float:
-    """Fraction of elements set in a mask."""
-    total = sum(m.numel() for m in mask.values())
-    return sum(int(m.sum()) for m in mask.values()) / total

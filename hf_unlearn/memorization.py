@@ -20,8 +20,8 @@ Work splits three ways, all giving the same numbers for the same seed:
 Everything a model depends on is derived from ``(seed, k)``: its subset (`subset_indices`), its initialisation and
 its data order (`model_seed`).
 
-`ConfidenceRecorder` is the proxy: per-sample true-class confidence averaged over the epochs of one training run
-(RUM's "confidence" learning event). Its direction is the opposite of memorization: LOW average confidence marks a
+The cheap proxy is `hf_unlearn.callbacks.ConfidenceRecorder`: per-sample true-class confidence averaged over the
+epochs of one training run (RUM's "confidence" learning event). Its direction is the opposite of memorization: LOW average confidence marks a
 hard, HIGHLY memorized sample; forget-set builders invert it (`hf_unlearn.data.forget_sets`).
 """
 
@@ -38,11 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-from transformers import PrinterCallback, TrainerCallback, set_seed
+from transformers import PrinterCallback, set_seed
 
 from .data.prepare import PreparedData, prepare_pool
-from .data.score_files import COUNT_ARRAYS, SCORE_FORMAT, ScoreTable, atomic_savez, load_scores, save_scores
+from .data.score_files import COUNT_ARRAYS, SCORE_FORMAT, ScoreTable, atomic_savez, load_scores
 from .lock import FolderLock, FolderLockedError
 from .metrics import predict_probabilities
 from .models import build_model_from_config, load_pretrained_model
@@ -77,30 +76,6 @@ LAUNCHER_VARIABLES = (
 
 
 # --------------------------------------------------------------------------------------------------- the proxy
-class ConfidenceRecorder(TrainerCallback):
-    """A `TrainerCallback` recording per-sample true-class confidence at the end of every epoch.
-
-    `mean_confidence()` is the "confidence" learning-event proxy of method-spec.md D.6. Direction: LOW average
-    confidence = HIGH memorization (the sample was hard to learn); a high-memorization band built from it takes
-    the LOWEST confidences (`hf_unlearn.data.forget_sets.band_indices(..., higher_is_more_memorized=False)`).
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int = 256) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.history: list[np.ndarray] = []
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        probs, labels = predict_probabilities(model, self.dataset, batch_size=self.batch_size)
-        self.history.append(probs[np.arange(len(labels)), labels])
-
-    def mean_confidence(self) -> np.ndarray:
-        """Average true-class confidence per sample over the recorded epochs."""
-        if not self.history:
-            raise RuntimeError("No epoch was recorded; attach the callback to a Trainer and train first.")
-        return np.mean(np.stack(self.history), axis=0)
-
-
 # ------------------------------------------------------------------------------------------- the subset models
 def subset_size(n: int, ratio: float) -> int:
     if not 0.0 < ratio < 1.0:
@@ -441,6 +416,3 @@ def merge_score_files(paths: Iterable[str | Path]) -> ScoreTable:
     if "labels" in first.arrays:
         arrays["labels"] = first.arrays["labels"]
     return ScoreTable(scores_from_counts(counts), first.row_ids, metadata, arrays, origin="merged")
-
-
-write_scores = save_scores  # the CLI's name for it

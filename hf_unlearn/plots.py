@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .data.atomic import atomic_path
+from .io import atomic_path
 
 ErrorKind = Literal["ci95", "std", "none"]
 EmbeddingMethod = Literal["auto", "umap", "tsne"]

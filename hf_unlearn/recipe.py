@@ -17,12 +17,24 @@ import yaml
 from transformers import TrainingArguments
 
 from .args import UnlearnArguments
-from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS
+from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFORM_CHOICES
 from .errors import ValidationError
 from .paths import safe_name
 from .registry import ALL_FIELDS, METHOD_CHOICES, METHOD_FIELDS, method_settings, unused_field_message, uses
+from .sections import (
+    FORGET_CHOICES,
+    FORGET_DEFAULT,
+    FORGET_KEYS,
+    FORGET_KINDS,
+    FORGET_TYPES,
+    REQUIRED,
+    TRAINING_ALIASES,
+    AnalysisSection,
+    EvaluationSection,
+    HubSection,
+    ModelSection,
+)
 
-TRAINING_ALIASES = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
 # Set by the pipeline for every stage; a recipe must not set them.
 MANAGED_FIELDS = {"output_dir", "method"}
 TRAINING_KEYS = (ALL_FIELDS - MANAGED_FIELDS) | set(TRAINING_ALIASES)
@@ -100,82 +112,22 @@ REFUSED_TRAINING_KEYS.update(
     }
 )
 
-FORGET_KINDS = ("random", "classwise", "memorization", "low_confidence", "file")
-_REQUIRED = "<required>"
-# The keys of each forget-set kind (besides kind, name and seed) with their defaults; see docs/forget-sets.md.
-FORGET_KEYS: dict[str, dict[str, Any]] = {
-    "random": {"size": 0.1},
-    "classwise": {"classes": None, "fraction": 1.0},
-    "memorization": {"band": _REQUIRED, "size": 0.1, "scores": _REQUIRED, "scores_key": None, "midpoint": 0.5},
-    "low_confidence": {"band": "high", "size": 0.1},
-    "file": {"path": _REQUIRED, "index": "row", "id_column": None},
-}
-FORGET_TYPES: dict[str, Any] = {
-    "kind": str,
-    "name": str,
-    "seed": int,
-    "size": float,
-    "classes": list,
-    "fraction": float,
-    "band": str,
-    "scores": str,
-    "scores_key": str,
-    "midpoint": float,
-    "path": str,
-    "index": str,
-    "id_column": str,
-}
-FORGET_CHOICES = {"band": ("low", "mid", "high"), "index": ("row", "train", "id")}
-DATA_TRANSFORMS = ("auto", "manual", "processor")
-
 SCHEMA: dict[str, Any] = {
     "name": str,
     "seed": int,
-    "data": {
-        "source": str,
-        "config": str,
-        "revision": str,
-        "image_column": str,
-        "label_column": str,
-        "train_split": str,
-        "test_split": str,
-        "validation_split": str,
-        "test_size": float,
-        "validation_size": float,
-        "transforms": str,
-        "precompute": bool,
-        "image_size": int,
-        "num_channels": int,
-        "mean": list,
-        "std": list,
-        "on_bad_image": str,
-        "augmentation": object,  # none | flip_crop | a list of torchvision v2 transforms; checked in validate
-    },
+    "data": DATA_TYPES,
     "forget": "forget",  # one forget set (a mapping) or several (a list of mappings); see _check_forget
-    "model": {
-        "config": dict,
-        "name_or_path": str,
-        "trust_remote_code": bool,
-        "ignore_mismatched_sizes": bool,
-        "stem": str,
-    },
+    "model": ModelSection.types,
     "pretrain": "training",
     "retrain": "reference",  # training settings, false (no reference) or {from: PATH_OR_HUB_ID}
     "unlearn": {"defaults": "training", "runs": "runs"},
-    "evaluation": {"batch_size": int, "mia_shadow_size": int, "mia_seed": int, "num_workers": int},
-    "hub": {"push": bool, "repo_id": str, "run": str, "private": bool},
+    "evaluation": EvaluationSection.types,
+    "hub": HubSection.types,
     # hf-unlearn tune (hf_unlearn.tune): search-space overrides and the validation split it carves; run ignores it.
     "tune": {"space": dict, "validation_size": float},
-    # Several seeds and the analysis section: hf_unlearn.aggregate (absent = one seed, no analysis, as before).
+    # Several seeds (hf_unlearn.aggregate) and the analysis hook (hf_unlearn.analysis); absent = one seed, none.
     "seeds": list,
-    "analysis": {
-        "entanglement": bool,
-        "landscape": bool,
-        "embedding": bool,
-        "landscape_steps": int,
-        "landscape_seed": int,
-        "max_samples": int,
-    },
+    "analysis": AnalysisSection.types,
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -183,23 +135,13 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     # Data: hf_unlearn.data.defaults (docs/datasets.md).
     "data": copy.deepcopy(DATA_DEFAULTS),
-    "forget": {"kind": "low_confidence", "size": 0.1, "seed": None},
-    # ignore_mismatched_sizes: replace a pretrained head whose label count differs from the data set's classes.
-    # stem: cifar gives a from-scratch transformers ResNet the CIFAR stem (3x3 stride-1 convolution, no max-pool).
-    "model": {
-        "config": None,
-        "name_or_path": None,
-        "trust_remote_code": False,
-        "ignore_mismatched_sizes": False,
-        "stem": None,
-    },
+    "forget": dict(FORGET_DEFAULT),
+    "model": ModelSection.defaults(),  # hf_unlearn.sections describes every section's keys
     "pretrain": {},
     "retrain": {},
     "unlearn": {"defaults": {}, "runs": []},
-    # num_workers: DataLoader workers of evaluation; under DDP each process predicts a shard (docs/distributed.md).
-    "evaluation": {"batch_size": 256, "mia_shadow_size": None, "mia_seed": 0, "num_workers": 0},
-    # After the report: push one unlearning run (hub.run, or the only one) with a model card (hf_unlearn.hub).
-    "hub": {"push": False, "repo_id": None, "run": None, "private": False},
+    "evaluation": EvaluationSection.defaults(),
+    "hub": HubSection.defaults(),
 }
 
 
@@ -330,7 +272,7 @@ def _check_forget(node: Any, where: str) -> None:
             if key in FORGET_CHOICES and value is not None and value not in FORGET_CHOICES[key]:
                 raise _unknown(str(value), f"{here}{key}=", FORGET_CHOICES[key])
         for key, default in FORGET_KEYS[kind].items():
-            if default == _REQUIRED and item.get(key) is None:
+            if default == REQUIRED and item.get(key) is None:
                 raise RecipeError(f"{here}{key}: a {kind} forget set needs {key!r} (see docs/forget-sets.md)")
 
 
@@ -409,8 +351,8 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     merged["forget"] = normalize_forget(merged["forget"])
     if merged["data"]["on_bad_image"] not in BAD_IMAGE_CHOICES:
         raise _unknown(str(merged["data"]["on_bad_image"]), "data.on_bad_image=", BAD_IMAGE_CHOICES)
-    if merged["data"]["transforms"] not in DATA_TRANSFORMS:
-        raise _unknown(merged["data"]["transforms"], "data.transforms=", DATA_TRANSFORMS)
+    if merged["data"]["transforms"] not in TRANSFORM_CHOICES:
+        raise _unknown(merged["data"]["transforms"], "data.transforms=", TRANSFORM_CHOICES)
     if merged["model"]["config"] is not None and merged["model"]["name_or_path"] is not None:
         raise RecipeError(
             "model: give model.config (build from scratch) or model.name_or_path (start from a Hub id or folder), "

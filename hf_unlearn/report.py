@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .data.atomic import atomic_path
+from .io import atomic_write_text
 
 PLOT_NAME = "accuracy_tow.png"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync it, then rename it over ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to ``path`` atomically."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
+def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
@@ -49,13 +26,13 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 label,
                 m["method"],
                 m["sharpness"],
-                _fmt(acc.get("retain")),
-                _fmt(acc.get("forget")),
-                _fmt(acc.get("test")),
-                _fmt(m["tow"]),
-                _fmt(mia.get("confidence")),
-                _fmt(mia.get("entropy")),
-                _fmt(m.get("wall_seconds"), 1),
+                fmt(acc.get("retain")),
+                fmt(acc.get("forget")),
+                fmt(acc.get("test")),
+                fmt(m["tow"]),
+                fmt(mia.get("confidence")),
+                fmt(mia.get("entropy")),
+                fmt(m.get("wall_seconds"), 1),
             ]
         )
     return rows
@@ -109,7 +86,38 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
     lines += ["", f"![accuracy and ToW]({PLOT_NAME})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + analysis_markdown(report)
+
+
+def analysis_markdown(report: dict[str, Any]) -> str:
+    rows = [(run, m["analysis"]) for run, m in report["models"].items() if m.get("analysis")]
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "## Analysis (docs/analysis.md)",
+        "",
+        "Entanglement: within-set spread over between-set separation of penultimate features, retain vs forget "
+        "(raw ratio; higher = forget set more entangled with retain). Basin ratio: % of an 11 x 11 grid within "
+        "0.5 std of the centre loss (higher = flatter).",
+        "",
+        "| run | entanglement | class-wise | basin test | basin forget | pictures |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run, a in rows:
+        ent = a.get("entanglement") or {}
+        land = a.get("landscape") or {}
+        pictures = []
+        if a.get("landscape_png"):
+            pictures.append(f"[landscape]({a['landscape_png']})")
+        if a.get("embedding_png"):
+            pictures.append(f"[embedding]({a['embedding_png']})")
+        lines.append(
+            f"| {run} | {fmt(ent.get('global'))} | {fmt(ent.get('classwise'))} | "
+            f"{fmt((land.get('test') or {}).get('basin_ratio'), 1)} | "
+            f"{fmt((land.get('forget') or {}).get('basin_ratio'), 1)} | {' '.join(pictures) or '—'} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -173,7 +181,7 @@ def combined_markdown(name: str, reports: dict[str, dict[str, Any]]) -> str:
         original_acc = (models["original"].get("accuracy") or {}).get("forget")
         lines.append(
             f"| [{set_name}]({set_name}/report.md) | {forget['kind']} | {forget.get('band') or '—'} | {forget['size']} "
-            f"| {_fmt(retrain_acc)} | {_fmt(original_acc)} |"
+            f"| {fmt(retrain_acc)} | {fmt(original_acc)} |"
         )
     for set_name, report in reports.items():
         forget = report["forget_set"]

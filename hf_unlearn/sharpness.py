@@ -132,13 +132,6 @@ def perturbation(
     return eps
 
 
-def combine(g0: torch.Tensor, g1: torch.Tensor, sign: float, lam: float) -> torch.Tensor:
-    """The combination rule ``g0 + sign * lambda * (g1 - g0)``."""
-    if sign == 1.0 and lam == 1.0:
-        return g1.clone()  # standard SAM: exactly g1, no rounding from the difference
-    return g0 + (sign * lam) * (g1 - g0)
-
-
 @contextlib.contextmanager
 def perturbed(params: Sequence[torch.Tensor], eps: Sequence[torch.Tensor | None]) -> Iterator[None]:
     """Move ``w`` to ``w + eps`` and restore it exactly afterwards.

@@ -19,23 +19,24 @@ import contextlib
 import difflib
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import HfUnlearnError, ValidationError
 from .registry import METHOD_CHOICES, REGISTRY
+from .sections import TRAINING_ALIASES
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
+
+if TYPE_CHECKING:
+    from .steps.plan import StagePlan
 
 CHOICE_FIELDS: dict[str, tuple[str, ...]] = {
     "method": METHOD_CHOICES,
     "sharpness": SHARPNESS_CHOICES,
     "forget_direction": DIRECTION_CHOICES,
 }
-# Recipe aliases of `UnlearnArguments` fields (hf_unlearn.recipe.TRAINING_ALIASES), to find where a field is set.
-_ALIASES = {"num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size"}
 USE_DDP_INSTEAD = (
     "Use DDP instead: accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m hf_unlearn.cli run "
     "RECIPE (see docs/distributed.md)."
@@ -48,29 +49,6 @@ def _did_you_mean(value: Any, choices: tuple[str, ...]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- stage settings
-@dataclass
-class StagePlan:
-    """One training stage as the recipe describes it: where it lives and its merged settings.
-
-    ``layers`` are the recipe sections the settings came from, most specific first, e.g.
-    ``[("unlearn.runs[1]", run), ("unlearn.defaults", defaults)]``; they locate a bad value in the recipe.
-    """
-
-    stage: str
-    where: str
-    method: str
-    settings: dict[str, Any]
-    layers: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
-
-    def locate(self, key: str) -> str:
-        """``unlearn.runs[1].alpha`` when the run sets alpha, ``unlearn.defaults.alpha`` when the defaults do."""
-        for prefix, layer in self.layers:
-            for name in (key, _ALIASES.get(key)):
-                if name is not None and name in layer:
-                    return f"{prefix}.{name}"
-        return self.where
-
-
 def _scalar_fields() -> dict[str, type]:
     """Fields of the methods' configs typed exactly bool / int / float (optionally ``| None``): their recipe values
     are type-checked, since TrainingArguments does not (a string learning rate fails deep inside the optimizer)."""
@@ -86,7 +64,6 @@ def _scalar_fields() -> dict[str, type]:
 
 
 _SCALAR_FIELDS = _scalar_fields()
-_ALIASES_BACK = {alias: name for name, alias in _ALIASES.items()}
 
 
 def _is_a(value: Any, expected: type) -> bool:
@@ -148,7 +125,7 @@ def check_stages(plans: list[StagePlan], make_arguments: Callable[[StagePlan], A
             raise _distributed_error(plan, *backend)
     for plan in plans:
         for key, value in plan.settings.items():
-            expected = _SCALAR_FIELDS.get(_ALIASES_BACK.get(key, key))
+            expected = _SCALAR_FIELDS.get(TRAINING_ALIASES.get(key, key))
             if expected is not None and not _is_a(value, expected):
                 hint = (
                     " (YAML reads an exponent without a sign, e.g. 1e-3, as text: write 0.001 or 1.0e-3)"

@@ -200,7 +200,7 @@ def test_cifar100_recipe_data_and_bands_on_a_local_copy(tmp_path):
     assert splits.train[0]["pixel_values"].shape == (3, 32, 32)
     picked = {}
     for spec in recipe["forget"]:
-        manifest = pipeline.make_manifest(splits, spec)
+        manifest = pipeline.forget_set(splits, spec).manifest
         picked[spec["name"]] = scores[splits.train_rows[manifest.forget_indices]]
     train_scores = np.sort(scores[splits.train_rows])
     np.testing.assert_allclose(np.sort(picked["high"]), train_scores[-3:])

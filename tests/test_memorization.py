@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from hf_unlearn.callbacks import ConfidenceRecorder
 from hf_unlearn.cli import main
-from hf_unlearn.data.score_files import load_scores
+from hf_unlearn.data.score_files import load_scores, save_scores
 from hf_unlearn.memorization import (
-    ConfidenceRecorder,
     MemorizationEstimator,
     detach_from_launcher,
     launcher_identity,
@@ -20,7 +20,6 @@ from hf_unlearn.memorization import (
     scores_from_counts,
     shard_models,
     subset_indices,
-    write_scores,
 )
 from hf_unlearn.recipe import validate
 
@@ -105,7 +104,7 @@ def test_sharded_merge_equals_unsharded_and_resume(recipe, tmp_path):
             data=whole.data,
         ).run()
         assert not part.metadata["complete"] and part.arrays["model_ids"].tolist() == [[0, 2], [1]][i]
-        shards.append(write_scores(tmp_path / f"shard{i}.npz", part))
+        shards.append(save_scores(tmp_path / f"shard{i}.npz", part))
     merged = merge_score_files(shards)
     assert merged.metadata["complete"]
     np.testing.assert_array_equal(merged.scores, table.scores)

@@ -398,18 +398,17 @@ def test_pretrain_with_sam_takes_the_sam_path(args_factory, kind: str) -> None:
 
 
 def test_recipe_pretrains_with_sam(tmp_path) -> None:
-    from hf_unlearn.pipeline import Pipeline
     from hf_unlearn.recipe import load_recipe
+    from hf_unlearn.steps.plan import arguments_for, original_plan, retrain_plan
 
     recipe = load_recipe("digits", ["pretrain.sharpness=sam", "pretrain.rho=0.05", "retrain.sharpness=none"])
-    pipeline = Pipeline(recipe, tmp_path, use_cpu=True)
-    settings = {**recipe["pretrain"]}
-    args = pipeline.arguments("pretrain", settings)
+    args = arguments_for(original_plan(recipe), output_dir=tmp_path, use_cpu=True, seed=0)
     assert (args.method, args.sharpness, args.rho) == ("pretrain", "sam", 0.05)
-    retrain = pipeline.retrain_settings()
+    retrain = retrain_plan(recipe).settings
     assert retrain["sharpness"] == "none"  # the reference is set separately (it inherits pretrain's otherwise)
-    inherited = Pipeline(load_recipe("digits", ["pretrain.sharpness=asam"]), tmp_path, use_cpu=True)
-    assert inherited.retrain_settings()["sharpness"] == "asam"
+    assert retrain["rho"] == 0.05  # ... and every pretraining setting it does not set
+    inherited = retrain_plan(load_recipe("digits", ["pretrain.sharpness=asam"]))
+    assert inherited.settings["sharpness"] == "asam"
 
 
 # ------------------------------------------------------------------------------------- the official switch

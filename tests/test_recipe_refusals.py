@@ -70,16 +70,21 @@ def test_report_to_a_tracker_that_is_not_installed_is_refused(capsys, monkeypatc
 
 
 def test_report_to_and_log_level_are_the_recipes(tmp_path):
-    from hf_unlearn.pipeline import Pipeline
+    from hf_unlearn.steps.plan import arguments_for, fingerprint, unlearn_plan
 
-    pipeline = Pipeline(load_recipe("digits"), tmp_path)
-    args = pipeline.arguments("neggrad", {"report_to": "tensorboard", "log_level": "info"}, stage="neggrad")
+    recipe = load_recipe("digits")
+
+    def plan(**settings):
+        return unlearn_plan(recipe, {"method": "neggrad", **settings})
+
+    args = arguments_for(plan(report_to="tensorboard", log_level="info"), output_dir=tmp_path, use_cpu=True, seed=0)
     assert args.report_to == ["tensorboard"] and args.log_level == "info"
-    quiet = pipeline.arguments("neggrad", {}, stage="neggrad")
+    quiet = arguments_for(plan(), output_dir=tmp_path, use_cpu=True, seed=0)
     assert quiet.report_to == [] or quiet.report_to == ["none"]
     assert quiet.log_level == "warning"
-    # Tracking settings do not change what is trained: the stage's fingerprint stays.
-    assert pipeline.fingerprint("x", {"alpha": 0.9}) == pipeline.fingerprint("x", {"alpha": 0.9, "report_to": "wandb"})
+    # Tracking settings do not change what is trained: the stage's fingerprint stays; a training setting does not.
+    assert fingerprint(recipe, plan(alpha=0.9)) == fingerprint(recipe, plan(alpha=0.9, report_to="wandb"))
+    assert fingerprint(recipe, plan(alpha=0.9)) != fingerprint(recipe, plan(alpha=0.8))
 
 
 @pytest.mark.parametrize(

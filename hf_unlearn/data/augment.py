@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from .pairing import _EpochDraws, _fetch
+from .pairing import EpochDraws, fetch_items
 
 AUGMENTATION_PRESETS = ("none", "flip_crop", "timm")
 
@@ -157,7 +157,7 @@ def _v2_transform(entry: Any, i: int) -> Callable:
         raise ValueError(f"{where}: {name}({kwargs}) failed: {error}") from error
 
 
-class AugmentedDataset(_EpochDraws):
+class AugmentedDataset(EpochDraws):
     """``dataset`` with ``augmentation`` applied to each item's ``pixel_values``, seeded by (seed, epoch, item)."""
 
     def __init__(self, dataset: Dataset, augmentation: Augmentation, seed: int, stream: str = "train") -> None:
@@ -188,7 +188,7 @@ class AugmentedDataset(_EpochDraws):
                 for value, label, seed in zip(rows["image"], rows["label"], seeds, strict=True)
             ]
         out = []
-        for item, seed in zip(_fetch(self.dataset, indices), seeds, strict=True):
+        for item, seed in zip(fetch_items(self.dataset, indices), seeds, strict=True):
             item = dict(item)
             item["pixel_values"] = self.augmentation(item["pixel_values"], seed)
             out.append(item)

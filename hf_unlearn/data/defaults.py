@@ -1,4 +1,4 @@
-"""The keys of a recipe's ``data`` section, their defaults and choice lists: the one home that the recipe schema
+"""The keys of a recipe's ``data`` section, their types, defaults and choice lists: the one home that the recipe schema
 (hf_unlearn.recipe) and the data preparation (hf_unlearn.data.prepare) both read. Imports nothing heavy."""
 
 from __future__ import annotations
@@ -30,4 +30,25 @@ DATA_DEFAULTS: dict[str, Any] = {
     "on_bad_image": "error",  # or "skip": leave out rows whose image does not decode, counted in the report
     # Training augmentation (hf_unlearn.data.augment): none | flip_crop | [{RandomHorizontalFlip: {p: 0.5}}, ...]
     "augmentation": "none",
+}
+# The recipe type of each key (hf_unlearn.recipe checks them; null is accepted wherever the default is null).
+DATA_TYPES: dict[str, Any] = {
+    "source": str,
+    "config": str,
+    "revision": str,
+    "image_column": str,
+    "label_column": str,
+    "train_split": str,
+    "test_split": str,
+    "validation_split": str,
+    "test_size": float,
+    "validation_size": float,
+    "transforms": str,
+    "precompute": bool,
+    "image_size": int,
+    "num_channels": int,
+    "mean": list,
+    "std": list,
+    "on_bad_image": str,
+    "augmentation": object,  # none | flip_crop | a list of torchvision v2 transforms; checked in validate
 }

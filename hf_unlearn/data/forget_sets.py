@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..paths import read_json
+from ..sections import BANDS, FILE_INDEX_CHOICES
 from .manifest import SplitManifest
 
 
@@ -88,8 +89,6 @@ def lowest_score_indices(scores: np.ndarray, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # Forget-set builders (method-spec.md D): each returns a checked SplitManifest over the training split.
 # ----------------------------------------------------------------------------------------------------------------
-BANDS = ("low", "mid", "high")
-FILE_INDEX_CHOICES = ("row", "train", "id")
 
 
 def _tie_break_key(n: int, seed: int) -> np.ndarray:

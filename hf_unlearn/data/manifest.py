@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from .atomic import atomic_path
+from ..io import atomic_path
 
 
 def indices_sha256(indices: Iterable[int]) -> str:
@@ -192,7 +192,7 @@ class SplitManifest:
         """
         target = Path(path)
         # Serialise first, so an unserialisable `details` fails before anything touches the disk.
-        text = json.dumps(asdict(self), indent=2, default=_json_default) + "\n"
+        text = json.dumps(asdict(self), indent=2, default=json_default) + "\n"
         with atomic_path(target, sync_dir=True) as tmp_name, open(tmp_name, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -234,7 +234,7 @@ def split_retain_forget(train_dataset: Dataset, manifest: SplitManifest) -> tupl
     return train_dataset.select(manifest.retain_indices), train_dataset.select(manifest.forget_indices)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """Let numpy scalars and arrays in `details` serialise as plain JSON."""
     if isinstance(value, np.generic):
         return value.item()

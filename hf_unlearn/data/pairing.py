@@ -27,7 +27,7 @@ def stream_generator(seed: int, epoch: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-class _EpochDraws(Dataset):
+class EpochDraws(Dataset):
     """Base of the datasets whose random draws are redrawn per epoch (``set_epoch``) and cached for it."""
 
     def __init__(self, seed: int) -> None:
@@ -55,7 +55,7 @@ class _EpochDraws(Dataset):
         raise NotImplementedError
 
 
-class PairedDataset(_EpochDraws):
+class PairedDataset(EpochDraws):
     """Items ``{anchor_key: anchor[i]}``, plus ``{partner_key: partner[j_i]}`` with ``j_i`` uniform, drawn per epoch.
 
     Forget batches are re-drawn every epoch instead of replaying a cached cycle. The nested items are collated by
@@ -96,14 +96,14 @@ class PairedDataset(_EpochDraws):
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """Batched fetch: the DataLoader calls this, and `datasets.Dataset` formats a whole batch at once."""
-        anchors = _fetch(self.anchor, indices)
+        anchors = fetch_items(self.anchor, indices)
         if self.partner is None:
             return [{self.anchor_key: a} for a in anchors]
-        partners = _fetch(self.partner, self.draws()[indices].tolist())
+        partners = fetch_items(self.partner, self.draws()[indices].tolist())
         return [{self.anchor_key: a, self.partner_key: p} for a, p in zip(anchors, partners, strict=True)]
 
 
-class RelabelledUnion(_EpochDraws):
+class RelabelledUnion(EpochDraws):
     """``{key: item}`` for the forget items (indices ``0 .. |F|-1``, labels redrawn per epoch), then the retain items.
 
     A forget item's label is ``(y + U{1..C-1}) mod C`` (never the true class), or with ``keep_true_possible`` uniform
@@ -150,8 +150,8 @@ class RelabelledUnion(_EpochDraws):
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         n_forget = len(self.forget)
         forget_at = [i for i in indices if i < n_forget]
-        forget_items = iter(_fetch(self.forget, forget_at))
-        retain_items = iter(_fetch(self.retain, [i - n_forget for i in indices if i >= n_forget]))
+        forget_items = iter(fetch_items(self.forget, forget_at))
+        retain_items = iter(fetch_items(self.retain, [i - n_forget for i in indices if i >= n_forget]))
         out = []
         for i in indices:
             if i < n_forget:
@@ -163,7 +163,7 @@ class RelabelledUnion(_EpochDraws):
         return out
 
 
-def _fetch(dataset: Dataset, indices: list[int]) -> list[Any]:
+def fetch_items(dataset: Dataset, indices: list[int]) -> list[Any]:
     # datasets.Dataset (and other map-style datasets) may offer a batched __getitems__; it is ~20x faster
     # than formatting rows one by one.
     if not indices:

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io import atomic_path
 from ..paths import read_json
-from .atomic import atomic_path
 
 SCORE_FORMAT = "hf_unlearn.memorization/1"
 FOREIGN_KEYS = ("scores", "memorization", "tr_mem")

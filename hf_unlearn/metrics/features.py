@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .inference import _collate, _default_device, eval_mode
+from ..modes import eval_mode
+from .inference import collate_inputs, model_device
 
 Strategy = Literal["auto", "timm", "hook"]
 
@@ -55,12 +56,12 @@ def penultimate_features(
     Returns:
         ``(features [N, D] float32, labels [N] int64)``; labels are ``None`` when ``data`` is a tensor.
     """
-    device = torch.device(device) if device is not None else _default_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     extract = _extractor(model, strategy, module)
     if isinstance(data, torch.Tensor):
         batches = ((chunk, None) for chunk in torch.split(data, batch_size))
     else:
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_collate)
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_inputs)
         batches = ((batch["pixel_values"], batch["labels"]) for batch in loader)
 
     features: list[torch.Tensor] = []
@@ -114,7 +115,7 @@ def _num_labels(model: nn.Module) -> int | None:
     return None
 
 
-def _call(model: nn.Module, pixel_values: torch.Tensor) -> Any:
+def call_model(model: nn.Module, pixel_values: torch.Tensor) -> Any:
     """Run the model the way it expects: ``model(pixel_values=x)`` if it accepts it, else ``model(x)``."""
     params = inspect.signature(model.forward).parameters
     accepts_keyword = "pixel_values" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -156,7 +157,7 @@ def _hooked(model: nn.Module, layer: nn.Module, take: Literal["input", "output"]
 
         handle = layer.register_forward_hook(hook)
         try:
-            _call(model, x)
+            call_model(model, x)
         finally:
             handle.remove()
         if not captured:

@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset, default_collate
+from torch.utils.data import DataLoader, Subset, defaultcollate_inputs
 from tqdm.auto import tqdm
+
+from ..modes import eval_mode
 
 _MODEL_INPUT_KEYS = ("pixel_values", "labels")
 
 
-def _collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+def collate_inputs(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Keep only the model inputs so that extra columns (ids, PIL images) do not break collation."""
-    return default_collate([{key: item[key] for key in _MODEL_INPUT_KEYS} for item in batch])
+    return defaultcollate_inputs([{key: item[key] for key in _MODEL_INPUT_KEYS} for item in batch])
 
 
-def _default_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``model.eval()`` for the block; afterwards every submodule gets back its own train/eval flag.
-
-    Per-module flags, not model.training alone: model.train(True) would unfreeze submodules left in eval
-    (e.g. a frozen BatchNorm).
-    """
-    previous_modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, was_training in previous_modes:
-            module.train(was_training)
 
 
 def predict_probabilities(
@@ -59,10 +43,10 @@ def predict_probabilities(
     ``world_size``-th sample and the shards are gathered, so every process returns the whole result, in order, equal to
     one process's. ``desc`` shows a progress bar (tqdm, on the main process, on a terminal).
     """
-    device = torch.device(device) if device is not None else _default_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     rank, world = _process_group() if distributed else (0, 1)
     shard = dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=_collate, num_workers=num_workers)
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_inputs, num_workers=num_workers)
     probs: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     batches = tqdm(loader, desc=desc, leave=False, disable=None if desc and rank == 0 else True)

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .features import _call
-from .inference import _collate, _default_device, eval_mode
+from ..modes import eval_mode
+from .features import call_model
+from .inference import collate_inputs, model_device
 
 OneD = Literal["zero", "official", "layer"]
 ONE_D_CHOICES: tuple[str, ...] = ("zero", "official", "layer")
-PAPER_STEPS = 25  # the official 25 x 25 grid
 DEFAULT_STEPS = 11  # a cheap default for reports on CPU
 STABILITY_LEVELS = (10, 25, 50, 75)
 
@@ -131,7 +131,7 @@ def loss_landscape(
     overrides the seeded ones (e.g. to share them between two models of the same architecture). The weights,
     buffers and train/eval flags of ``model`` are the same afterwards, bit for bit.
     """
-    device = torch.device(device) if device is not None else _default_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     alphas = grid_coordinates(steps, span)
     betas = alphas.copy()
     d1, d2 = directions if directions is not None else landscape_directions(model, seed=seed, one_d=one_d)
@@ -188,7 +188,7 @@ def _cached_batches(
     pick = _subsample(n, max_samples, sample_seed)
     if pick is not None:
         data = torch.utils.data.Subset(data, pick.tolist())
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_collate)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_inputs)
     return [(b["pixel_values"].to(device), torch.as_tensor(b["labels"]).reshape(-1).long().to(device)) for b in loader]
 
 
@@ -207,7 +207,7 @@ def _mean_loss(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]
     total = 0.0
     count = 0
     for x, y in batches:
-        out = _call(model, x)
+        out = call_model(model, x)
         logits = out if isinstance(out, torch.Tensor) else out.logits
         total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         count += len(y)

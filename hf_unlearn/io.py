@@ -1,15 +1,19 @@
 """Atomic file writes: a temporary file in the target's folder, renamed over the target with `os.replace`.
 
-A crash mid-write therefore leaves either the old file or the new one, never a truncated file.
+A crash mid-write therefore leaves either the old file or the new one, never a truncated file. Every writer of the
+package (manifests, score files, stage records, reports, plots, checkpoints' extra files) goes through here.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -50,3 +54,29 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    """``value`` as indented JSON (values JSON cannot hold are written with ``str``)."""
+    atomic_write_text(path, json.dumps(value, indent=2, default=str))
+
+
+def atomic_save_npy(path: Path, array: Any) -> None:
+    """``np.save`` to ``path`` atomically."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())

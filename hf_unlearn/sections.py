@@ -1,0 +1,168 @@
+"""The recipe's sections as types: one home for every key's type, default and choice list.
+
+`hf_unlearn.recipe` builds its schema and its defaults from these (it keeps the YAML, ``--set`` and the
+did-you-mean errors); the pipeline reads a validated recipe through them (``EvaluationSection.of(recipe)``), and
+the data section's keys live in `hf_unlearn.data.defaults`. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+# ------------------------------------------------------------------------------------------ training sections
+# Recipe names of two `UnlearnArguments` fields (training sections accept both spellings).
+TRAINING_ALIASES = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
+# Settings of the reference (pretrain / retrain) training when a recipe leaves them out.
+REFERENCE_DEFAULTS: dict[str, Any] = {
+    "epochs": 20,
+    "batch_size": 64,
+    "learning_rate": 0.1,
+    "lr_scheduler_type": "cosine",
+    "optim": "sgd",
+    "optim_args": "momentum=0.9",
+    "weight_decay": 5e-4,
+}
+# Unlearning defaults: SGD with momentum and a constant learning rate (docs/design.md: AdamW made Sharp MinMax
+# collapse).
+UNLEARN_DEFAULTS: dict[str, Any] = {
+    "epochs": 5,
+    "batch_size": 64,
+    "learning_rate": 0.01,
+    "lr_scheduler_type": "constant",
+    "optim": "sgd",
+    "optim_args": "momentum=0.9",
+    "weight_decay": 5e-4,
+}
+# Training settings that only change what is logged or shown, not what is trained.
+TRACKING_KEYS = frozenset(
+    {"report_to", "log_level", "logging_steps", "logging_strategy", "logging_first_step", "run_name", "disable_tqdm"}
+)
+
+# ------------------------------------------------------------------------------------------ forget sets
+FORGET_KINDS = ("random", "classwise", "memorization", "low_confidence", "file")
+BANDS = ("low", "mid", "high")
+FILE_INDEX_CHOICES = ("row", "train", "id")
+REQUIRED = "<required>"
+# The keys of each forget-set kind (besides kind, name and seed) with their defaults; see docs/forget-sets.md.
+FORGET_KEYS: dict[str, dict[str, Any]] = {
+    "random": {"size": 0.1},
+    "classwise": {"classes": None, "fraction": 1.0},
+    "memorization": {"band": REQUIRED, "size": 0.1, "scores": REQUIRED, "scores_key": None, "midpoint": 0.5},
+    "low_confidence": {"band": "high", "size": 0.1},
+    "file": {"path": REQUIRED, "index": "row", "id_column": None},
+}
+FORGET_TYPES: dict[str, Any] = {
+    "kind": str,
+    "name": str,
+    "seed": int,
+    "size": float,
+    "classes": list,
+    "fraction": float,
+    "band": str,
+    "scores": str,
+    "scores_key": str,
+    "midpoint": float,
+    "path": str,
+    "index": str,
+    "id_column": str,
+}
+FORGET_CHOICES = {"band": BANDS, "index": FILE_INDEX_CHOICES}
+FORGET_DEFAULT: dict[str, Any] = {"kind": "low_confidence", "size": 0.1, "seed": None}
+
+
+# ------------------------------------------------------------------------------------------ typed sections
+class Section:
+    """A recipe section as a frozen dataclass: its fields are the keys, their annotations the recipe types (a
+    ``| None`` default means the key may be null), their defaults the recipe defaults."""
+
+    key: ClassVar[str]
+    # Recipe types of the fields (what recipe._check accepts); None-able fields take None too.
+    types: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls, recipe: dict[str, Any]):
+        """The section of a validated recipe (a missing section: the defaults)."""
+        return cls(**{**cls.defaults(), **(recipe.get(cls.key) or {})})
+
+
+@dataclass(frozen=True)
+class ModelSection(Section):
+    """``model``: built from ``config`` (a transformers config as a mapping) or loaded from ``name_or_path``.
+
+    ``ignore_mismatched_sizes`` replaces a pretrained head whose label count differs from the data set's classes;
+    ``stem: cifar`` gives a from-scratch transformers ResNet the CIFAR stem (3x3 stride-1 convolution, no max-pool).
+    """
+
+    key: ClassVar[str] = "model"
+    types: ClassVar[dict[str, Any]] = {
+        "config": dict,
+        "name_or_path": str,
+        "trust_remote_code": bool,
+        "ignore_mismatched_sizes": bool,
+        "stem": str,
+    }
+    config: dict[str, Any] | None = None
+    name_or_path: str | None = None
+    trust_remote_code: bool = False
+    ignore_mismatched_sizes: bool = False
+    stem: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSection(Section):
+    """``evaluation``: batch size, the MIA shadow sample (size: the test split's by default; seed) and the
+    DataLoader workers of evaluation (under DDP each process predicts a shard: docs/distributed.md)."""
+
+    key: ClassVar[str] = "evaluation"
+    types: ClassVar[dict[str, Any]] = {"batch_size": int, "mia_shadow_size": int, "mia_seed": int, "num_workers": int}
+    batch_size: int = 256
+    mia_shadow_size: int | None = None
+    mia_seed: int = 0
+    num_workers: int = 0
+
+    def scored(self) -> dict[str, Any]:
+        """The settings that change a metric (DataLoader workers change none): what the score cache keys on."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "num_workers"}
+
+
+@dataclass(frozen=True)
+class HubSection(Section):
+    """``hub``: after the report, push one unlearning run (``run``, or the only one) with a model card."""
+
+    key: ClassVar[str] = "hub"
+    types: ClassVar[dict[str, Any]] = {"push": bool, "repo_id": str, "run": str, "private": bool}
+    push: bool = False
+    repo_id: str | None = None
+    run: str | None = None
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class AnalysisSection(Section):
+    """``analysis``: entanglement, loss landscapes and a feature embedding of every model (docs/analysis.md)."""
+
+    key: ClassVar[str] = "analysis"
+    types: ClassVar[dict[str, Any]] = {
+        "entanglement": bool,
+        "landscape": bool,
+        "embedding": bool,
+        "landscape_steps": int,
+        "landscape_seed": int,
+        "max_samples": int,
+    }
+    entanglement: bool = False
+    landscape: bool = False
+    embedding: bool = False
+    landscape_steps: int = 11
+    landscape_seed: int = 42
+    max_samples: int | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.entanglement or self.landscape or self.embedding)

@@ -1,0 +1,162 @@
+"""Metrics of a model on a forget set's splits, cached apart from the trained weights, and the report's assembly.
+
+Every stage's metrics (accuracy on retain / forget / test, MIA-efficacy) are kept in the forget set's
+``scores.json``, keyed by the ``evaluation`` settings that change a number, the stage's fingerprint and the forget
+set. A stage's fingerprint leaves ``evaluation`` out, so changing, say, ``evaluation.mia_seed`` re-scores the saved
+models without retraining any of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..distributed import barrier, is_main_process
+from ..io import atomic_write_json
+from ..recipe import reference_kind
+from ..sections import EvaluationSection
+from .forget import ForgetSetRun, Splits
+from .plan import digest
+
+SCORES = "scores.json"
+NO_METRICS: dict[str, Any] = {"accuracy": None, "mia": None}  # a model without weights (diverged early)
+
+
+class Evaluator:
+    """Scores models with the recipe's ``evaluation`` settings. Under DDP (``accelerate launch``) every process
+    calls the same methods: each predicts a shard, and the main process alone writes the cache."""
+
+    def __init__(self, recipe: dict[str, Any]):
+        self.settings = EvaluationSection.of(recipe)
+
+    def metrics(self, model: Any, splits: Splits) -> dict[str, Any]:
+        """``{"accuracy": {retain, forget, test}, "mia": {...}}`` of ``model`` on a forget set's splits. Raises
+        `DivergenceError` when its predictions are not finite."""
+        from ..metrics.unlearning import unlearning_metrics
+
+        return unlearning_metrics(
+            model,
+            splits.retain,
+            splits.forget,
+            splits.test,
+            batch_size=self.settings.batch_size,
+            mia_shadow_size=self.settings.mia_shadow_size,
+            mia_seed=self.settings.mia_seed,
+            num_workers=self.settings.num_workers,
+            distributed=True,  # under DDP every process predicts a shard; all processes call this
+        )
+
+    def accuracies(self, model: Any, datasets: Mapping[str, Any]) -> dict[str, float]:
+        """Accuracy of ``model`` on each named split, e.g. ``{"validation": ..., "forget": ...}`` (no MIA)."""
+        from ..metrics.inference import accuracy, predict_probabilities
+
+        out = {}
+        for name, dataset in datasets.items():
+            probs, labels = predict_probabilities(
+                model,
+                dataset,
+                batch_size=self.settings.batch_size,
+                num_workers=self.settings.num_workers,
+                distributed=True,
+            )
+            out[name] = accuracy(probs, labels)
+        return out
+
+    # ------------------------------------------------------------------------------------------------ cache
+    def key(self, fingerprint: str, run: ForgetSetRun) -> str:
+        return digest({"evaluation": self.settings.scored(), "stage": fingerprint, "forget": run.manifest.sha256})
+
+    def cached(self, run: ForgetSetRun, name: str, fingerprint: str) -> dict[str, Any] | None:
+        entry = _read(run).get(name)
+        if entry is None or entry.get("key") != self.key(fingerprint, run):
+            return None
+        return {k: v for k, v in entry.items() if k != "key"}
+
+    def remember(self, run: ForgetSetRun, name: str, fingerprint: str, metrics: dict[str, Any]) -> None:
+        """Keep the metrics of stage ``name`` (main process writes; every process leaves together)."""
+        if is_main_process():
+            scores = _read(run)
+            scores[name] = {"key": self.key(fingerprint, run), **metrics}
+            atomic_write_json(run.folder / SCORES, scores)
+        barrier()
+
+    def scores(self, run: ForgetSetRun, name: str, fingerprint: str, load: Callable[[], Any | None]) -> dict[str, Any]:
+        """Stage ``name``'s metrics on ``run``: from the cache, or by scoring ``load()`` (None: no weights)."""
+        cached = self.cached(run, name, fingerprint)
+        if cached is not None:
+            return cached
+        model = load()
+        metrics = dict(NO_METRICS) if model is None else self.metrics(model, run.splits)
+        self.remember(run, name, fingerprint, metrics)
+        return metrics
+
+
+def _read(run: ForgetSetRun) -> dict[str, Any]:
+    path = run.folder / SCORES
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable: score again (the file is only a cache)
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def assemble_report(
+    recipe: dict[str, Any], run: ForgetSetRun, results: dict[str, dict[str, Any]], *, several: bool = False
+) -> dict[str, Any]:
+    """The report of one forget set (the public schema of docs/design.md) from each model's entry (its stage
+    record and metrics): the original and the reference first, then the runs, each with its ToW."""
+    from ..metrics import tug_of_war
+
+    splits = run.splits
+    # None without a reference, or when the retrain diverged before a checkpoint
+    reference = results["retrain"].get("accuracy") if "retrain" in results else None
+    models = {}
+    for name in ["original", "retrain", *[n for n in results if n not in ("original", "retrain")]]:
+        if name not in results:
+            continue
+        entry = dict(results[name])
+        entry.pop("log_history", None)  # kept in the stage's stage.json; the report stays a summary
+        entry.setdefault("status", "finished")
+        comparable = name != "retrain" and reference is not None and entry.get("accuracy") is not None
+        entry["tow"] = tug_of_war(entry["accuracy"], reference) if comparable else None
+        models[name] = entry
+    return {
+        "name": recipe["name"],
+        "dataset": recipe["data"]["source"],
+        "seed": int(recipe["seed"]),
+        "forget_set": {
+            **splits.manifest.summary(),
+            "band": splits.manifest.details.get("band"),
+            "name": run.spec.get("name") if several else None,
+        },
+        "base_model": recipe["model"]["name_or_path"],  # Hub id or folder; None when built from a config
+        **(
+            {"skipped_images": splits.prepared.description["skipped_images"]}  # data.on_bad_image: skip
+            if splits.prepared is not None and "skipped_images" in splits.prepared.description
+            else {}
+        ),
+        "sizes": {
+            "train": len(splits.train),
+            "retain": len(splits.retain),
+            "forget": len(splits.forget),
+            "test": len(splits.test),
+        },
+        "reference": reference_summary(recipe, results),
+        "preprocessing": splits.prepared.description.get("transform") if splits.prepared else None,
+        "models": models,
+    }
+
+
+def reference_summary(recipe: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What ToW was measured against (``kind``: retrain | given | none), and why it is null when it is."""
+    kind = reference_kind(recipe)
+    source = recipe["retrain"]["from"] if kind == "given" else None
+    reason = None
+    if kind == "none":
+        reason = "no reference model (retrain: false): ToW compares with a model retrained without the forget set"
+    elif (results.get("retrain") or {}).get("accuracy") is None:
+        reason = "the reference has no metrics (its training diverged before a checkpoint)"
+    return {"kind": kind, "from": source, "tow_unavailable": reason}
