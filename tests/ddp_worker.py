@@ -23,8 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import TrainerCallback
 
-from hf_unlearn.trainers import base as trainer_base
-from hf_unlearn.trainers import get_trainer_class
+from hf_unlearn.trainers import collective, get_trainer_class, masking
 
 STEPS = 3
 ALL_REDUCE_CALLS = [0]
@@ -125,7 +124,7 @@ def compared_model(seed: int, overrides: dict) -> nn.Module:
 def mask_broadcast() -> dict:
     """Every process computes a different mask; after `broadcast_mask` all hold process 0's."""
     mask = {"w": torch.arange(6).reshape(2, 3) % (2 + dist.get_rank()) == 0, "b": torch.tensor([dist.get_rank() == 0])}
-    got = trainer_base.broadcast_mask(mask)
+    got = masking.broadcast_mask(mask)
     return {"masks": gather_list([{k: v.tolist() for k, v in sorted(got.items())}])}
 
 
@@ -230,7 +229,7 @@ def run_pipeline(out: Path) -> dict:
 def main() -> None:
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
-    trainer_base.dist.all_reduce = _counting_all_reduce
+    collective.dist.all_reduce = _counting_all_reduce  # the step's gradient all-reduce (trainers/collective.py)
     jobs: dict[str, dict] = {}
     image = (1, 8, 8)
     for name, (method, seed, overrides) in COMPARED.items():

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset, defaultcollate_inputs
+from torch.utils.data import DataLoader, Subset, default_collate
 from tqdm.auto import tqdm
 
 from ..modes import eval_mode
@@ -16,7 +16,7 @@ _MODEL_INPUT_KEYS = ("pixel_values", "labels")
 
 def collate_inputs(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Keep only the model inputs so that extra columns (ids, PIL images) do not break collation."""
-    return defaultcollate_inputs([{key: item[key] for key in _MODEL_INPUT_KEYS} for item in batch])
+    return default_collate([{key: item[key] for key in _MODEL_INPUT_KEYS} for item in batch])
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -8,7 +8,6 @@ So every method runs with ``sharpness = none | sam | asam``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +15,7 @@ from functools import partial
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from accelerate.utils import DistributedType
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 from transformers import Trainer, TrainerCallback
@@ -26,8 +23,6 @@ from transformers import Trainer, TrainerCallback
 from ..args import UnlearnArguments
 from ..data.augment import Augmentation, AugmentedDataset
 from ..data.pairing import PairedDataset
-from ..errors import DivergenceError
-from ..masks import forget_saliency_mask
 from ..sharpness import (
     Direction,
     SharpnessConfig,
@@ -37,10 +32,11 @@ from ..sharpness import (
     branch_gradient,
     take_gradients,
 )
+from .collective import CollectiveSteps
+from .masking import ParameterMask, Partition
 
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
-Partition = Literal["all", "mask", "complement"]
 TrainOn = Literal["all", "retain", "forget", "paired", "union"]
 
 
@@ -78,7 +74,7 @@ def retain_cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
     return cross_entropy(model, batch["retain"])
 
 
-class UnlearnTrainer(Trainer):
+class UnlearnTrainer(CollectiveSteps, ParameterMask, Trainer):
     """Base class of every hf_unlearn method.
 
     Subclasses set ``method_name`` and ``train_on`` and implement `branches`. Items of the datasets are
@@ -391,153 +387,6 @@ class UnlearnTrainer(Trainer):
         card = build_model_card(report, run, model_name=name, base_model=base, library_name=library)
         card.save(Path(self.args.output_dir) / "README.md")
 
-    # --------------------------------------------------------------- helpers
-    def _partition_masks(
-        self, partition: Partition, named: list[tuple[str, torch.Tensor]]
-    ) -> list[torch.Tensor | None]:
-        if partition == "all":
-            return [None] * len(named)
-        if self.mask is None:
-            raise RuntimeError(f"Branch partition {partition!r} needs trainer.mask; build it before training.")
-        key = (partition, named[0][1].dtype)
-        if key not in self._mask_cache:
-            masks = []
-            for name, p in named:
-                m = self.mask[name].to(p.device)
-                masks.append((m if partition == "mask" else ~m).to(p.dtype))
-            self._mask_cache[key] = masks
-        return self._mask_cache[key]
-
-    def forget_saliency_mask(self) -> dict[str, torch.Tensor]:
-        """The top ``mask_ratio`` forget-salient elements (bottom ones with ``official=True``, as the official code).
-
-        Under DDP every process computes it and takes process 0's, so all replicas train on one mask even where
-        floating-point ties could rank differently.
-        """
-        mask = forget_saliency_mask(
-            self.model,
-            self.forget_dataset,
-            self.args.mask_ratio,
-            largest=not self.args.official,
-            batch_size=self.args.per_device_eval_batch_size,
-        )
-        return broadcast_mask(mask)
-
-    def set_mask(self, mask: dict[str, torch.Tensor]) -> None:
-        """Install a parameter mask (name -> bool tensor, True = forget partition)."""
-        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        missing = names - set(mask)
-        if missing:
-            raise ValueError(f"The mask lacks {len(missing)} trainable parameters, e.g. {sorted(missing)[:3]}.")
-        self.mask = {n: m.bool() for n, m in mask.items()}
-        self._mask_cache.clear()
-
-    def _no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        # Any DDP flavour (MULTI_GPU, MULTI_CPU, MULTI_XPU, ...); DeepSpeed and FSDP are refused at start-up.
-        if self.accelerator.num_processes > 1:
-            return self.accelerator.no_sync(model)
-        return contextlib.nullcontext()
-
-    def _broadcast_buffers_from_main_process(self, model: nn.Module, base_model: nn.Module) -> None:
-        """Give every process the main process's buffers (BatchNorm running statistics), once per step.
-
-        DDP broadcasts buffers only in forwards that sync gradients; every hf_unlearn pass runs under
-        ``no_sync``, so without this the running statistics of the replicas would drift apart. Rank 0's
-        statistics are what plain DDP training keeps too. ``ddp_broadcast_buffers=False`` turns it off.
-        """
-        if not getattr(model, "broadcast_buffers", True):
-            return
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for buffer in base_model.buffers():
-            by_dtype.setdefault(buffer.dtype, []).append(buffer)
-        for buffers in by_dtype.values():
-            flat = torch.cat([b.detach().reshape(-1) for b in buffers])
-            dist.broadcast(flat, src=0)
-            offset = 0
-            with torch.no_grad():
-                for b in buffers:
-                    b.copy_(flat[offset : offset + b.numel()].view_as(b))
-                    offset += b.numel()
-
-    def _average_gradients_across_processes(self, params: list[torch.Tensor]) -> bool:
-        """One all-reduce (mean) of the composed gradient per optimizer step.
-
-        The same all-reduce carries one more element, this process's "saw a non-finite loss" flag; returns
-        whether any process saw one (so divergence costs no extra collective).
-        """
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flag = 1.0 if self._nonfinite_loss is not None else 0.0
-        # One more element per parameter: does it have a gradient here? A parameter no process gave a gradient
-        # keeps grad None, so weight decay and momentum skip it as in one process.
-        has_grad = [1.0 if p.grad is not None else 0.0 for p in params]
-        flat = torch.cat([*(g.reshape(-1) for g in grads), grads[0].new_tensor([*has_grad, flag])])
-        dist.all_reduce(flat)
-        diverged = bool(flat[-1] > 0)
-        used = flat[-1 - len(params) : -1] > 0
-        flat = flat[: -1 - len(params)] / self.accelerator.num_processes
-        offset = 0
-        for p, g, has in zip(params, grads, used.tolist(), strict=True):
-            n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(g).clone() if has else None
-            offset += n
-        return diverged
-
-    def _check_loss(self, loss: torch.Tensor) -> None:
-        """Note a non-finite loss; with one process stop at once (`DivergenceError`), with several at the
-        step's gradient all-reduce, which carries the flag (docs/reliability.md).
-
-        Reading the loss on the host every micro-batch adds no synchronisation worth counting: the Trainer
-        already does it for ``logging_nan_inf_filter``.
-        """
-        if bool(torch.isfinite(loss.detach())):
-            return
-        if self._nonfinite_loss is None:
-            self._nonfinite_loss = (float(loss.detach().float()), self.state.global_step + 1, self.state.epoch)
-        if self.accelerator.num_processes == 1:
-            self._raise_diverged()
-
-    def _raise_diverged(self) -> None:
-        seen = self._nonfinite_loss
-        value, step, epoch = seen if seen is not None else (None, self.state.global_step + 1, self.state.epoch)
-        self._nonfinite_loss = None
-        where = "" if seen is not None else " on another process"
-        hint = " or raise alpha" if self.method_name in ("neggrad", "sharp_minmax") else ""
-        raise DivergenceError(
-            f"non-finite training loss ({value}{where}) at step {step} (epoch {epoch or 0:.2f}) of "
-            f"{self.method_name}; the run diverged. Lower the learning rate{hint}.",
-            step=step,
-            epoch=epoch,
-            loss=value,
-        )
-
-    def _check_distributed_support(self) -> None:
-        distributed = self.accelerator.distributed_type
-        if distributed not in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-            return
-        name = "DeepSpeed" if distributed == DistributedType.DEEPSPEED else "FSDP"
-        use_instead = (
-            "Use DDP instead: accelerate launch --config_file accelerate_configs/multi_gpu.yaml "
-            "-m hf_unlearn.cli run RECIPE (see docs/distributed.md)."
-        )
-        if self.needs_two_pass_support:
-            raise ValueError(
-                f"{self.method_name} with sharpness={self.args.sharpness!r} is not supported under {name}: "
-                "SAM and masked methods need several backward passes per optimizer step over the full, unsharded "
-                "gradient (DeepSpeed steps the optimizer inside every backward; FSDP shards the gradient and its "
-                f"norm). {use_instead}"
-            )
-        # Every method composes its step's gradient in p.grad and averages it across processes itself
-        # (training_step); DeepSpeed (ZeRO owns the gradients) and FSDP (sharded gradients) break that too.
-        raise ValueError(
-            f"{self.method_name} is not supported under {name}: hf_unlearn composes each step's gradient in "
-            f"p.grad and averages it across processes itself, and {name} owns (and shards) the gradients. "
-            f"{use_instead}"
-        )
-
-    @property
-    def needs_two_pass_support(self) -> bool:
-        return self.sharpness_config.enabled or self.uses_mask
-
 
 class _SetEpoch(TrainerCallback):
     """Tell the training dataset the epoch at its start, so its draws depend on (seed, epoch, item) only.
@@ -555,20 +404,3 @@ class _SetEpoch(TrainerCallback):
         epoch = math.floor(state.epoch + 1e-9) if state.epoch else 0
         for dataset in self.datasets:
             dataset.set_epoch(epoch)
-
-
-def broadcast_mask(mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Process 0's mask on every process (a no-op in one process)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return mask
-    names = sorted(mask)
-    flat = torch.cat([mask[n].reshape(-1).to(torch.uint8) for n in names])
-    if dist.get_backend() == "nccl":
-        flat = flat.cuda()
-    dist.broadcast(flat, src=0)
-    out, offset = {}, 0
-    for n in names:
-        m = mask[n]
-        out[n] = flat[offset : offset + m.numel()].view(m.shape).to(device=m.device, dtype=torch.bool)
-        offset += m.numel()
-    return out
