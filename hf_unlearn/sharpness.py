@@ -363,7 +363,8 @@ def _mask_(grads: list[torch.Tensor | None], masks: Sequence[torch.Tensor | None
 def _merge(
     g0: list[torch.Tensor | None], g1: list[torch.Tensor | None], sign: float, lam: float
 ) -> list[torch.Tensor | None]:
-    """`combine` on owned gradients, in place in ``g1`` (bit-identical to the out-of-place formula)."""
+    """``g0 + sign * lam * (g1 - g0)`` on owned gradients, in place in ``g1`` (bit-identical to the out-of-place
+    formula)."""
     out: list[torch.Tensor | None] = []
     firsts, seconds = [], []
     for a, b in zip(g0, g1, strict=True):

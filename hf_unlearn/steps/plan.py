@@ -60,13 +60,15 @@ def retrain_plan(recipe: dict[str, Any]) -> StagePlan:
     )
 
 
-def unlearn_plan(recipe: dict[str, Any], run: Mapping[str, Any], where: str | None = None) -> StagePlan:
-    """One unlearning run (``{"method": ..., "name": ..., settings}``) over ``unlearn.defaults`` and the defaults."""
+def unlearn_plan(recipe: dict[str, Any], run: Mapping[str, Any], index: int | None = None) -> StagePlan:
+    """One unlearning run (``{"method": ..., "name": ..., settings}``) over ``unlearn.defaults`` and the defaults;
+    ``index``: its place in ``unlearn.runs`` (None for a run the recipe does not list, e.g. a tuning trial)."""
     defaults = recipe["unlearn"]["defaults"]
     name = run.get("name") or run["method"]
-    where = where or f"unlearn ({name})"
+    prefix = f"unlearn.runs[{index}]" if index is not None else f"unlearn ({name})"
     settings = {k: v for k, v in {**UNLEARN_DEFAULTS, **defaults, **run}.items() if k not in ("method", "name")}
-    return StagePlan(name, where, run["method"], settings, [(where, run), ("unlearn.defaults", defaults)])
+    where = f"{prefix} ({name})" if index is not None else prefix
+    return StagePlan(name, where, run["method"], settings, [(prefix, run), ("unlearn.defaults", defaults)])
 
 
 def stage_plans(recipe: dict[str, Any]) -> list[StagePlan]:
@@ -77,7 +79,7 @@ def stage_plans(recipe: dict[str, Any]) -> list[StagePlan]:
     if reference_kind(recipe) == "retrain":
         plans.append(retrain_plan(recipe))
     for i, run in enumerate(recipe["unlearn"]["runs"]):
-        plans.append(unlearn_plan(recipe, run, f"unlearn.runs[{i}] ({run['name']})"))
+        plans.append(unlearn_plan(recipe, run, i))
     return plans
 
 
