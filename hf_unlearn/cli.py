@@ -158,7 +158,7 @@ def tune_command(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or Path("runs") / f"{recipe['name']}-tune-{args.run or 'run'}"
     _, _, tuned = plan_study(recipe, args.run, args.trials)  # a bad run name or space fails before any folder exists
     for _, one_seed in tuned:
-        Pipeline(one_seed, output_dir, use_cpu=args.cpu).check_stages()
+        Pipeline(one_seed, output_dir, use_cpu=args.cpu).check()
     start = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(output_dir, use_cpu=args.cpu, what="hf-unlearn tune"):

@@ -167,7 +167,7 @@ def test_second_call_resumes_the_study(study) -> None:
 
 def test_objective_never_reads_the_test_split(study, tmp_path, monkeypatch) -> None:
     """The same study in a fresh folder with the test split's labels and images scrambled: the same trial values."""
-    import hf_unlearn.pipeline as pipeline_module
+    import hf_unlearn.steps.forget as pipeline_module
     from hf_unlearn.data.transforms import TensorImageDataset
 
     real = pipeline_module.prepare_splits

@@ -26,6 +26,7 @@ class SharedStages:
     original: Any
     reference: dict[str, float]  # the reference's accuracy on retain, forget and validation
     settings: dict[str, Any]  # the tuned run's merged settings (pipeline defaults, unlearn.defaults, the run)
+    folder: Path  # the forget set's folder (trial trainers name their unused checkpoint folder after it)
 
     @property
     def validation(self) -> Any:
@@ -41,12 +42,13 @@ def shared_stages(
     from transformers import set_seed
 
     from ..models import load_reference_model, load_saved_model
-    from ..pipeline import UNLEARN_DEFAULTS, Pipeline
+    from ..pipeline import Pipeline
     from ..recipe import forget_sets, reference_kind
+    from ..steps.plan import unlearn_plan
     from .objective import accuracies
 
     pipe = Pipeline(recipe, output_dir, use_cpu=use_cpu)
-    pipe.check_stages()
+    pipe.check()
     output_dir.mkdir(parents=True, exist_ok=True)
     pipe.check_existing_outputs()
     set_seed(pipe.seed)
@@ -55,16 +57,18 @@ def shared_stages(
         raise ValidationError("tune: the data has no validation split to score trials on; set data.validation_size.")
     pipe.check_forget_sets(splits)
     original = pipe.original_model(splits)
-    settings = {**UNLEARN_DEFAULTS, **recipe["unlearn"]["defaults"], **run}
+    plan = unlearn_plan(recipe, run)  # the run's merged settings (steps/plan.py: the one place they merge)
+    settings = {**plan.settings, "method": plan.method, "name": plan.stage}
     batch_size = recipe["evaluation"]["batch_size"]
     out = []
     for spec in forget_sets(recipe):
-        pipe.set_dir = output_dir / spec["name"] if pipe.several else output_dir
-        pipe.set_dir.mkdir(parents=True, exist_ok=True)
-        set_splits = pipe.build_forget_set(splits, spec)
+        forget_run = pipe.forget_set(splits, spec)
+        set_splits = forget_run.splits
         if reference_kind(recipe) == "retrain":
-            pipe.train_stage("retrain", pipe.retrain_settings(), set_splits, original)
-            reference_model = load_reference_model_folder(load_saved_model, pipe.stage_dir("retrain"))
+            pipe.reference(forget_run, original)
+            reference_model = load_reference_model_folder(
+                load_saved_model, pipe.store.at(forget_run.folder).stage_dir("retrain")
+            )
         else:  # given: evaluated, never trained
             reference_model = load_reference_model(
                 recipe["retrain"]["from"], splits.class_names, trust_remote_code=recipe["model"]["trust_remote_code"]
@@ -72,9 +76,9 @@ def shared_stages(
         reference = accuracies(
             reference_model, set_splits.retain, set_splits.forget, splits.prepared.validation, batch_size
         )
-        # A shallow copy per forget set: trial trainers name their (unused) checkpoint folder after set_dir.
-        view = copy.copy(pipe)
-        out.append(SharedStages(f"{label}{spec['name']}", view, set_splits, original, reference, settings))
+        out.append(
+            SharedStages(f"{label}{spec['name']}", pipe, set_splits, original, reference, settings, forget_run.folder)
+        )
     return out
 
 
@@ -92,6 +96,7 @@ def trial_trainer(shared: SharedStages, settings: dict[str, Any], callbacks: lis
     from transformers import PrinterCallback
 
     from ..checkpoints import DivergenceGuard
+    from ..steps.plan import StagePlan, arguments_for
     from ..trainers import get_trainer_class
 
     settings = dict(settings)
@@ -99,13 +104,17 @@ def trial_trainer(shared: SharedStages, settings: dict[str, Any], callbacks: lis
     name = settings.pop("name")
     # Trials keep no checkpoint and log nothing: the objective reads the model itself at each epoch's end.
     settings.update(save_strategy="no", logging_strategy="no", disable_tqdm=True, report_to="none")
-    args = shared.pipeline.arguments(method, settings, stage=f"tune-{name}")
+    plan = StagePlan(f"tune-{name}", f"tune ({name})", method, settings)
+    pipeline = shared.pipeline
+    args = arguments_for(
+        plan, output_dir=shared.folder / "checkpoints" / plan.stage, use_cpu=pipeline.use_cpu, seed=pipeline.seed
+    )
     trainer = get_trainer_class(method)(
         model=copy.deepcopy(shared.original),
         args=args,
         retain_dataset=shared.splits.retain,
         forget_dataset=shared.splits.forget,
-        augmentation=shared.pipeline.augmentation,
+        augmentation=pipeline.trainer.augmentation,
         callbacks=[DivergenceGuard(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the Trainer would print its final metrics line per trial
