@@ -130,14 +130,12 @@ def test_defaults_reach_only_the_runs_whose_method_reads_them() -> None:
 
 
 def test_fingerprints_cover_the_methods_own_settings_only(tmp_path) -> None:
-    from hf_unlearn.pipeline import Pipeline
+    from hf_unlearn.steps.plan import fingerprint, stage_plans
 
     def fingerprints(*overrides: str) -> dict[str, str]:
         runs = "unlearn.runs=[{method: finetune}, {method: scrub}, {method: neggrad, sharpness: sam}]"
-        pipeline = Pipeline(load_recipe("digits", [runs, *overrides]), tmp_path)
-        return {
-            plan.stage: pipeline.fingerprint(plan.stage, plan.settings, "0" * 64) for plan in pipeline.stage_plans()
-        }
+        recipe = load_recipe("digits", [runs, *overrides])
+        return {plan.stage: fingerprint(recipe, plan, "0" * 64) for plan in stage_plans(recipe)}
 
     base = fingerprints("unlearn.defaults.kd_T=4.0", "unlearn.defaults.rho=0.1")
     kd_t = fingerprints("unlearn.defaults.kd_T=2.0", "unlearn.defaults.rho=0.1")

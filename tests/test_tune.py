@@ -188,8 +188,8 @@ def test_objective_never_reads_the_test_split(study, tmp_path, monkeypatch) -> N
     again = json.loads((out / "tuning.json").read_text())
     assert again["reference"] == first["reference"]
     assert [(t["params"], t["value"]) for t in again["trials"]] == [(t["params"], t["value"]) for t in first["trials"]]
-    # ... while the test accuracy the stages record did change: the scrambled split reached the pipeline.
-    test_acc = [json.loads((o / "models/retrain/stage.json").read_text())["accuracy"]["test"] for o in (study[0], out)]
+    # ... while the test accuracy the stages are scored with did change: the scrambled split reached the pipeline.
+    test_acc = [json.loads((o / "scores.json").read_text())["retrain"]["accuracy"]["test"] for o in (study[0], out)]
     assert not math.isclose(*test_acc)
 
 
