@@ -1,7 +1,7 @@
 """The pipeline's public steps (hf_unlearn.steps, `Pipeline`): metrics cached apart from the weights, and the steps
 other drivers (seeds, benchmarks, tuning) use instead of the pipeline's internals.
 
-One tiny run (test_reliability's TINY recipe) is shared by the module; each test works on a copy of it.
+One tiny run (conftest's TINY_RECIPE) is shared by the module; each test works on a copy of it.
 """
 
 from __future__ import annotations
@@ -12,18 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from test_reliability import TINY
+from conftest import TINY_RECIPE as TINY
 
 from hf_unlearn.recipe import validate
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
