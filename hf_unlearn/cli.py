@@ -18,6 +18,19 @@ RESUME_HINT = {
 }
 
 
+def add_recipe_options(parser: argparse.ArgumentParser, example: str = "pretrain.epochs=5") -> None:
+    """The options every command that reads a recipe shares: ``--set KEY=VALUE`` and ``--cpu``."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"Override a recipe key, e.g. --set {example} (repeatable; values are parsed as YAML).",
+    )
+    parser.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-unlearn", description="Sharpness-aware machine unlearning for Hugging Face image classifiers."
@@ -35,17 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Path of a YAML recipe, or the name of a built-in one (default: %(default)s, the embedded digits run).",
     )
     run.add_argument("--output-dir", type=Path, default=None, help="Output folder (default: runs/<recipe name>).")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a recipe key, e.g. --set pretrain.epochs=5 or --set unlearn.runs.neggrad.alpha=0.9 "
-        "(repeatable; values are parsed as YAML).",
-    )
+    add_recipe_options(run, "pretrain.epochs=5 or --set unlearn.runs.neggrad.alpha=0.9")
     run.add_argument("--force", action="store_true", help="Redo finished stages instead of reusing them.")
-    run.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
     add_evaluate_parser(commands)
     add_tune_parser(commands)
     add_push_parser(commands)
@@ -81,15 +85,7 @@ def add_evaluate_parser(commands) -> None:
     evaluate.add_argument(
         "--output-dir", type=Path, default=None, help="Output folder (default: runs/<recipe name>-evaluate)."
     )
-    evaluate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a recipe key (repeatable; values are parsed as YAML).",
-    )
-    evaluate.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    add_recipe_options(evaluate, "evaluation.mia_seed=1")
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -134,15 +130,7 @@ def add_tune_parser(commands) -> None:
         help="Optuna database URL shared by several processes or machines, e.g. postgresql://user@host/db "
         "(default: sqlite in the output folder).",
     )
-    tune.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a recipe key, e.g. --set tune.space.alpha=[0.9,0.99] (repeatable; values are parsed as YAML).",
-    )
-    tune.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    add_recipe_options(tune, "tune.space.alpha=[0.9,0.99]")
 
 
 def tune_command(args: argparse.Namespace) -> int:
@@ -215,15 +203,7 @@ def add_memorization_parsers(commands) -> None:
         "--epochs", type=int, default=None, help="Epochs per subset model (default: the recipe's pretrain.epochs)."
     )
     mem.add_argument("--work-dir", type=Path, default=None, help="Per-model results (default: OUTPUT.work/).")
-    mem.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a recipe key, e.g. --set pretrain.batch_size=128 (repeatable).",
-    )
-    mem.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    add_recipe_options(mem, "pretrain.batch_size=128")
     mem.add_argument("--no-progress", action="store_true", help="No progress bar.")
     merge = commands.add_parser(
         "memorization-merge",
