@@ -394,7 +394,7 @@ def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_w
     """The two stages with resume state beyond the Trainer's own (SCRUB's phase and position, the official Sharp
     MinMax's retain optimizer) are SIGKILLed in a real process, one step after a checkpoint; each rerun resumes the
     killed stage from disk, and the weights equal an uninterrupted run's, bit for bit."""
-    from test_reliability import KILL_BOOTSTRAP
+    from test_reliability import run_killed_at
 
     runs = all_methods_recipe()["unlearn"]["runs"]
     scrub = next(run for run in runs if run["method"] == "scrub")
@@ -411,17 +411,7 @@ def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_w
     path = write_recipe(tmp_path, recipe, "kill.yaml")
     # SCRUB (msteps 1, 4 epochs) saves after steps 5, 9 and 13: killed at step 14, it resumes from checkpoint-13.
     for stage, step in ((scrub["name"], 14), (official["name"], STEPS_PER_EPOCH + 1)):
-        env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"{stage}:{step}"}
-        killed = subprocess.run(
-            [sys.executable, "-c", KILL_BOOTSTRAP, "run", str(path), "--output-dir", str(out), "--cpu"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-        assert any((out / "checkpoints" / stage).glob("checkpoint-*")), stage
-        assert not (out / "models" / stage).exists()
+        run_killed_at(path, out, stage, step, timeout=600)
     assert run_cli(tmp_path, recipe, out) == 0
     for name in (scrub["name"], official["name"]):
         a = load_file(str(reference / "models" / name / "model.safetensors"))

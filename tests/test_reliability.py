@@ -484,18 +484,26 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigkill_in_the_middle_of_unlearning_then_rerun_gives_identical_weights(baseline, tmp_path):
-    out = tmp_path / "out"
-    recipe = write_recipe(tmp_path, TINY)
-    env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"neggrad_sam:{STEPS_PER_EPOCH + 2}"}
+def run_killed_at(recipe: Path, out: Path, stage: str, step: int, timeout: int = 300) -> None:
+    """Run ``hf-unlearn run RECIPE`` in a real process that SIGKILLs itself at ``step`` of ``stage``; check it died
+    there, leaving a checkpoint of the stage and no saved model."""
+    env = {**os.environ, "HF_UNLEARN_TEST_KILL_AT": f"{stage}:{step}"}
     killed = subprocess.run(
         [sys.executable, "-c", KILL_BOOTSTRAP, "run", str(recipe), "--output-dir", str(out), "--cpu"],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert any((out / "checkpoints" / stage).glob("checkpoint-*")), stage
+    assert not (out / "models" / stage).exists()
+
+
+def test_sigkill_in_the_middle_of_unlearning_then_rerun_gives_identical_weights(baseline, tmp_path):
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path, TINY)
+    run_killed_at(recipe, out, "neggrad_sam", STEPS_PER_EPOCH + 2)
     # Killed mid-stage: the reference stages are finished, the unlearning stage has only its epoch-1 checkpoint.
     assert (out / "models" / "retrain" / "stage.json").is_file()
     assert not (out / "models" / "neggrad_sam").exists()
