@@ -17,13 +17,16 @@ The cheap SAM (``sam_every = k``, `SharpnessMemory`) runs that two-pass step eve
 pass that reuses the sharpness gradient the last full step measured (after LookSAM, Liu et al., CVPR 2022):
 
     full step:   d = m * (g1 - g0),  n0 = ||m * g0||
-    cheap step:  g = m * grad L(w),  final = g + sign * lambda * (||g|| / n0) * d
+    cheap step:  g = m * grad L(w),  final = g + sign * lambda * ||g|| / max(n0, ||d||) * d
 
-``d`` is reused whole, with the size relative to the current gradient that it had at the full step (LookSAM's
-fixed ``alpha * ||g|| / ||g_v||`` becomes the measured ``||g|| / n0``). LookSAM reuses only the part of ``d``
-orthogonal to the gradient; on the digits recipe that, and re-applying the parallel part along the current gradient
-(``c * g``), kept less of SAM's effect on NegGrad+SAM than reusing the whole ``d`` (docs/methods.md). At the full
-step's own weights and batch the cheap formula gives exactly the full step's gradient.
+``d`` is reused whole, with the size relative to the current gradient that it had at the full step
+(``||d|| / n0``; LookSAM's fixed ``alpha * ||g|| / ||g_v||`` becomes the measured ratio), capped at the current
+gradient's own norm: a direction measured on one batch at earlier weights never outweighs the fresh gradient.
+With a large rho ``d`` can be several times the gradient (digits NegGrad+SAM, seed 2: in 8 of 21 full steps, up
+to 6.7x), and reusing it at that size for k - 1 steps pushed the weights along one stale batch's correction.
+LookSAM reuses only the part of ``d`` orthogonal to the gradient; on the digits recipe that, the uncapped ratio
+and the unscaled ``d`` all kept less of SAM's effect on NegGrad+SAM than the capped rule (docs/methods.md). When
+``||d|| <= n0``, at the full step's own weights and batch the cheap formula gives exactly the full step's gradient.
 
 All bookkeeping is multi-tensor (``torch._foreach_*``): each stage (the norm, eps, perturb and restore, masks,
 the combination) launches a constant number of kernels whatever the number of parameter tensors, and nothing
@@ -193,8 +196,8 @@ class SharpnessMemory:
     """What a full SAM step learned for one branch, reused by the cheap steps in between (see the module docs).
 
     ``d`` holds, per parameter, the full step's sharpness gradient ``m * (g1 - g0)``; ``g0_norm`` is ``||m * g0||``
-    of that step (plus a tiny constant, so a zero gradient divides safely). Both are device tensors: nothing is
-    read back to the host.
+    of that step and ``denominator`` is ``max(||m * g0||, ||d||)`` (plus a tiny constant, so a zero gradient divides
+    safely). All are device tensors: nothing is read back to the host.
 
     ``d`` lives in one flat float32 buffer, next to a second one (``m * g0`` at a masked full step, scratch at a
     cheap one), so that the scaling is one kernel whatever the model. Both buffers are kept and refilled by the
@@ -210,6 +213,7 @@ class SharpnessMemory:
         self._d_views = [t.view(s) for t, s in zip(flat_d.split(sizes), shapes, strict=True)]
         self._scratch_views = [t.view(s) for t, s in zip(scratch.split(sizes), shapes, strict=True)]
         self.g0_norm = torch.ones((), device=flat_d.device)
+        self.denominator = torch.ones((), device=flat_d.device)
 
     @property
     def d(self) -> list[torch.Tensor | None]:
@@ -254,15 +258,16 @@ class SharpnessMemory:
             memory._flat_d.sub_(memory._scratch)
             g0_norm = torch.linalg.vector_norm(memory._scratch)
         memory.g0_norm = g0_norm + _NORM_EPS
+        memory.denominator = torch.maximum(g0_norm, torch.linalg.vector_norm(memory._flat_d)) + _NORM_EPS
         return memory
 
     def apply_(self, grads: Sequence[torch.Tensor | None], sign: float, lam: float) -> None:
-        """``g += sign * lam * (||g|| / n0) * d`` in place on the (already masked) one-pass gradient."""
+        """``g += sign * lam * ||g|| / max(n0, ||d||) * d`` in place on the (already masked) one-pass gradient."""
         pairs = [(grads[i], k) for k, i in enumerate(self._index) if grads[i] is not None]
         if not pairs:
             return
         present = [g for g, _ in pairs]
-        scale = (global_norm(_float(present)) / self.g0_norm) * (sign * lam)
+        scale = (global_norm(_float(present)) / self.denominator) * (sign * lam)
         torch.mul(self._flat_d, scale, out=self._scratch)  # the scratch buffer: no allocation per step
         torch._foreach_add_(present, [self._scratch_views[k] for _, k in pairs])
 

@@ -277,13 +277,14 @@ def hand_cheap_step(
     mask: dict[str, torch.Tensor] | None = None,
     lam: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """The cheap SAM's one-pass gradient: ``g + sign * lam * (||g|| / n0) * d`` with ``g = m grad L(w)``."""
+    """The cheap SAM's one-pass gradient: ``g + sign * lam * ||g|| / max(n0, ||d||) * d`` with ``g = m grad L(w)``."""
     d, n0 = kept
+    denominator = torch.maximum(n0, torch.sqrt(sum((t.double() ** 2).sum() for t in d.values())))
     m = {n: torch.ones_like(w) if mask is None else mask[n].to(w.dtype) for n, w in weights.items()}
     _, g0 = loss_and_grad(model, weights, loss_fn)
     g = {n: (g0[n] * m[n]).double() for n in weights}
     norm = torch.sqrt(sum((g[n] ** 2).sum() for n in weights))
-    return {n: (g[n] + sign * lam * (norm / n0) * d[n]).to(weights[n].dtype) for n in weights}
+    return {n: (g[n] + sign * lam * (norm / denominator) * d[n]).to(weights[n].dtype) for n in weights}
 
 
 def ce_on(x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):

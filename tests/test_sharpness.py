@@ -225,19 +225,20 @@ def test_branch_gradient_restores_weights_and_statistics_after_a_non_finite_loss
 
 
 # ------------------------------------------------------------------------------------------ the cheap SAM
+@pytest.mark.parametrize("rho", [0.05, 5.0], ids=["d-below-n0", "d-capped"])
 @pytest.mark.parametrize("masked", [False, True], ids=["all", "partition"])
 @pytest.mark.parametrize("lam", [1.0, 0.5])
 @pytest.mark.parametrize("direction", ["min", "max"])
-def test_cheap_sam_step_matches_hand_computation(direction: str, lam: float, masked: bool) -> None:
+def test_cheap_sam_step_matches_hand_computation(direction: str, lam: float, masked: bool, rho: float) -> None:
     """Full step at w0 keeps (d, n0); the one-pass step at other weights and data is
-    g + sign lam (||g|| / n0) d, g = m grad L(w1); at w0 on the same batch it is the full step itself."""
+    g + sign lam ||g|| / max(n0, ||d||) d, g = m grad L(w1), in both regimes of the cap."""
     model = make_model(seed=40)
     w0 = weights_of(model)
     first, second = make_dataset(6, seed=41), make_dataset(6, seed=42)
     g = torch.Generator().manual_seed(43)
     mask = {n: torch.rand(t.shape, generator=g) < 0.5 for n, t in w0.items()} if masked else None
     masks = [None] * len(w0) if mask is None else [m.float() for m in mask.values()]
-    config = SharpnessConfig("sam", 0.5, lam)
+    config = SharpnessConfig("sam", rho, lam)
     kept: list[SharpnessMemory] = []
     params = list(model.parameters())
 
@@ -252,13 +253,15 @@ def test_cheap_sam_step_matches_hand_computation(direction: str, lam: float, mas
     full, _, ran = branch_gradient(model, params, masks, backward_on(first), config, direction, remember=kept.append)
     assert ran and len(kept) == 1
     # The full step itself is the two-pass formula, unchanged.
-    expected_full = hand_branch(model, w0, ce_on(first.x, first.y), "sam", 0.5, direction, lam, mask)
+    expected_full = hand_branch(model, w0, ce_on(first.x, first.y), "sam", rho, direction, lam, mask)
     for n, gr in zip(w0, full, strict=True):
         torch.testing.assert_close(gr, expected_full[n], rtol=1e-5, atol=1e-7)
-    hand_d, hand_n0 = hand_lookahead(model, w0, ce_on(first.x, first.y), 0.5, mask)
+    hand_d, hand_n0 = hand_lookahead(model, w0, ce_on(first.x, first.y), rho, mask)
     torch.testing.assert_close(kept[0].g0_norm.double(), hand_n0, rtol=1e-5, atol=0)
     for n, d in zip(w0, kept[0].d, strict=True):
         torch.testing.assert_close(d.double(), hand_d[n], rtol=1e-4, atol=1e-7)
+    d_norm = torch.sqrt(sum((t**2).sum() for t in hand_d.values()))
+    assert (d_norm > hand_n0) == (rho > 1.0)  # each case exercises the regime it is named after
 
     with torch.no_grad():  # the cheap step runs at other weights and on another batch
         for p in params:
@@ -283,18 +286,39 @@ def test_cheap_sam_step_matches_hand_computation(direction: str, lam: float, mas
 
 
 def test_cheap_sam_step_at_the_full_steps_point_is_the_full_step() -> None:
+    """Where ||d|| <= n0 (a small rho), the one-pass formula at the full step's weights and batch is that step."""
     model = make_model(seed=50)
     data = make_dataset(6, seed=51)
     params = list(model.parameters())
     g = torch.Generator().manual_seed(52)
     masks = [(torch.rand(p.shape, generator=g) < 0.5).float() for p in params]
     kept: list[SharpnessMemory] = []
-    config = SharpnessConfig("sam", 0.5, 1.0)
+    config = SharpnessConfig("sam", 0.05, 1.0)
     full, _, _ = _branch_with(model, params, masks, data, config, "max", remember=kept.append)
+    assert torch.equal(kept[0].denominator, kept[0].g0_norm)  # the cap is not reached
     cheap, _, ran = _branch_with(model, params, masks, data, config, "max", memory=kept[0])
     assert not ran
     for a, b in zip(full, cheap, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_cheap_sam_correction_is_capped_at_the_gradient_norm() -> None:
+    """Where ||d|| > n0 (a large rho), the reused correction at the full step's point has the gradient's norm
+    ||m g0|| and d's direction, not d's full size."""
+    model = make_model(seed=50)
+    data = make_dataset(6, seed=51)
+    params = list(model.parameters())
+    kept: list[SharpnessMemory] = []
+    config = SharpnessConfig("sam", 5.0, 1.0)
+    _branch_with(model, params, [None] * len(params), data, config, "min", remember=kept.append)
+    plain, _, _ = _branch_with(model, params, [None] * len(params), data, SharpnessConfig("none"), "min")
+    d = torch.cat([t.flatten() for t in kept[0].d])
+    n0 = kept[0].g0_norm
+    assert torch.linalg.vector_norm(d) > 2 * n0  # well inside the capped regime
+    cheap, _, _ = _branch_with(model, params, [None] * len(params), data, config, "min", memory=kept[0])
+    correction = torch.cat([(c - p).flatten() for c, p in zip(cheap, plain, strict=True)])
+    torch.testing.assert_close(torch.linalg.vector_norm(correction), n0, rtol=1e-4, atol=0)
+    torch.testing.assert_close(correction / n0, d / torch.linalg.vector_norm(d), rtol=1e-3, atol=1e-6)
 
 
 def _branch_with(model, params, masks, data, config, direction, **kwargs):
