@@ -401,21 +401,23 @@ class PlainLoop:
 
     def cheap_sam(self, loss_fn) -> None:
         """The cheap SAM as hf_unlearn states it (sharpness.py): SAM every SAM_EVERY steps, keeping d = g1 - g0 and
-        ||g0||; in between one pass and g = g0 + (||g0|| / ||g0_full||) d."""
+        max(||g0||, ||d||); in between one pass and g = g0 + ||g0|| / max(||g0_full||, ||d||) * d."""
         full = self.cycle % SAM_EVERY == 0 or self.lookahead is None
         self.cycle += 1
         if full:
             g0, g1 = self.sam_gradients(loss_fn)
             with torch.no_grad():
                 d = [b - a for a, b in zip(g0, g1, strict=True)]
-                self.lookahead = (d, torch.norm(torch.stack([a.norm(p=2) for a in g0]), p=2))
+                g0_norm = torch.norm(torch.stack([a.norm(p=2) for a in g0]), p=2)
+                d_norm = torch.norm(torch.stack([x.norm(p=2) for x in d]), p=2)
+                self.lookahead = (d, torch.maximum(g0_norm, d_norm))
             for p, g in zip(self.params, g1, strict=True):
                 p.grad = g
             return
         loss_fn().backward()
-        d, g0_norm = self.lookahead
+        d, denominator = self.lookahead
         with torch.no_grad():
-            ratio = torch.norm(torch.stack([p.grad.norm(p=2) for p in self.params]), p=2) / g0_norm
+            ratio = torch.norm(torch.stack([p.grad.norm(p=2) for p in self.params]), p=2) / denominator
             for p, x in zip(self.params, d, strict=True):
                 p.grad.add_(x * ratio)
 
