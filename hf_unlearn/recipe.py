@@ -117,17 +117,17 @@ SCHEMA: dict[str, Any] = {
     "seed": int,
     "data": DATA_TYPES,
     "forget": "forget",  # one forget set (a mapping) or several (a list of mappings); see _check_forget
-    "model": ModelSection.types,
+    "model": ModelSection.types(),
     "pretrain": "training",
     "retrain": "reference",  # training settings, false (no reference) or {from: PATH_OR_HUB_ID}
     "unlearn": {"defaults": "training", "runs": "runs"},
-    "evaluation": EvaluationSection.types,
-    "hub": HubSection.types,
+    "evaluation": EvaluationSection.types(),
+    "hub": HubSection.types(),
     # hf-unlearn tune (hf_unlearn.tune): search-space overrides and the validation split it carves; run ignores it.
     "tune": {"space": dict, "validation_size": float},
     # Several seeds (hf_unlearn.aggregate) and the analysis hook (hf_unlearn.analysis); absent = one seed, none.
     "seeds": list,
-    "analysis": AnalysisSection.types,
+    "analysis": AnalysisSection.types(),
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -8,6 +8,7 @@ the data section's keys live in `hf_unlearn.data.defaults`. Imports nothing heav
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -78,8 +79,17 @@ class Section:
     ``| None`` default means the key may be null), their defaults the recipe defaults."""
 
     key: ClassVar[str]
-    # Recipe types of the fields (what recipe._check accepts); None-able fields take None too.
-    types: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def types(cls) -> dict[str, Any]:
+        """The recipe type of each field, read from its annotation (what recipe._check accepts): ``int | None``
+        gives ``int`` (None is accepted where the default is None), ``dict[str, Any]`` gives ``dict``."""
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            (kind,) = [a for a in typing.get_args(hints[field.name]) if a is not type(None)] or [hints[field.name]]
+            out[field.name] = typing.get_origin(kind) or kind
+        return out
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -100,13 +110,6 @@ class ModelSection(Section):
     """
 
     key: ClassVar[str] = "model"
-    types: ClassVar[dict[str, Any]] = {
-        "config": dict,
-        "name_or_path": str,
-        "trust_remote_code": bool,
-        "ignore_mismatched_sizes": bool,
-        "stem": str,
-    }
     config: dict[str, Any] | None = None
     name_or_path: str | None = None
     trust_remote_code: bool = False
@@ -120,7 +123,6 @@ class EvaluationSection(Section):
     DataLoader workers of evaluation (under DDP each process predicts a shard: docs/distributed.md)."""
 
     key: ClassVar[str] = "evaluation"
-    types: ClassVar[dict[str, Any]] = {"batch_size": int, "mia_shadow_size": int, "mia_seed": int, "num_workers": int}
     batch_size: int = 256
     mia_shadow_size: int | None = None
     mia_seed: int = 0
@@ -136,7 +138,6 @@ class HubSection(Section):
     """``hub``: after the report, push one unlearning run (``run``, or the only one) with a model card."""
 
     key: ClassVar[str] = "hub"
-    types: ClassVar[dict[str, Any]] = {"push": bool, "repo_id": str, "run": str, "private": bool}
     push: bool = False
     repo_id: str | None = None
     run: str | None = None
@@ -148,14 +149,6 @@ class AnalysisSection(Section):
     """``analysis``: entanglement, loss landscapes and a feature embedding of every model (docs/analysis.md)."""
 
     key: ClassVar[str] = "analysis"
-    types: ClassVar[dict[str, Any]] = {
-        "entanglement": bool,
-        "landscape": bool,
-        "embedding": bool,
-        "landscape_steps": int,
-        "landscape_seed": int,
-        "max_samples": int,
-    }
     entanglement: bool = False
     landscape: bool = False
     embedding: bool = False
