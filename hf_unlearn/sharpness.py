@@ -195,9 +195,9 @@ def frozen_batchnorm_stats(
 class SharpnessMemory:
     """What a full SAM step learned for one branch, reused by the cheap steps in between (see the module docs).
 
-    ``d`` holds, per parameter, the full step's sharpness gradient ``m * (g1 - g0)``; ``g0_norm`` is ``||m * g0||``
-    of that step and ``denominator`` is ``max(||m * g0||, ||d||)`` (plus a tiny constant, so a zero gradient divides
-    safely). All are device tensors: nothing is read back to the host.
+    ``d`` holds, per parameter, the full step's sharpness gradient ``m * (g1 - g0)``; ``denominator`` is
+    ``max(||m * g0||, ||d||)`` of that step (plus a tiny constant, so a zero gradient divides safely). Both are
+    device tensors: nothing is read back to the host.
 
     ``d`` lives in one flat float32 buffer, next to a second one (``m * g0`` at a masked full step, scratch at a
     cheap one), so that the scaling is one kernel whatever the model. Both buffers are kept and refilled by the
@@ -212,7 +212,6 @@ class SharpnessMemory:
         sizes = [s.numel() for s in shapes]
         self._d_views = [t.view(s) for t, s in zip(flat_d.split(sizes), shapes, strict=True)]
         self._scratch_views = [t.view(s) for t, s in zip(scratch.split(sizes), shapes, strict=True)]
-        self.g0_norm = torch.ones((), device=flat_d.device)
         self.denominator = torch.ones((), device=flat_d.device)
 
     @property
@@ -257,7 +256,6 @@ class SharpnessMemory:
             torch._foreach_copy_(d, present1)
             memory._flat_d.sub_(memory._scratch)
             g0_norm = torch.linalg.vector_norm(memory._scratch)
-        memory.g0_norm = g0_norm + _NORM_EPS
         memory.denominator = torch.maximum(g0_norm, torch.linalg.vector_norm(memory._flat_d)) + _NORM_EPS
         return memory
 
