@@ -30,6 +30,7 @@ from math_helpers import sgd_step
 from torch import nn
 
 from hf_unlearn.args import UnlearnArguments
+from hf_unlearn.errors import ValidationError
 from hf_unlearn.trainers import TRAINERS, UnlearnTrainer, get_trainer_class
 from hf_unlearn.trainers.random_label import random_wrong_labels
 from hf_unlearn.trainers.retrain import RetrainTrainer
@@ -317,6 +318,21 @@ def test_sharp_minmax_moves_batchnorm_statistics_once_per_branch(args_factory) -
         bn.running_var,
         orders,
     )
+
+
+def test_a_last_batch_of_one_sample_under_batchnorm_names_the_fix(args_factory) -> None:
+    # 5 retain samples in batches of 4 leave one sample over, which train-mode BatchNorm1d cannot normalise.
+    retain = make_dataset(5, seed=46)
+    args = args_factory(method="finetune", per_device_train_batch_size=4, max_steps=-1, num_train_epochs=1)
+    trainer = get_trainer_class("finetune")(model=make_model(seed=47, batchnorm=True), args=args, retain_dataset=retain)
+    with pytest.raises(ValidationError, match=r"batch of one sample \(retain 1\).*dataloader_drop_last: true"):
+        trainer.train()
+    # The fix the message names: the short batch is dropped and the epoch trains on the full one.
+    args = args_factory(
+        method="finetune", per_device_train_batch_size=4, max_steps=-1, num_train_epochs=1, dataloader_drop_last=True
+    )
+    trainer = get_trainer_class("finetune")(model=make_model(seed=47, batchnorm=True), args=args, retain_dataset=retain)
+    assert trainer.train().global_step == 1
 
 
 # ------------------------------------------------------------------------------- gradient accumulation

@@ -8,8 +8,9 @@ So every method runs with ``sharpness = none | sam | asam``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -23,6 +24,7 @@ from transformers import Trainer, TrainerCallback
 from ..args import UnlearnArguments
 from ..data.augment import Augmentation, AugmentedDataset
 from ..data.pairing import PairedDataset
+from ..errors import ValidationError
 from ..sharpness import (
     Direction,
     SharpnessConfig,
@@ -247,7 +249,7 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
         total_loss: torch.Tensor | None = None
         # Every pass runs without DDP's all-reduce: each process perturbs with its own gradient
         # (per-worker SAM) and the composed gradient is averaged once per optimizer step below.
-        with self._no_sync(model):
+        with self._no_sync(model), _batch_of_one_explained(self.method_name, inputs):
             for branch in branches:
                 masks = self._partition_masks(branch.partition, named)
 
@@ -327,6 +329,33 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
         if prediction_loss_only:
             return loss, None, None
         return loss, logits.detach(), labels
+
+
+_BATCHNORM_BATCH_OF_ONE = "Expected more than 1 value per channel when training"
+
+
+@contextlib.contextmanager
+def _batch_of_one_explained(method: str, inputs: Batch) -> Iterator[None]:
+    """Name the cause and the fix when a one-sample batch reaches a BatchNorm layer in training mode.
+
+    torch's own message ("Expected more than 1 value per channel") does not say that the culprit is the last,
+    short batch of an epoch, which a dataset of ``k * batch_size + 1`` samples per process produces.
+    """
+    try:
+        yield
+    except ValueError as error:
+        if _BATCHNORM_BATCH_OF_ONE not in str(error):
+            raise
+        sizes = {
+            name: len(part["labels"]) for name, part in inputs.items() if isinstance(part, dict) and "labels" in part
+        }
+        shown = ", ".join(f"{name} {size}" for name, size in sizes.items())
+        raise ValidationError(
+            f"{method}: a training batch of one sample ({shown}) reached a BatchNorm layer, which needs more than one "
+            "value per channel in training mode. The last batch of an epoch holds the samples left over after full "
+            "batches; set `dataloader_drop_last: true` in the run's settings (or choose a batch size that leaves "
+            "more than one sample over)."
+        ) from error
 
 
 class _SetEpoch(TrainerCallback):
