@@ -335,6 +335,46 @@ def test_a_last_batch_of_one_sample_under_batchnorm_names_the_fix(args_factory) 
     assert trainer.train().global_step == 1
 
 
+class _TwoPointSGD(torch.optim.SGD):
+    """Stands in for a schedule-free optimizer: ``train()`` / ``eval()`` switch the weights between the point it
+    trains at and the point it is evaluated at (here: the training point scaled by 0.5)."""
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.modes: list[str] = []
+
+    def _scale(self, factor: float) -> None:
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.mul_(factor)
+
+    def train(self) -> None:
+        if self.modes and self.modes[-1] == "eval":
+            self._scale(2.0)
+        self.modes.append("train")
+
+    def eval(self) -> None:
+        if self.modes and self.modes[-1] == "train":
+            self._scale(0.5)
+        self.modes.append("eval")
+
+
+def test_training_ends_at_a_schedule_free_optimizers_evaluation_point(args_factory, retain_dataset) -> None:
+    model = make_model(seed=48)
+    w = weights_of(model)
+    expected = _sgd(w, hand_branch(model, w, ce_on(retain_dataset.x, retain_dataset.y), "none", rho=0.0))
+    optimizer = _TwoPointSGD(model.parameters(), lr=LR)
+    args = args_factory(method="finetune", per_device_train_batch_size=len(retain_dataset))
+    trainer = get_trainer_class("finetune")(
+        model=model, args=args, retain_dataset=retain_dataset, optimizers=(optimizer, None)
+    )
+    trainer.train()
+    # The step ran at the training point; the model is left at the evaluation point (what is evaluated and saved).
+    assert optimizer.modes[0] == "train" and optimizer.modes[-1] == "eval"
+    _assert_weights(trainer.model, {k: 0.5 * v for k, v in expected.items()})
+
+
 # ------------------------------------------------------------------------------- gradient accumulation
 def _run_finetune(args_factory, model, retain, **overrides):
     args = args_factory(method="finetune", **overrides)

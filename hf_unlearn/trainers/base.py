@@ -198,7 +198,12 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
         self._trainable = None  # requires_grad may have changed since the last run
         self._sharpness_memory.clear()  # the cheap SAM starts each run with a full step
         self.check_labels()
-        return super().train(*args, **kwargs)
+        output = super().train(*args, **kwargs)
+        # A schedule-free optimizer (optim: schedule_free_sgd ...) trains at one point and evaluates at another, its
+        # running average; leave the model at the evaluation point, which hf_unlearn evaluates, saves and publishes.
+        if callable(getattr(self.optimizer, "eval", None)):
+            self.optimizer.eval()
+        return output
 
     def check_labels(self) -> None:
         """Labels outside the head's range fail here, named, not inside the loss (raw IndexError / CUDA assert)."""
