@@ -94,8 +94,12 @@ def build_model_card(
     model_name: str,
     base_model: str | None = None,
     library_name: str = "transformers",
+    stem: str | None = None,
 ):
-    """A `huggingface_hub.ModelCard` for one run of ``report`` (design.md "Evaluation and report")."""
+    """A `huggingface_hub.ModelCard` for one run of ``report`` (design.md "Evaluation and report").
+
+    ``stem="cifar"`` (the model's ``config.stem``) makes the usage section load it with hf_unlearn's loader:
+    transformers builds a ResNet's ImageNet stem and would refuse the weights."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     entry = report["models"][run]
@@ -160,7 +164,7 @@ def build_model_card(
             "references": references,
         },
     )
-    body = _card_body(report, run, model_name=model_name, base_model=base_model, library_name=library_name)
+    body = _card_body(report, run, model_name=model_name, base_model=base_model, library_name=library_name, stem=stem)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
@@ -174,7 +178,15 @@ def _own_hyperparameters(entry: dict[str, Any]) -> dict[str, Any]:
     return own_settings(entry["method"], entry.get("hyperparameters") or {}, entry.get("sharpness", "none"))
 
 
-def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model: str | None, library_name: str) -> str:
+def _card_body(
+    report: dict[str, Any],
+    run: str,
+    *,
+    model_name: str,
+    base_model: str | None,
+    library_name: str,
+    stem: str | None = None,
+) -> str:
     entry = report["models"][run]
     forget = report["forget_set"]
     dataset = public_name(str(report["dataset"]))
@@ -251,11 +263,7 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
         "",
         "## Usage",
         "",
-        "```python",
-        "from transformers import AutoModelForImageClassification",
-        "",
-        f'model = AutoModelForImageClassification.from_pretrained("{model_name}")',
-        "```",
+        *(_cifar_stem_usage(model_name) if stem == "cifar" else _transformers_usage(model_name)),
     ]
     if library_name == "timm":
         lines += [
@@ -267,6 +275,32 @@ def _card_body(report: dict[str, Any], run: str, *, model_name: str, base_model:
             "```",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _transformers_usage(model_name: str) -> list[str]:
+    return [
+        "```python",
+        "from transformers import AutoModelForImageClassification",
+        "",
+        f'model = AutoModelForImageClassification.from_pretrained("{model_name}")',
+        "```",
+    ]
+
+
+def _cifar_stem_usage(model_name: str) -> list[str]:
+    return [
+        'This ResNet has the CIFAR stem (a 3x3 stride-1 convolution and no max-pool; `"stem": "cifar"` in '
+        "config.json). transformers builds its ResNets with the ImageNet stem, so "
+        "`AutoModelForImageClassification.from_pretrained` refuses these weights (a size mismatch in the stem); "
+        "hf_unlearn's loader builds the saved layout:",
+        "",
+        "```python",
+        "from huggingface_hub import snapshot_download",
+        "from hf_unlearn.models import load_saved_model",
+        "",
+        f'model = load_saved_model(snapshot_download("{model_name}"))',
+        "```",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -311,6 +345,7 @@ def export_run(
         model_name=repo_id or f"{report.get('name', 'hf_unlearn')}-{name}",
         base_model=base_model,
         library_name=library,
+        stem=getattr(model.config, "stem", None),
     )
     card.save(out_dir / "README.md")
     unexpected = [p.name for p in out_dir.iterdir() if p.name not in METADATA_FILES and not WEIGHT_FILE.match(p.name)]

@@ -229,6 +229,26 @@ def test_model_card_metadata_parses_and_holds_the_report(tmp_path) -> None:
     assert "ab" * 32 in loaded.text and "not published" in loaded.text
 
 
+def test_a_cifar_stem_export_card_loads_it_with_hf_unlearns_loader(tmp_path) -> None:
+    from transformers import AutoModelForImageClassification
+
+    resnet = {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8], "depths": [1]}
+    model = build_model_from_config(resnet, CLASSES, seed=0, stem="cifar")
+    run_dir = tmp_path / "run"
+    model.save_pretrained(run_dir / "models" / "sharp_minmax_asam", safe_serialization=True)
+    (run_dir / "report.json").write_text(json.dumps(_report()))
+    folder = export_run(run_dir, tmp_path / "export", repo_id="me/cifar-unlearned")
+    card = (folder / "README.md").read_text()
+    assert 'load_saved_model(snapshot_download("me/cifar-unlearned"))' in card
+    assert 'AutoModelForImageClassification.from_pretrained("me/cifar-unlearned")' not in card
+    # Why: transformers builds the ImageNet stem and refuses the saved 3x3 stem weights ...
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        AutoModelForImageClassification.from_pretrained(folder)
+    # ... while the card's loader (given the downloaded folder) rebuilds the saved model exactly.
+    again, x = load_saved_model(str(folder)), _images(2, 1)
+    torch.testing.assert_close(_logits(again, x), _logits(model, x))
+
+
 def test_run_selection() -> None:
     report = _report(runs=("neggrad_sam", "sharp_minmax_asam"))
     with pytest.raises(HubError, match="2 unlearning runs"):

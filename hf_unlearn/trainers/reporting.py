@@ -67,5 +67,6 @@ class TrainerReporting:
         run = unlearning.pop("run", None) or (method if sharpness == "none" else f"{method}_{sharpness}")
         report = trainer_report(self, run=run, dataset=data, finetuned_from=base, **unlearning)
         library = "timm" if is_timm_model(self.model) else "transformers"
-        card = build_model_card(report, run, model_name=name, base_model=base, library_name=library)
+        stem = getattr(getattr(self.model, "config", None), "stem", None)
+        card = build_model_card(report, run, model_name=name, base_model=base, library_name=library, stem=stem)
         card.save(Path(self.args.output_dir) / "README.md")
