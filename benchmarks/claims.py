@@ -5,6 +5,7 @@
     python benchmarks/claims.py --sets lowconf high --write-docs    # fewer forget sets
     python benchmarks/claims.py --smoke --root /tmp/claims-smoke    # a tiny end-to-end check (tests use it)
     python benchmarks/claims.py --trials 50 --workers 2 --write-docs  # more tuning trials per group and forget set
+    python benchmarks/claims.py --from-json RUN/claims.json --previous OLD/claims.json --write-docs  # re-render, compared
 
 Protocol. Forget sets: the 10% low-confidence set of recipes/digits.yaml (``lowconf``) and the 2% memorization bands
 ``high`` / ``mid`` / ``low`` of recipes/digits-memorization.yaml. Methods (groups): finetune, gradient_ascent,
@@ -503,6 +504,83 @@ def _summaries(entries: list[dict[str, Any]], with_tow: bool = True) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------ report
+# What the grid version of docs/results.md changed against the version of 2026-11-26 (written when no --previous
+# run is given).
+_GRID_CHANGES = [
+    "## What changed since the previous version (2026-11-26)",
+    "",
+    "The previous numbers rested on references and methods that departed from the paper's code; these are fixed "
+    "(docs/methods.md): (1) the retrained reference starts from the model's own initialisation, the original's "
+    "initial weights (before, `reset_parameters` on a copy of the original: PyTorch's default init, not the "
+    "model's); (2) random_label and SalUn train on one shuffled loader over the relabelled forget set and the "
+    "retain set, so each forget item is drawn once per epoch (before, every retain item was paired with a forget "
+    "item: half of each batch was relabelled forget data, which over-forgot), with their learning-rate grids "
+    "moved up accordingly; (3) forget partners and random labels are drawn per item from (seed, epoch) streams "
+    "instead of torch's global generator, which changes the draws of neggrad and Sharp MinMax too. Every table "
+    "below is regenerated.",
+    "",
+]
+
+
+def previous_run(path: Path) -> dict[str, Any]:
+    """What the report compares with from an earlier run's claims.json: how it searched, its verdicts and mean ToWs."""
+    earlier = json.loads(path.read_text())
+    return {
+        "date": earlier["date"],
+        "search": earlier.get("search", "grid"),
+        "verdicts": {c["claim"]: c["verdict"] for c in earlier["claims"]},
+        "tow": {
+            s: {g: row["tow"]["mean"] for g, row in per_set.items() if row["tow"]["mean"] is not None}
+            for s, per_set in earlier["evaluation"].items()
+        },
+    }
+
+
+def _changes_since(previous: dict[str, Any]) -> list[str]:
+    """The section comparing this run with ``previous`` (`previous_run`): how it searched, ToW per group, verdicts."""
+    searched = {
+        "grid": "a 3-value grid of one knob per group, selected on the tuning seeds' test ToW",
+        "tune": "an `hf-unlearn tune` study per group and forget set",
+    }
+    return [
+        f"## What changed since the previous version ({previous['date']})",
+        "",
+        f"The previous version searched with {searched[previous['search']]}; this one with the search described "
+        "under Protocol. Data, seeds, references and methods are the same. Mean ToW over the evaluation seeds, "
+        "previous -> now:",
+        "",
+    ]
+
+
+def _tow_changes(result: dict[str, Any]) -> list[str]:
+    previous = result["previous"]
+    sets = [s for s in result["sets"] if s in previous["tow"]]
+    lines = ["| group | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    moves = []
+    for group in result["groups"]:
+        cells = []
+        for s in sets:
+            before, now = previous["tow"][s].get(group), result["evaluation"][s][group]["tow"]["mean"]
+            if before is None or now is None:
+                cells.append("—")
+                continue
+            moves.append(now - before)
+            cells.append(f"{before:.3f} -> {now:.3f}")
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    if moves:
+        better = sum(m > 0 for m in moves)
+        lines += [
+            "",
+            f"ToW rose in {better} of {len(moves)} (group, forget set) cells, by {sum(moves) / len(moves):+.3f} on "
+            "average. Verdicts then -> now: "
+            + "; ".join(
+                f"{c['claim']}: {previous['verdicts'].get(c['claim'], '—')} -> {c['verdict']}" for c in result["claims"]
+            )
+            + ".",
+        ]
+    return [*lines, ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     a = result["args"]
     lines = [
@@ -512,28 +590,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"the shared 2-core development machine ({a['workers']} worker processes, 1 torch thread each). "
         "Numbers: mean [95% t-interval] over the evaluation seeds.",
         "",
-        "## What changed since the previous version (2026-11-26)",
-        "",
-        *(
-            [
-                "Tuning: each group is now tuned by an `hf-unlearn tune` study over its method's whole search space, "
-                "scored on a validation split (before: a 3-value grid of one knob, selected on the tuning seeds' test "
-                "ToW, where 9 to 13 of the 14 groups picked an end of their grid).",
-                "",
-            ]
-            if result.get("search") == "tune"
-            else []
-        ),
-        "The previous numbers rested on references and methods that departed from the paper's code; these are fixed "
-        "(docs/methods.md): (1) the retrained reference starts from the model's own initialisation, the original's "
-        "initial weights (before, `reset_parameters` on a copy of the original: PyTorch's default init, not the "
-        "model's); (2) random_label and SalUn train on one shuffled loader over the relabelled forget set and the "
-        "retain set, so each forget item is drawn once per epoch (before, every retain item was paired with a forget "
-        "item: half of each batch was relabelled forget data, which over-forgot), with their learning-rate grids "
-        "moved up accordingly; (3) forget partners and random labels are drawn per item from (seed, epoch) streams "
-        "instead of torch's global generator, which changes the draws of neggrad and Sharp MinMax too. Every table "
-        "below is regenerated.",
-        "",
+        *(_changes_since(result["previous"]) + _tow_changes(result) if result.get("previous") else _GRID_CHANGES),
         "## Protocol",
         "",
         "- Data: the embedded digits set (1,437 train / 360 test), the small ResNet of recipes/digits.yaml, SGD "
@@ -561,7 +618,12 @@ def markdown(result: dict[str, Any]) -> str:
             ]
         ),
         "- Sharp MinMax: intended (top-q mask confining both branches) and `official: true` (the official code's "
-        "logic), both with SAM, mask_ratio 0.5.",
+        "logic), both with SAM"
+        + (
+            ", starting from mask_ratio 0.5 (the study tunes it)."
+            if result.get("search") == "tune"
+            else ", mask_ratio 0.5."
+        ),
         "- Analysis claims: per evaluation seed, a SAM-pretrained original (rho 0.05, same split and settings) vs the "
         "SGD original: global and class-wise entanglement of penultimate features (retain vs forget of each forget "
         "set), basin ratio of the 11 x 11 test loss landscape (direction seeds 42 and 43, averaged), paired by seed.",
@@ -574,7 +636,10 @@ def markdown(result: dict[str, Any]) -> str:
         "",
     ]
     if result.get("search") == "tune":
-        lines += ["| group | fixed | search space | trials (pruned) per forget set |", "|---|---|---|---|"]
+        lines += [
+            "| group | trial 0 (besides the unlearning defaults) | search space | trials (pruned) per forget set |",
+            "|---|---|---|---|",
+        ]
         for group, (fixed, _knob, _grid) in result["groups"].items():
             runs = [r for r in result["studies"] if r["group"] == group]
             space = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in (runs[0]["space"] if runs else {}).items())
@@ -689,6 +754,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--reduced", default="", help="A note on what was left out of the full protocol.")
     parser.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        help="An earlier run's claims.json: the report compares its mean ToWs and verdicts with this run's.",
+    )
+    parser.add_argument(
         "--from-json",
         type=Path,
         default=None,
@@ -699,12 +770,20 @@ def main(argv: list[str] | None = None) -> int:
         args.trials = 2 if args.smoke else 30
     if args.trials < 1:
         parser.error(f"--trials: expected at least 1, got {args.trials}")
+    previous = None
+    if args.previous is not None:  # read up front: a bad file fails now, not after hours of training
+        try:
+            previous = previous_run(args.previous)
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"--previous {args.previous}: not a claims.json of an earlier run ({error!r})")
     if args.from_json is not None:
         result = json.loads(args.from_json.read_text())
         for per_set in result["selection"].values():  # JSON made the grid values strings
             for chosen in per_set.values():
                 chosen["tuning_tow"] = {float(k): v for k, v in chosen["tuning_tow"].items()}
         result["claims"] = claims(result["evaluation"], result["selection"], result["analysis"], result["sets"])
+        if previous is not None:
+            result["previous"] = previous
         args.from_json.write_text(json.dumps(result, indent=2, default=str) + "\n")
         if args.write_docs:
             args.docs.write_text(markdown(result))
@@ -774,6 +853,8 @@ def main(argv: list[str] | None = None) -> int:
         "studies": studies,
     }
     result["claims"] = claims(evaluation, selection, analysis_runs, args.sets)
+    if previous is not None:
+        result["previous"] = previous
     result["wall_seconds"] = time.perf_counter() - start
     args.root.mkdir(parents=True, exist_ok=True)
     (args.root / "claims.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -137,3 +137,20 @@ def test_claims_smoke_end_to_end(tmp_path):
     assert all(c["verdict"].startswith(("holds here", "does not hold here")) for c in result["claims"])
     text = docs.read_text()
     assert "## Verdicts" in text and "## Protocol" in text and "sharp_minmax_official_sam" in text
+    # Re-rendered against itself as the previous run: every ToW cell is "x -> x" and no cell rose.
+    again = tmp_path / "again.md"
+    run_json = str(tmp_path / "w" / "claims.json")
+    assert claims.main(["--from-json", run_json, "--previous", run_json, "--write-docs", "--docs", str(again)]) == 0
+    text = again.read_text()
+    tows = [row["tow"]["mean"] for row in result["evaluation"]["lowconf"].values() if row["tow"]["mean"] is not None]
+    assert "## What changed since the previous version" in text and tows
+    assert all(f"{t:.3f} -> {t:.3f}" in text for t in tows)
+    assert f"ToW rose in 0 of {len(tows)} (group, forget set) cells, by +0.000 on average" in text
+
+
+def test_claims_refuses_a_bad_previous_file_before_training(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit) as info:
+        _claims().main(["--previous", str(tmp_path / "bad.json"), "--root", str(tmp_path / "w")])
+    assert info.value.code == 2 and "not a claims.json of an earlier run" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
