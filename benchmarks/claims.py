@@ -528,6 +528,8 @@ def previous_run(path: Path) -> dict[str, Any]:
     return {
         "date": earlier["date"],
         "search": earlier.get("search", "grid"),
+        "eval_seeds": earlier["args"]["eval_seeds"],
+        "references": {s: per_set["retrain"]["forget"]["values"] for s, per_set in earlier["evaluation"].items()},
         "verdicts": {c["claim"]: c["verdict"] for c in earlier["claims"]},
         "tow": {
             s: {g: row["tow"]["mean"] for g, row in per_set.items() if row["tow"]["mean"] is not None}
@@ -536,18 +538,30 @@ def previous_run(path: Path) -> dict[str, Any]:
     }
 
 
-def _changes_since(previous: dict[str, Any]) -> list[str]:
-    """The section comparing this run with ``previous`` (`previous_run`): how it searched, ToW per group, verdicts."""
+def _changes_since(result: dict[str, Any]) -> list[str]:
+    """The opening of the section comparing this run with ``result["previous"]`` (`previous_run`)."""
+    previous = result["previous"]
     searched = {
         "grid": "a 3-value grid of one knob per group, selected on the tuning seeds' test ToW",
         "tune": "an `hf-unlearn tune` study per group and forget set",
     }
+    same_seeds = previous["eval_seeds"] == result["args"]["eval_seeds"]
+    # The retrained references' forget accuracies, seed by seed: equal when both runs trained the same references.
+    same_references = same_seeds and all(
+        previous["references"].get(s) == result["evaluation"][s]["retrain"]["forget"]["values"] for s in result["sets"]
+    )
+    basis = (
+        "Same evaluation seeds, and the retrained references score the same forget accuracy seed by seed."
+        if same_references
+        else "Same evaluation seeds, but the retrained references differ (the code changed between the runs)."
+        if same_seeds
+        else f"The evaluation seeds differ (previous {previous['eval_seeds']})."
+    )
     return [
         f"## What changed since the previous version ({previous['date']})",
         "",
         f"The previous version searched with {searched[previous['search']]}; this one with the search described "
-        "under Protocol. Data, seeds, references and methods are the same. Mean ToW over the evaluation seeds, "
-        "previous -> now:",
+        f"under Protocol. {basis} Mean ToW over the evaluation seeds, previous -> now:",
         "",
     ]
 
@@ -590,7 +604,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"the shared 2-core development machine ({a['workers']} worker processes, 1 torch thread each). "
         "Numbers: mean [95% t-interval] over the evaluation seeds.",
         "",
-        *(_changes_since(result["previous"]) + _tow_changes(result) if result.get("previous") else _GRID_CHANGES),
+        *(_changes_since(result) + _tow_changes(result) if result.get("previous") else _GRID_CHANGES),
         "## Protocol",
         "",
         "- Data: the embedded digits set (1,437 train / 360 test), the small ResNet of recipes/digits.yaml, SGD "
