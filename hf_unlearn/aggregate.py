@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import torch
 from transformers import TrainerCallback
 
 from .errors import DivergenceError
-from .io import atomic_save_npy, atomic_write_text
+from .atomic import atomic_save_npy, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from .modes import eval_mode
+from .metrics.inference import eval_mode
 
 Mask = dict[str, torch.Tensor]
 

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .io import atomic_path
+from .atomic import atomic_path
 
 ErrorKind = Literal["ci95", "std", "none"]
 EmbeddingMethod = Literal["auto", "umap", "tsne"]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 
 PLOT_NAME = "accuracy_tow.png"
 

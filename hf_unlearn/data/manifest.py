@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from ..io import atomic_path
+from ..atomic import atomic_path
 
 
 def indices_sha256(indices: Iterable[int]) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_path
+from ..atomic import atomic_path
 from ..paths import read_json
 
 SCORE_FORMAT = "hf_unlearn.memorization/1"

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..modes import eval_mode
-from .inference import collate_inputs, model_device
+from .inference import collate_inputs, eval_mode, model_device
 
 Strategy = Literal["auto", "timm", "hook"]
 

@@ -1,7 +1,9 @@
-"""Model outputs and top-1 accuracy (method-spec E.1)."""
+"""Running a model for its outputs: `eval_mode`, predicted probabilities and top-1 accuracy (method-spec E.1)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -9,9 +11,23 @@ import torch
 from torch.utils.data import DataLoader, Subset, default_collate
 from tqdm.auto import tqdm
 
-from ..modes import eval_mode
-
 _MODEL_INPUT_KEYS = ("pixel_values", "labels")
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model.eval()`` for the block; afterwards every submodule gets back its own train/eval flag.
+
+    Per-module flags, not model.training alone: model.train(True) would unfreeze submodules left in eval
+    (e.g. a frozen BatchNorm).
+    """
+    previous_modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, was_training in previous_modes:
+            module.train(was_training)
 
 
 def collate_inputs(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

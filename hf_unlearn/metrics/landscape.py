@@ -36,9 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..modes import eval_mode
 from .features import call_model
-from .inference import collate_inputs, model_device
+from .inference import collate_inputs, eval_mode, model_device
 
 OneD = Literal["zero", "official", "layer"]
 ONE_D_CHOICES: tuple[str, ...] = ("zero", "official", "layer")

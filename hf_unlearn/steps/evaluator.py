@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..distributed import barrier, is_main_process
-from ..io import atomic_write_json
+from ..atomic import atomic_write_json
 from ..recipe import reference_kind
 from ..sections import EvaluationSection
 from .forget import ForgetSetRun, Splits

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..distributed import barrier, is_main_process
-from ..io import atomic_save_npy, atomic_write_json
+from ..atomic import atomic_save_npy, atomic_write_json
 from ..paths import inside
 
 logger = logging.getLogger(__name__)

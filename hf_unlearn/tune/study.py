@@ -285,7 +285,7 @@ def best_recipe(recipe: dict[str, Any], run: dict[str, Any], params: dict[str, A
 
 def write_outputs(study: Any, result: dict[str, Any], recipe: dict[str, Any], run: dict[str, Any], out: Path) -> None:
     """tuning.json, best.yaml and the two plots, each written atomically."""
-    from ..io import atomic_write_bytes, atomic_write_text
+    from ..atomic import atomic_write_bytes, atomic_write_text
 
     result["plots"] = plots(study, out, atomic_write_bytes)
     if result["best"] is not None:
