@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .sections import AnalysisSection
+from .recipe_schema import AnalysisSection
 
 
 def analysis_wanted(recipe: dict[str, Any]) -> bool:

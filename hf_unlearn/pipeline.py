@@ -36,8 +36,8 @@ from .distributed import barrier, is_main_process
 from .errors import PushFailedError, located
 from .paths import inside
 from .recipe import forget_sets, reference_kind
+from .recipe_schema import HubSection
 from .report import write_combined_markdown, write_report
-from .sections import HubSection
 from .steps.evaluator import Evaluator, assemble_report
 from .steps.forget import ForgetSetRun, Splits, build_forget_set, make_manifest, prepare_data
 from .steps.plan import StagePlan, check_plans, retrain_plan, stage_plans, unlearn_plan

@@ -21,7 +21,7 @@ from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFO
 from .errors import ValidationError
 from .paths import safe_name
 from .registry import ALL_FIELDS, METHOD_CHOICES, METHOD_FIELDS, method_settings, unused_field_message, uses
-from .sections import (
+from .recipe_schema import (
     FORGET_CHOICES,
     FORGET_DEFAULT,
     FORGET_KEYS,
@@ -136,7 +136,7 @@ DEFAULTS: dict[str, Any] = {
     # Data: hf_unlearn.data.defaults (docs/datasets.md).
     "data": copy.deepcopy(DATA_DEFAULTS),
     "forget": dict(FORGET_DEFAULT),
-    "model": ModelSection.defaults(),  # hf_unlearn.sections describes every section's keys
+    "model": ModelSection.defaults(),  # hf_unlearn.recipe_schema describes every section's keys
     "pretrain": {},
     "retrain": {},
     "unlearn": {"defaults": {}, "runs": []},

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import HfUnlearnError, ValidationError
 from .registry import METHOD_CHOICES, REGISTRY
-from .sections import TRAINING_ALIASES
+from .recipe_schema import TRAINING_ALIASES
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
 
 if TYPE_CHECKING:

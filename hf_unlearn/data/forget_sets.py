@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..paths import read_json
-from ..sections import BANDS, FILE_INDEX_CHOICES
+from ..recipe_schema import BANDS, FILE_INDEX_CHOICES
 from .manifest import SplitManifest
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..distributed import barrier, is_main_process
 from ..atomic import atomic_write_json
 from ..recipe import reference_kind
-from ..sections import EvaluationSection
+from ..recipe_schema import EvaluationSection
 from .forget import ForgetSetRun, Splits
 from .plan import digest
 

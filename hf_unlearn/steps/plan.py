@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import own_settings
-from ..sections import REFERENCE_DEFAULTS, TRACKING_KEYS, UNLEARN_DEFAULTS
-from ..sections import TRAINING_ALIASES as _ALIASES
+from ..recipe_schema import REFERENCE_DEFAULTS, TRACKING_KEYS, UNLEARN_DEFAULTS
+from ..recipe_schema import TRAINING_ALIASES as _ALIASES
 
 # Bumped when a stage's result changes for the same settings, so old outputs are redone, not reused.
 # 2: retrain starts from the model's own initialisation; random_label / salun train on one shuffled union; forget

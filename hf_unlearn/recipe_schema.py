@@ -1,4 +1,4 @@
-"""The recipe's sections as types: one home for every key's type, default and choice list.
+"""The recipe's schema as typed sections: one home for every key's type, default and choice list.
 
 `hf_unlearn.recipe` builds its schema and its defaults from these (it keeps the YAML, ``--set`` and the
 did-you-mean errors); the pipeline reads a validated recipe through them (``EvaluationSection.of(recipe)``), and
