@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hf_unlearn.aggregate import summary  # noqa: E402
+from hf_unlearn.seeds import summary  # noqa: E402
 
 SETS: dict[str, dict[str, Any]] = {
     "lowconf": {"name": "lowconf", "kind": "low_confidence", "size": 0.1},

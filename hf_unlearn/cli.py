@@ -350,8 +350,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _run(recipe: dict, output_dir: Path, args: argparse.Namespace) -> dict:
-    if recipe.get("seeds") or recipe.get("analysis"):  # several seeds / analysis section: hf_unlearn.aggregate
-        from .aggregate import run_recipe
+    if recipe.get("seeds") or recipe.get("analysis"):  # several seeds / analysis section: hf_unlearn.seeds
+        from .seeds import run_recipe
 
         return run_recipe(recipe, output_dir, force=args.force, use_cpu=args.cpu)
     from .pipeline import Pipeline
@@ -364,7 +364,7 @@ def _print_results(result: dict, output_dir: Path, seconds: float) -> None:
     from .summary import plain_summary
 
     if "seeds" in result:
-        from .aggregate import format_aggregate
+        from .seeds import format_aggregate
 
         print(format_aggregate(result))
         print(

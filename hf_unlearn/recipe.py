@@ -125,7 +125,7 @@ SCHEMA: dict[str, Any] = {
     "hub": HubSection.types(),
     # hf-unlearn tune (hf_unlearn.tune): search-space overrides and the validation split it carves; run ignores it.
     "tune": {"space": dict, "validation_size": float},
-    # Several seeds (hf_unlearn.aggregate) and the analysis hook (hf_unlearn.analysis); absent = one seed, none.
+    # Several seeds (hf_unlearn.seeds) and the analysis hook (hf_unlearn.analysis); absent = one seed, none.
     "seeds": list,
     "analysis": AnalysisSection.types(),
 }
@@ -431,7 +431,7 @@ def _check_augmentation(recipe: dict[str, Any]) -> None:
 
 
 def _check_seeds(recipe: dict[str, Any]) -> None:
-    """``seeds``: a non-empty list of distinct integers; each runs the whole recipe (hf_unlearn.aggregate)."""
+    """``seeds``: a non-empty list of distinct integers; each runs the whole recipe (hf_unlearn.seeds)."""
     seeds = recipe.get("seeds")
     if seeds is None:
         return

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from conftest import tiny_recipe
 
-from hf_unlearn.aggregate import summary, t_critical
 from hf_unlearn.cli import main
 from hf_unlearn.recipe import RecipeError, validate
+from hf_unlearn.seeds import summary, t_critical
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = tiny_recipe(name="tiny-seeds", seeds=[0, 1], analysis={"entanglement": True})
