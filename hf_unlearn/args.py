@@ -1,33 +1,49 @@
 """`UnlearnArguments` and one config per method: `TrainingArguments` plus the unlearning settings.
 
 `UnlearnArguments` holds what every method shares (method, sharpness, rho, sam_lambda, sam_every and the unlearning
-defaults of the paper); each method's config adds the fields that method reads (`NegGradConfig.alpha`,
-`ScrubConfig.kd_T` ...), the way TRL pairs `DPOConfig` with `DPOTrainer`. ``UnlearnArguments(method=NAME, ...)``
-returns NAME's config (`hf_unlearn.registry` maps names to configs and trainers) and refuses a field that NAME does
-not read, with the message a recipe gets for the same key.
+defaults of the paper). A method's config is the one declaration of what the method is: a subclass that sets its
+own ``method`` default, adds the fields the method reads (`NegGradConfig.alpha`, `ScrubConfig.kd_T` ...) with their
+checks, and says what it trains on and which settings `hf-unlearn tune` searches. Everything else (the recipe's
+method names, the refusal of a setting a method does not read, the registry's facts) is derived from these classes,
+the way TRL pairs `DPOConfig` with `DPOTrainer`. ``UnlearnArguments(method=NAME, ...)`` returns NAME's config.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from transformers import TrainingArguments
 
+from .config_fields import (
+    ALPHA_CHECK,
+    MASK_RATIO_CHECK,
+    OFFICIAL_LABELS,
+    OFFICIAL_MASK,
+    FieldCheck,
+    alpha_field,
+    at_least,
+    mask_ratio_field,
+    method_field,
+    official_field,
+)
+from .errors import did_you_mean
+from .search_space import EPOCHS, Range, log_range
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
 
 DEFAULT_METHOD = "finetune"
-# The settings a run's record (stage.json, report.json, model card) keeps, in this order, where its config has them.
+# What a method's training batches are anchored on: "retain" / "forget" (one split), "paired" (a forget item drawn
+# beside each retain item), "union" (both splits as one relabelled set), "all" (every training sample: pretraining).
+TrainOn = Literal["all", "retain", "forget", "paired", "union"]
+# The shared settings a run's record (stage.json, report.json, model card) keeps, in this order; a method's own
+# fields follow in the order its config declares them.
 RECORDED = (
     "sharpness",
     "rho",
     "sam_lambda",
     "sam_every",
-    "alpha",
-    "mask_ratio",
-    "forget_direction",
     "learning_rate",
     "num_train_epochs",
     "per_device_train_batch_size",
@@ -36,38 +52,47 @@ RECORDED = (
     "lr_scheduler_type",
     "weight_decay",
     "seed",
-    "official",
-    "l1_weight",
-    "msteps",
-    "kd_T",
-    "beta",
-    "gamma",
 )
 # Read only by the SAM update: a record with sharpness "none" leaves them out (they change nothing there).
 SAM_ONLY_FIELDS = ("rho", "sam_lambda", "sam_every")
 
 
-def _finite_at_least(low: float, *, strict: bool = False) -> Callable[[Any], bool]:
-    return lambda v: math.isfinite(v) and (v > low if strict else v >= low)
+def method_configs() -> dict[str, type[UnlearnArguments]]:
+    """Every config that declares a method (sets its own ``method`` default), by method name: the built-in ones and
+    any a user defines, found by walking the subclasses of `UnlearnArguments` (a parent's declaration wins)."""
+    found: dict[str, type[UnlearnArguments]] = {}
+    queue = list(UnlearnArguments.__subclasses__())
+    while queue:
+        config = queue.pop(0)
+        if "method" in vars(config):
+            found.setdefault(config.method_name(), config)
+        queue.extend(config.__subclasses__())
+    return found
 
 
-# Checks of the method fields, wherever a config has them: (valid, message naming the field and a good value).
-_FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "alpha": (lambda v: 0.0 <= v <= 1.0, "alpha must lie in [0, 1] (got {v}); it weighs retain against forget loss."),
-    "mask_ratio": (
-        lambda v: 0.0 < v <= 1.0,
-        "mask_ratio must lie in (0, 1] (got {v}); it is a fraction of weights.",
-    ),
-    "forget_direction": (
-        lambda v: v in DIRECTION_CHOICES,
-        "Unknown forget_direction {v!r}. Choose one of: " + ", ".join(DIRECTION_CHOICES) + ".",
-    ),
-    "l1_weight": (_finite_at_least(0.0), "l1_weight must be a finite number >= 0 (got {v}); try 5e-4."),
-    "msteps": (lambda v: v >= 0, "msteps must be >= 0 (got {v}); it counts SCRUB's max epochs."),
-    "kd_T": (_finite_at_least(0.0, strict=True), "kd_T must be a finite number > 0 (got {v}); SCRUB uses 4.0."),
-    "beta": (_finite_at_least(0.0), "beta must be a finite number >= 0 (got {v})."),
-    "gamma": (_finite_at_least(0.0), "gamma must be a finite number >= 0 (got {v})."),
-}
+def method_fields() -> frozenset[str]:
+    """The settings some methods read and others do not (alpha, mask_ratio, kd_T ...)."""
+    return frozenset(name for config in method_configs().values() for name in config.own_fields())
+
+
+def unknown_method_message(name: Any, known: Iterable[str]) -> str:
+    """``Unknown method 'negrad'. Did you mean 'neggrad'? Known methods: ...``: the one message for a bad name."""
+    known = list(known)
+    return f"Unknown method {name!r}.{did_you_mean(name, known)} Known methods: {', '.join(known)}."
+
+
+def unused_field_message(key: str, methods: Iterable[str]) -> str:
+    """``kd_T is not a setting of finetune (only scrub reads it); remove it.``: the one message for a setting a
+    method does not read, from a recipe (prefixed with where it is) and from ``UnlearnArguments(...)``."""
+    readers = [name for name, config in method_configs().items() if key in config.own_fields()]
+    verb = "reads" if len(readers) == 1 else "read"
+    return (
+        f"{key} is not a setting of {_join(list(methods), 'or')} (only {_join(readers, 'and')} {verb} it); remove it."
+    )
+
+
+def _join(words: list[str], last: str) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
 
 
 @dataclass
@@ -75,7 +100,16 @@ class UnlearnArguments(TrainingArguments):
     """Arguments for hf_unlearn's trainers: the settings every method shares.
 
     ``UnlearnArguments(method=NAME, ...)`` builds NAME's config, a subclass with NAME's own fields (`NegGradConfig`,
-    `ScrubConfig` ...; `hf_unlearn.registry`), and refuses a field NAME does not read (``finetune`` with ``kd_T``).
+    `ScrubConfig` ...), and refuses a field NAME does not read (``finetune`` with ``kd_T``).
+
+    A new method subclasses it once: its own ``method`` default, its own fields, and the class attributes below.
+
+    Class attributes a method's config declares (not settings; derived facts in `hf_unlearn.registry` read them):
+        train_on: what its training batches are anchored on (`TrainOn`); "forget", "paired" and "union" need a
+            forget set.
+        reference: the reference stage it trains ("original" for pretrain, "retrain" for retrain), else None.
+        search_space: ``{setting: Range}`` that `hf-unlearn tune` searches (empty: not tunable).
+        field_checks: ``{own field: (valid, message)}`` checked when the config is built.
 
     Parameters that control every method:
         method: which unlearning (or reference) method to run.
@@ -90,6 +124,11 @@ class UnlearnArguments(TrainingArguments):
 
     Paper: Tang & Khanna, "Sharpness-Aware Machine Unlearning", ICLR 2026 (arXiv 2506.13715).
     """
+
+    train_on: ClassVar[TrainOn] = "retain"
+    reference: ClassVar[str | None] = None
+    search_space: ClassVar[Mapping[str, Range]] = {}
+    field_checks: ClassVar[Mapping[str, FieldCheck]] = {}
 
     # Parameters that control the method
     method: str = field(
@@ -154,12 +193,15 @@ class UnlearnArguments(TrainingArguments):
 
     def __new__(cls, *args: Any, **kwargs: Any) -> UnlearnArguments:
         # UnlearnArguments(method=NAME) is NAME's config; Python then runs that config's __init__ with these kwargs.
-        from .registry import METHOD_FIELDS, method_spec, unused_field_message
-
         if cls is UnlearnArguments:
-            cls = method_spec(kwargs.get("method", DEFAULT_METHOD)).config
+            configs = method_configs()
+            method = kwargs.get("method", DEFAULT_METHOD)
+            if method not in configs:
+                raise ValueError(unknown_method_message(method, configs))
+            cls = configs[method]
+        shared_by_others = method_fields()
         for key in kwargs:
-            if key not in cls.__dataclass_fields__ and key in METHOD_FIELDS:
+            if key not in cls.__dataclass_fields__ and key in shared_by_others:
                 raise ValueError(unused_field_message(key, [cls.method_name()]))
         return super().__new__(cls)
 
@@ -181,17 +223,15 @@ class UnlearnArguments(TrainingArguments):
         """What a run's record (stage.json, report.json, model card) keeps: the `RECORDED` settings this config has,
         without the SAM settings when ``sharpness`` is "none"."""
         names = [name for name in RECORDED if name in self.__dataclass_fields__]
-        names += [name for name in self.own_fields() if name not in RECORDED]
+        names += list(self.own_fields())
         skip = SAM_ONLY_FIELDS if self.sharpness == "none" else ()
         return {name: getattr(self, name) for name in names if name not in skip}
 
     def _validate_unlearning_fields(self) -> None:
-        from .registry import METHOD_CHOICES
-
         if self.method != self.method_name():
             raise ValueError(
                 f"method={self.method!r} does not match {type(self).__name__}, the config of "
-                f"{self.method_name()!r} (methods: {', '.join(METHOD_CHOICES)}); build the arguments with "
+                f"{self.method_name()!r} (methods: {', '.join(method_configs())}); build the arguments with "
                 f"UnlearnArguments(method={self.method!r}, ...)."
             )
         if self.sharpness not in SHARPNESS_CHOICES:
@@ -210,10 +250,9 @@ class UnlearnArguments(TrainingArguments):
                 "sam_every > 1 is not available with official=True (the official code has no cheap SAM); "
                 "set sam_every: 1 or official: false."
             )
-        for name in self.own_fields():
-            valid, message = _FIELD_CHECKS.get(name, (None, ""))
+        for name, (valid, message) in self.field_checks.items():
             value = getattr(self, name)
-            if valid is not None and not valid(value):
+            if not valid(value):
                 raise ValueError(message.format(v=value))
         if self.remove_unused_columns:
             raise ValueError(
@@ -222,102 +261,104 @@ class UnlearnArguments(TrainingArguments):
 
 
 # ------------------------------------------------------------------------------------------ one config per method
-def _method(name: str) -> Any:
-    return field(default=name, metadata={"help": f"The method: {name!r} (this config's own)."})
-
-
-def _alpha() -> Any:
-    return field(
-        default=0.99,
-        metadata={
-            "help": "Retain weight in [0, 1]: alpha*CE_retain - (1-alpha)*CE_forget (RUM used 0.99 for "
-            "low-memorization and 0.97 for mid/high forget sets)."
-        },
-    )
-
-
-def _mask_ratio() -> Any:
-    return field(
-        default=0.5,
-        metadata={
-            "help": "Fraction in (0, 1] of parameter elements put in the forget-saliency mask: the top mask_ratio "
-            "of |sum of forget-loss gradients|, ranked globally (SalUn; the paper uses 0.1-0.5)."
-        },
-    )
-
-
-def _official(what: str) -> Any:
-    return field(
-        default=False,
-        metadata={"help": f"Reproduces the official code (HaoranTang/sharp-unlearn): {what} See docs/methods.md."},
-    )
-
-
-_OFFICIAL_LABELS = "random labels uniform over all classes, the true one included."
-_OFFICIAL_MASK = (
-    "bottom-q saliency mask, mask applied to the perturbed gradient g1 only, perturbation and its norm over all "
-    "parameters"
-)
-
-
+# search_space: hf-unlearn tune's ranges, around the values the literature and the digits recipes use; a run with
+# sharpness sam / asam also searches rho (hf_unlearn.search_space.RHO).
 @dataclass
 class PretrainConfig(UnlearnArguments):
     """Pretraining on the whole training set (the original model); SGD or SAM (``sharpness``)."""
 
-    method: str = _method("pretrain")
+    reference: ClassVar[str | None] = "original"
+    train_on: ClassVar[TrainOn] = "all"
+
+    method: str = method_field("pretrain")
 
 
 @dataclass
 class RetrainConfig(UnlearnArguments):
     """Retraining on the retain set from the model's own initialisation (the reference)."""
 
-    method: str = _method("retrain")
+    reference: ClassVar[str | None] = "retrain"
+
+    method: str = method_field("retrain")
 
 
 @dataclass
 class FinetuneConfig(UnlearnArguments):
     """Fine-tuning on the retain set (FT)."""
 
-    method: str = _method("finetune")
+    search_space: ClassVar[Mapping[str, Range]] = {"learning_rate": log_range(1e-3, 0.3), "epochs": EPOCHS}
+
+    method: str = method_field("finetune")
 
 
 @dataclass
 class GradientAscentConfig(UnlearnArguments):
     """Gradient ascent on the forget set (GA)."""
 
-    method: str = _method("gradient_ascent")
+    train_on: ClassVar[TrainOn] = "forget"
+    search_space: ClassVar[Mapping[str, Range]] = {"learning_rate": log_range(1e-4, 0.02), "epochs": EPOCHS}
+
+    method: str = method_field("gradient_ascent")
 
 
 @dataclass
 class RandomLabelConfig(UnlearnArguments):
     """Random labels on the forget set, trained together with the retain set (RL)."""
 
-    method: str = _method("random_label")
-    official: bool = _official(_OFFICIAL_LABELS)
+    train_on: ClassVar[TrainOn] = "union"
+    search_space: ClassVar[Mapping[str, Range]] = {"learning_rate": log_range(1e-3, 0.05), "epochs": EPOCHS}
+
+    method: str = method_field("random_label")
+    official: bool = official_field(OFFICIAL_LABELS)
 
 
 @dataclass
 class NegGradConfig(UnlearnArguments):
     """NegGrad+: ``alpha * CE_retain - (1 - alpha) * CE_forget``."""
 
-    method: str = _method("neggrad")
-    alpha: float = _alpha()
+    train_on: ClassVar[TrainOn] = "paired"
+    search_space: ClassVar[Mapping[str, Range]] = {
+        "learning_rate": log_range(1e-3, 0.05),
+        "epochs": EPOCHS,
+        "alpha": Range(0.85, 0.995),
+    }
+    field_checks: ClassVar[Mapping[str, FieldCheck]] = {"alpha": ALPHA_CHECK}
+
+    method: str = method_field("neggrad")
+    alpha: float = alpha_field()
 
 
 @dataclass
 class SalUnConfig(UnlearnArguments):
     """SalUn: random labels, only the forget-salient weights move."""
 
-    method: str = _method("salun")
-    mask_ratio: float = _mask_ratio()
-    official: bool = _official(f"{_OFFICIAL_MASK}, and {_OFFICIAL_LABELS}")
+    train_on: ClassVar[TrainOn] = "union"
+    search_space: ClassVar[Mapping[str, Range]] = {
+        "learning_rate": log_range(1e-3, 0.05),
+        "epochs": EPOCHS,
+        "mask_ratio": Range(0.1, 0.9),
+    }
+    field_checks: ClassVar[Mapping[str, FieldCheck]] = {"mask_ratio": MASK_RATIO_CHECK}
+
+    method: str = method_field("salun")
+    mask_ratio: float = mask_ratio_field()
+    official: bool = official_field(f"{OFFICIAL_MASK}, and {OFFICIAL_LABELS}")
 
 
 @dataclass
 class L1SparseConfig(UnlearnArguments):
     """L1-sparse fine-tuning: ``CE + l1_weight_t * ||theta||_1`` on the retain set."""
 
-    method: str = _method("l1_sparse")
+    search_space: ClassVar[Mapping[str, Range]] = {
+        "learning_rate": log_range(1e-3, 0.1),
+        "epochs": EPOCHS,
+        "l1_weight": log_range(1e-5, 1e-3),
+    }
+    field_checks: ClassVar[Mapping[str, FieldCheck]] = {
+        "l1_weight": (at_least(0.0), "l1_weight must be a finite number >= 0 (got {v}); try 5e-4.")
+    }
+
+    method: str = method_field("l1_sparse")
     l1_weight: float = field(
         default=5e-4,
         metadata={
@@ -331,7 +372,20 @@ class L1SparseConfig(UnlearnArguments):
 class ScrubConfig(UnlearnArguments):
     """SCRUB: max epochs on the forget set, min passes on the retain set, against a frozen teacher."""
 
-    method: str = _method("scrub")
+    train_on: ClassVar[TrainOn] = "paired"  # needs both sets; the trainer builds its own phase dataset
+    search_space: ClassVar[Mapping[str, Range]] = {
+        "learning_rate": log_range(1e-3, 0.05),
+        "epochs": EPOCHS,
+        "msteps": Range(1, 5, integer=True),
+    }
+    field_checks: ClassVar[Mapping[str, FieldCheck]] = {
+        "msteps": (lambda v: v >= 0, "msteps must be >= 0 (got {v}); it counts SCRUB's max epochs."),
+        "kd_T": (at_least(0.0, strict=True), "kd_T must be a finite number > 0 (got {v}); SCRUB uses 4.0."),
+        "beta": (at_least(0.0), "beta must be a finite number >= 0 (got {v})."),
+        "gamma": (at_least(0.0), "gamma must be a finite number >= 0 (got {v})."),
+    }
+
+    method: str = method_field("scrub")
     msteps: int = field(
         default=2,
         metadata={
@@ -354,9 +408,25 @@ class ScrubConfig(UnlearnArguments):
 class SharpMinMaxConfig(UnlearnArguments):
     """Sharp MinMax (Tang & Khanna, 2026): SAM-min on the retain half of the mask, SAM-max on the forget half."""
 
-    method: str = _method("sharp_minmax")
-    alpha: float = _alpha()
-    mask_ratio: float = _mask_ratio()
+    train_on: ClassVar[TrainOn] = "paired"
+    search_space: ClassVar[Mapping[str, Range]] = {
+        "learning_rate": log_range(1e-3, 0.05),
+        "epochs": EPOCHS,
+        "alpha": Range(0.85, 0.995),
+        "mask_ratio": Range(0.1, 0.9),
+    }
+    field_checks: ClassVar[Mapping[str, FieldCheck]] = {
+        "alpha": ALPHA_CHECK,
+        "mask_ratio": MASK_RATIO_CHECK,
+        "forget_direction": (
+            lambda v: v in DIRECTION_CHOICES,
+            "Unknown forget_direction {v!r}. Choose one of: " + ", ".join(DIRECTION_CHOICES) + ".",
+        ),
+    }
+
+    method: str = method_field("sharp_minmax")
+    alpha: float = alpha_field()
+    mask_ratio: float = mask_ratio_field()
     forget_direction: str = field(
         default="max",
         metadata={
@@ -364,4 +434,4 @@ class SharpMinMaxConfig(UnlearnArguments):
             "choices": list(DIRECTION_CHOICES),
         },
     )
-    official: bool = _official(f"{_OFFICIAL_MASK}, and two sequential optimizer steps per step.")
+    official: bool = official_field(f"{OFFICIAL_MASK}, and two sequential optimizer steps per step.")

@@ -12,8 +12,16 @@ exits with status 2, without a traceback. This module imports nothing of hf_unle
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """``" Did you mean 'neggrad'?"`` for the closest of ``choices`` to a misspelled ``value``, else ``""``: the one
+    phrasing of every error that names a bad choice (append it to the sentence that names the problem)."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 class HfUnlearnError(Exception):

@@ -20,7 +20,15 @@ from .args import UnlearnArguments
 from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFORM_CHOICES
 from .errors import ValidationError
 from .paths import safe_name
-from .registry import ALL_FIELDS, METHOD_CHOICES, METHOD_FIELDS, method_settings, unused_field_message, uses
+from .registry import (
+    all_fields,
+    method_choices,
+    method_fields,
+    method_settings,
+    unknown_method_message,
+    unused_field_message,
+    uses,
+)
 from .recipe_schema import (
     FORGET_CHOICES,
     FORGET_DEFAULT,
@@ -37,10 +45,9 @@ from .recipe_schema import (
 
 # Set by the pipeline for every stage; a recipe must not set them.
 MANAGED_FIELDS = {"output_dir", "method"}
-TRAINING_KEYS = (ALL_FIELDS - MANAGED_FIELDS) | set(TRAINING_ALIASES)
-# The keys an unknown-key error names when nothing is close: hf_unlearn's own fields and the usual Trainer ones
+# The keys an unknown-key error names when nothing is close, beside hf_unlearn's own fields: the usual Trainer ones
 # (listing all ~130 TrainingArguments fields, most irrelevant here, helps nobody).
-TRAINING_KEYS_SHOWN = (ALL_FIELDS - set(TrainingArguments.__dataclass_fields__) - MANAGED_FIELDS) | {
+USUAL_TRAINER_KEYS = {
     *TRAINING_ALIASES,
     "learning_rate",
     "optim",
@@ -163,6 +170,12 @@ def _unknown(
     return RecipeError(f"{where}{key}: unknown recipe key{hint}")
 
 
+def training_keys() -> set[str]:
+    """The keys a training section accepts: every registered method's config field (read when asked, so a method
+    registered after import counts) and the recipe's aliases, less the fields the pipeline sets."""
+    return (all_fields() - MANAGED_FIELDS) | set(TRAINING_ALIASES)
+
+
 def _check_training(section: Any, where: str) -> None:
     if not isinstance(section, dict):
         raise RecipeError(f"{where.rstrip('.')}: expected a mapping of training settings, got {type(section).__name__}")
@@ -170,8 +183,10 @@ def _check_training(section: Any, where: str) -> None:
         if key in REFUSED_TRAINING_KEYS or key.startswith("hub_"):
             reason = REFUSED_TRAINING_KEYS.get(key, REFUSED_TRAINING_KEYS["push_to_hub"])
             raise RecipeError(f"{where}{key}: not accepted in a training section: {reason}")
-        if key not in TRAINING_KEYS:
-            raise _unknown(key, where, TRAINING_KEYS, TRAINING_KEYS_SHOWN)
+        known = training_keys()
+        if key not in known:
+            shown = known - set(TrainingArguments.__dataclass_fields__) | USUAL_TRAINER_KEYS
+            raise _unknown(key, where, known, shown)
 
 
 def _check_reference(section: Any, where: str) -> None:
@@ -206,14 +221,10 @@ def _check_runs(runs: Any, where: str) -> None:
         here = f"{where.rstrip('.')}[{i}]."  # unlearn.runs[2].alpha
         if not isinstance(run, dict) or "method" not in run:
             raise RecipeError(
-                f"{here.rstrip('.')}: every run needs at least a 'method' (one of {', '.join(METHOD_CHOICES)})"
+                f"{here.rstrip('.')}: every run needs at least a 'method' (one of {', '.join(method_choices())})"
             )
-        if run["method"] not in METHOD_CHOICES:
-            close = difflib.get_close_matches(str(run["method"]), METHOD_CHOICES, n=1)
-            raise RecipeError(
-                f"{here}method: unknown method {run['method']!r}{f'; did you mean {close[0]!r}?' if close else ''} "
-                f"Choose one of: {', '.join(METHOD_CHOICES)}."
-            )
+        if run["method"] not in method_choices():
+            raise RecipeError(f"{here}method: {unknown_method_message(run['method'], method_choices())}")
         name = run.get("name") or default_run_name(run)
         _safe(name, f"{here}name")  # run names become folder names (models/<run>, checkpoints/<run>)
         if name in names or name in ("original", "retrain"):
@@ -386,7 +397,7 @@ def _check_method_settings(recipe: dict[str, Any]) -> None:
     sections.append(("unlearn.defaults.", recipe["unlearn"]["defaults"], sorted({run["method"] for run in runs})))
     for where, section, methods in sections:
         for key in section:
-            if key in METHOD_FIELDS and not any(uses(method, key) for method in methods):
+            if key in method_fields() and not any(uses(method, key) for method in methods):
                 raise RecipeError(f"{where}{key}: {unused_field_message(key, methods)}")
 
 
@@ -560,7 +571,7 @@ def training_arguments(settings: dict[str, Any], **managed: Any) -> UnlearnArgum
     """The method's config (`UnlearnArguments`) from a stage's merged settings plus the fields the pipeline manages;
     other methods' settings (from ``unlearn.defaults``) are left out."""
     kwargs = {TRAINING_ALIASES.get(k, k): v for k, v in settings.items()}
-    if managed.get("method") in METHOD_CHOICES:
+    if managed.get("method") in method_choices():
         kwargs = method_settings(managed["method"], kwargs)
     kwargs.update(managed)
     try:

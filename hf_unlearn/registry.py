@@ -1,17 +1,21 @@
-"""The one registry of methods: name -> trainer, config, the data it trains on, its mask, its role.
+"""The one registry of methods: a method is its config, its trainer and one `register_method` line.
 
-Every method pairs a Trainer with a config (`hf_unlearn.args`), as TRL pairs `DPOTrainer` with `DPOConfig`.
-``REGISTRY["scrub"]`` is a `MethodSpec`; the recipe's method names, `get_trainer_class`, ``UnlearnArguments(
-method=...)``, the refusal of a setting a method does not read and the record of a run's own hyperparameters all
-read this table. Trainers are named, not imported: reading a recipe does not load `transformers.Trainer`.
+Every fact about a method is derived from its config class (`hf_unlearn.args`): its name, its own settings, whether
+it needs a forget set, whether it trains through a mask, its role as a reference, its search space. The registry
+adds the trainer: ``REGISTRY["scrub"]`` is a `MethodSpec`. The recipe's method names, `get_trainer_class`, the
+refusal of a setting a method does not read and the record of a run's own hyperparameters all read this table.
+Built-in trainers are named, not imported: reading a recipe does not load `transformers.Trainer`.
+
+A method from outside the package registers the same way as the built-in ones::
+
+    register_method(MyConfig, MyTrainer)  # or "my_package.my_module:MyTrainer"
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,27 +32,33 @@ from .args import (
     ScrubConfig,
     SharpMinMaxConfig,
     UnlearnArguments,
+    method_fields,
+    unknown_method_message,
+    unused_field_message,
 )
-from .tune.space import EPOCHS, Range, log_range
+from .search_space import Range
+
+# The training data a method reads from the forget set: anchored on it, paired with retain, or relabelled with it.
+_READS_FORGET = ("forget", "paired", "union")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method. ``trainer`` is ``"module:Class"`` under `hf_unlearn.trainers` (`trainer_class` imports it);
-    ``reference`` is the stage a reference method trains (``original`` / ``retrain``), None for unlearning methods;
-    ``search_space`` is the tuning engine's (`hf-unlearn tune`): the method's settings and their ranges."""
+    """One method: its config class and its trainer (a class, or ``"package.module:Class"`` imported on first use)."""
 
-    name: str
     config: type[UnlearnArguments]
-    trainer: str
-    needs_forget: bool
-    reference: str | None = None
-    search_space: Mapping[str, Any] | None = None
+    trainer: type | str
+
+    @property
+    def name(self) -> str:
+        return self.config.method_name()
 
     @property
     def trainer_class(self) -> type:
+        if not isinstance(self.trainer, str):
+            return self.trainer
         module, name = self.trainer.split(":")
-        return getattr(importlib.import_module(f"hf_unlearn.trainers.{module}"), name)
+        return getattr(importlib.import_module(module), name)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -56,96 +66,68 @@ class MethodSpec:
         return self.config.own_fields()
 
     @property
+    def needs_forget(self) -> bool:
+        """Whether its training reads the forget set (``train_on`` forget, paired or union)."""
+        return self.config.train_on in _READS_FORGET
+
+    @property
     def uses_mask(self) -> bool:
         """Whether it trains through a forget-saliency mask: its config has ``mask_ratio``."""
         return "mask_ratio" in self.fields
 
+    @property
+    def reference(self) -> str | None:
+        """The stage a reference method trains (``original`` / ``retrain``); None for unlearning methods."""
+        return self.config.reference
 
-REGISTRY: dict[str, MethodSpec] = {
-    spec.name: spec
-    for spec in (
-        MethodSpec("pretrain", PretrainConfig, "pretrain:PretrainTrainer", needs_forget=False, reference="original"),
-        MethodSpec("retrain", RetrainConfig, "retrain:RetrainTrainer", needs_forget=False, reference="retrain"),
-        # search_space: hf-unlearn tune's ranges (hf_unlearn.tune.space), around the values the literature and the
-        # digits recipes use; a run with sharpness sam / asam also searches rho.
-        MethodSpec(
-            "finetune",
-            FinetuneConfig,
-            "finetune:FinetuneTrainer",
-            needs_forget=False,
-            search_space={"learning_rate": log_range(1e-3, 0.3), "epochs": EPOCHS},
-        ),
-        MethodSpec(
-            "gradient_ascent",
-            GradientAscentConfig,
-            "gradient_ascent:GradientAscentTrainer",
-            needs_forget=True,
-            search_space={"learning_rate": log_range(1e-4, 0.02), "epochs": EPOCHS},
-        ),
-        MethodSpec(
-            "random_label",
-            RandomLabelConfig,
-            "random_label:RandomLabelTrainer",
-            needs_forget=True,
-            search_space={"learning_rate": log_range(1e-3, 0.05), "epochs": EPOCHS},
-        ),
-        MethodSpec(
-            "neggrad",
-            NegGradConfig,
-            "neggrad:NegGradTrainer",
-            needs_forget=True,
-            search_space={"learning_rate": log_range(1e-3, 0.05), "epochs": EPOCHS, "alpha": Range(0.85, 0.995)},
-        ),
-        MethodSpec(
-            "salun",
-            SalUnConfig,
-            "salun:SalUnTrainer",
-            needs_forget=True,
-            search_space={"learning_rate": log_range(1e-3, 0.05), "epochs": EPOCHS, "mask_ratio": Range(0.1, 0.9)},
-        ),
-        MethodSpec(
-            "l1_sparse",
-            L1SparseConfig,
-            "l1_sparse:L1SparseTrainer",
-            needs_forget=False,
-            search_space={
-                "learning_rate": log_range(1e-3, 0.1),
-                "epochs": EPOCHS,
-                "l1_weight": log_range(1e-5, 1e-3),
-            },
-        ),
-        MethodSpec(
-            "scrub",
-            ScrubConfig,
-            "scrub:ScrubTrainer",
-            needs_forget=True,
-            search_space={
-                "learning_rate": log_range(1e-3, 0.05),
-                "epochs": EPOCHS,
-                "msteps": Range(1, 5, integer=True),
-            },
-        ),
-        MethodSpec(
-            "sharp_minmax",
-            SharpMinMaxConfig,
-            "sharp_minmax:SharpMinMaxTrainer",
-            needs_forget=True,
-            search_space={
-                "learning_rate": log_range(1e-3, 0.05),
-                "epochs": EPOCHS,
-                "alpha": Range(0.85, 0.995),
-                "mask_ratio": Range(0.1, 0.9),
-            },
-        ),
-    )
-}
-METHOD_CHOICES: tuple[str, ...] = tuple(REGISTRY)
-# Settings that some methods read and others do not (alpha, mask_ratio, kd_T ...).
-METHOD_FIELDS: frozenset[str] = frozenset(name for spec in REGISTRY.values() for name in spec.fields)
-# Every argument of every method's config: the shared fields, TrainingArguments' and the methods' own.
-ALL_FIELDS: frozenset[str] = frozenset(
-    f.name for spec in REGISTRY.values() for f in dataclasses.fields(spec.config) if f.init
-)
+    @property
+    def search_space(self) -> Mapping[str, Range]:
+        """`hf-unlearn tune`'s ranges for it (empty: not tunable)."""
+        return self.config.search_space
+
+    def two_pass(self, sharpness: str) -> bool:
+        """Whether a step takes two forward/backward passes: SAM's, or a mask method's saliency pass."""
+        return sharpness != "none" or self.uses_mask
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(config: type[UnlearnArguments], trainer: type | str) -> MethodSpec:
+    """Make a method known under its config's ``method`` name; the name must be new (or the same pair again)."""
+    if not (isinstance(config, type) and issubclass(config, UnlearnArguments) and "method" in vars(config)):
+        raise TypeError(
+            f"register_method needs a config class that subclasses UnlearnArguments and sets its own `method` "
+            f"default (got {config!r})."
+        )
+    spec = MethodSpec(config, trainer)
+    known = REGISTRY.get(spec.name)
+    if known is not None and known != spec:
+        raise ValueError(f"Method {spec.name!r} is already registered ({known.config.__name__}, {known.trainer}).")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+register_method(PretrainConfig, "hf_unlearn.trainers.pretrain:PretrainTrainer")
+register_method(RetrainConfig, "hf_unlearn.trainers.retrain:RetrainTrainer")
+register_method(FinetuneConfig, "hf_unlearn.trainers.finetune:FinetuneTrainer")
+register_method(GradientAscentConfig, "hf_unlearn.trainers.gradient_ascent:GradientAscentTrainer")
+register_method(RandomLabelConfig, "hf_unlearn.trainers.random_label:RandomLabelTrainer")
+register_method(NegGradConfig, "hf_unlearn.trainers.neggrad:NegGradTrainer")
+register_method(SalUnConfig, "hf_unlearn.trainers.salun:SalUnTrainer")
+register_method(L1SparseConfig, "hf_unlearn.trainers.l1_sparse:L1SparseTrainer")
+register_method(ScrubConfig, "hf_unlearn.trainers.scrub:ScrubTrainer")
+register_method(SharpMinMaxConfig, "hf_unlearn.trainers.sharp_minmax:SharpMinMaxTrainer")
+
+
+def method_choices() -> tuple[str, ...]:
+    """The registered method names, in registration order."""
+    return tuple(REGISTRY)
+
+
+def all_fields() -> frozenset[str]:
+    """Every argument of every method's config: the shared fields, TrainingArguments' and the methods' own."""
+    return frozenset(f.name for spec in REGISTRY.values() for f in dataclasses.fields(spec.config) if f.init)
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -153,28 +135,12 @@ def method_spec(name: str) -> MethodSpec:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), METHOD_CHOICES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown method {name!r}.{hint} Known methods: {', '.join(METHOD_CHOICES)}.") from None
-
-
-def unused_field_message(key: str, methods: Iterable[str]) -> str:
-    """``kd_T is not a setting of finetune (only scrub reads it); remove it.``: the one message for a setting a
-    method does not read, from a recipe (prefixed with where it is) and from ``UnlearnArguments(...)``."""
-    readers = [name for name, spec in REGISTRY.items() if key in spec.fields]
-    verb = "reads" if len(readers) == 1 else "read"
-    return (
-        f"{key} is not a setting of {_join(list(methods), 'or')} (only {_join(readers, 'and')} {verb} it); remove it."
-    )
-
-
-def _join(words: list[str], last: str) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
+        raise ValueError(unknown_method_message(name, REGISTRY)) from None
 
 
 def uses(method: str, key: str) -> bool:
     """Whether ``method`` reads setting ``key``: every shared or TrainingArguments field, and its own fields."""
-    return key not in METHOD_FIELDS or key in method_spec(method).fields
+    return key not in method_fields() or key in method_spec(method).fields
 
 
 def method_settings(method: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,3 +156,26 @@ def own_settings(method: str, settings: Mapping[str, Any], sharpness: str | None
     sharpness = settings.get("sharpness", "none") if sharpness is None else sharpness
     skip = SAM_ONLY_FIELDS if sharpness == "none" else ()
     return {key: value for key, value in method_settings(method, settings).items() if key not in skip}
+
+
+def __getattr__(name: str) -> Any:
+    # The constants of earlier releases, computed when read so that a method registered later is included.
+    derived = {"METHOD_CHOICES": method_choices, "METHOD_FIELDS": method_fields, "ALL_FIELDS": all_fields}
+    if name in derived:
+        return derived[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "REGISTRY",
+    "MethodSpec",
+    "all_fields",
+    "method_choices",
+    "method_fields",
+    "method_settings",
+    "method_spec",
+    "own_settings",
+    "register_method",
+    "unused_field_message",
+    "uses",
+]

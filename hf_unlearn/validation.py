@@ -1,6 +1,6 @@
 """Checks of bad input that the recipe schema cannot see (docs/reliability.md has the full table).
 
-* `check_stages`: before anything trains, build every stage's `UnlearnArguments` (so an out-of-range alpha in
+* `check_plans`: before anything trains, build every stage's `UnlearnArguments` (so an out-of-range alpha in
   the last run fails in a second, not after pretraining), check choice fields with a close-match suggestion, and
   refuse DeepSpeed / FSDP (from a recipe key or from ``accelerate launch``).
 * `check_labels`: every label of the prepared splits lies in ``[0, number of classes)``.
@@ -20,23 +20,22 @@ import difflib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import HfUnlearnError, ValidationError
-from .registry import METHOD_CHOICES, REGISTRY
+from .registry import REGISTRY, method_choices
 from .recipe_schema import TRAINING_ALIASES
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
+from .steps.plan import StagePlan, arguments_for
 
-if TYPE_CHECKING:
-    from .steps.plan import StagePlan
 
-CHOICE_FIELDS: dict[str, tuple[str, ...]] = {
-    "method": METHOD_CHOICES,
-    "sharpness": SHARPNESS_CHOICES,
-    "forget_direction": DIRECTION_CHOICES,
-}
+def choice_fields() -> dict[str, tuple[str, ...]]:
+    """The settings with a fixed list of values (methods: the registered ones, read when asked)."""
+    return {"method": method_choices(), "sharpness": SHARPNESS_CHOICES, "forget_direction": DIRECTION_CHOICES}
+
+
 USE_DDP_INSTEAD = (
     "Use DDP instead: accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m hf_unlearn.cli run "
     "RECIPE (see docs/distributed.md)."
@@ -91,7 +90,7 @@ def distributed_backend(settings: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def _distributed_error(plan: StagePlan, backend: str, source: str) -> ValidationError:
     sharpness = plan.settings.get("sharpness", "none")
-    two_pass = sharpness != "none" or plan.method in ("sharp_minmax", "salun")
+    two_pass = REGISTRY[plan.method].two_pass(sharpness)
     what = f"{plan.method} with sharpness={sharpness!r}" if sharpness != "none" else plan.method
     where = plan.locate(source) if source in ("deepspeed", "fsdp") else f"{plan.where} (under {source})"
     why = (
@@ -104,16 +103,20 @@ def _distributed_error(plan: StagePlan, backend: str, source: str) -> Validation
     return ValidationError(f"{where}: {what} is not supported under {backend}: {why}. {USE_DDP_INSTEAD}")
 
 
-def check_stages(plans: list[StagePlan], make_arguments: Callable[[StagePlan], Any]) -> None:
-    """Validate every stage's settings before anything trains (see the module docstring).
+def check_plans(plans: list[StagePlan], *, checkpoints: Path, use_cpu: bool, seed: int) -> None:
+    """Validate every stage's settings before anything trains (see the module docstring): build every stage's
+    arguments up front, so a bad value in the last run fails before pretraining, and a tracker that is not installed
+    fails now, not after pretraining.
 
     Unlearning runs are checked first, so that a SAM run under FSDP is named rather than the reference training.
     """
+    from .console import check_report_to
+
     ordered = [p for p in plans if p.stage not in ("original", "retrain")] + [
         p for p in plans if p.stage in ("original", "retrain")
     ]
     for plan in ordered:
-        for key, choices in CHOICE_FIELDS.items():
+        for key, choices in choice_fields().items():
             value = plan.method if key == "method" else plan.settings.get(key)
             if value is not None and value not in choices:
                 raise ValidationError(
@@ -137,7 +140,8 @@ def check_stages(plans: list[StagePlan], make_arguments: Callable[[StagePlan], A
                     f"{value!r}{hint}."
                 )
         try:
-            make_arguments(plan)
+            args = arguments_for(plan, output_dir=checkpoints / plan.stage, use_cpu=use_cpu, seed=seed)
+            check_report_to(args.report_to)
         except ValueError as error:
             cause = error.__cause__ if isinstance(error.__cause__, (ValueError, TypeError)) else error
             message = str(cause)

@@ -8,8 +8,11 @@ method's setting with one message, and that fingerprints and records carry the m
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
+from conftest import make_dataset, make_model
 
 from hf_unlearn import UnlearnArguments, get_trainer_class
 from hf_unlearn.args import FinetuneConfig, NegGradConfig, RandomLabelConfig, ScrubConfig, SharpMinMaxConfig
@@ -17,19 +20,19 @@ from hf_unlearn.recipe import RecipeError, load_recipe, training_arguments
 from hf_unlearn.registry import METHOD_CHOICES, METHOD_FIELDS, REGISTRY, own_settings, unused_field_message
 from hf_unlearn.trainers import TRAINERS, UnlearnTrainer
 
-# The methods' own settings as docs/methods.md lists them (the public contract of each config).
-OWN_FIELDS = {
-    "pretrain": (),
-    "retrain": (),
-    "finetune": (),
-    "gradient_ascent": (),
-    "random_label": ("official",),
-    "neggrad": ("alpha",),
-    "salun": ("mask_ratio", "official"),
-    "l1_sparse": ("l1_weight",),
-    "scrub": ("msteps", "kd_T", "beta", "gamma"),
-    "sharp_minmax": ("alpha", "mask_ratio", "forget_direction", "official"),
-}
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+
+
+def documented_settings() -> dict[str, dict[str, str]]:
+    """docs/methods.md's overview table: per method, its own settings and their defaults as the docs state them."""
+    table = {}
+    for line in DOCS.read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        config = re.fullmatch(r"`\w+Config`: (.*)", cells[3]) if len(cells) == 5 else None
+        if config:
+            name = re.match(r"`(\w+)`", cells[0]).group(1)
+            table[name] = dict(re.findall(r"`(\w+)` \(([^)]*)\)", config.group(1)))
+    return table
 
 
 def _args(tmp_path, **kwargs):
@@ -37,19 +40,53 @@ def _args(tmp_path, **kwargs):
 
 
 # ------------------------------------------------------------------------------------------------ registry
-def test_registry_trainers_and_configs_agree(tmp_path) -> None:
+def test_every_fact_about_a_method_is_derived_from_its_config_and_trainer(tmp_path) -> None:
     assert tuple(REGISTRY) == METHOD_CHOICES and set(TRAINERS) == set(REGISTRY)
+    model, items = make_model(seed=0), make_dataset(8, seed=0)
     for name, spec in REGISTRY.items():
         trainer = get_trainer_class(name)
         assert trainer is TRAINERS[name] is spec.trainer_class and issubclass(trainer, UnlearnTrainer)
-        assert trainer.method_name == name and spec.config.method_name() == name
         args = _args(tmp_path, method=name)
-        assert type(args) is spec.config and isinstance(args, UnlearnArguments) and args.method == name
-        assert spec.fields == OWN_FIELDS[name]
-        assert trainer.uses_mask == spec.uses_mask == ("mask_ratio" in spec.fields)
-        assert spec.needs_forget == (trainer.train_on in ("forget", "paired", "union")), name
+        assert type(args) is spec.config and spec.config.method_name() == spec.name == args.method == name
+        assert spec.fields == spec.config.own_fields()
+        assert spec.uses_mask == ("mask_ratio" in spec.fields)
         assert spec.reference == {"pretrain": "original", "retrain": "retrain"}.get(name)
-    assert {field for fields in OWN_FIELDS.values() for field in fields} == METHOD_FIELDS
+        assert spec.two_pass("sam") and spec.two_pass("none") == spec.uses_mask
+        # needs_forget is what the trainer does: it refuses an empty forget set exactly when the method reads one.
+        empty = make_dataset(0, seed=0)
+        if spec.needs_forget:
+            with pytest.raises(ValueError, match="needs a non-empty forget_dataset"):
+                trainer(model=model, args=args, retain_dataset=items, forget_dataset=empty)
+        else:
+            built = trainer(model=model, args=args, retain_dataset=items, forget_dataset=empty)
+            assert built.method_name == name and built.train_on == spec.config.train_on
+    assert {field for spec in REGISTRY.values() for field in spec.fields} == METHOD_FIELDS
+
+
+def test_docs_list_each_methods_own_settings_with_their_defaults(tmp_path) -> None:
+    documented = documented_settings()
+    assert set(documented) == set(REGISTRY)
+    for name, spec in REGISTRY.items():
+        assert tuple(documented[name]) == spec.fields, name
+        defaults = _args(tmp_path, method=name)
+        for field, default in documented[name].items():
+            value = getattr(defaults, field)
+            documented_value = float(default) if isinstance(value, float) else default
+            assert documented_value == (value if isinstance(value, float) else str(value)), (name, field)
+
+
+def test_a_trainer_refuses_another_methods_arguments(tmp_path) -> None:
+    from hf_unlearn.trainers import SalUnTrainer
+
+    model, items = make_model(seed=0), make_dataset(8, seed=0)
+    with pytest.raises(ValueError, match=r"args.method is 'random_label' but this is the 'salun' trainer"):
+        SalUnTrainer(model=model, args=_args(tmp_path, method="random_label"), retain_dataset=items)
+
+    class Unregistered(UnlearnTrainer):
+        pass
+
+    with pytest.raises(ValueError, match="Unregistered is no registered method's trainer; register it"):
+        Unregistered(model=model, args=_args(tmp_path, method="finetune"), retain_dataset=items)
 
 
 def test_unknown_method_suggests_the_closest_name(tmp_path) -> None:
@@ -162,7 +199,7 @@ def test_records_hold_the_methods_own_hyperparameters(tmp_path) -> None:
     }
     for name in METHOD_CHOICES:
         plain = _args(tmp_path, method=name).hyperparameters()
-        assert set(plain) == shared | set(OWN_FIELDS[name]), name
+        assert set(plain) == shared | set(REGISTRY[name].fields), name
         sam = _args(tmp_path, method=name, sharpness="sam", rho=0.05).hyperparameters()
         assert set(sam) == set(plain) | {"rho", "sam_lambda", "sam_every"} and sam["rho"] == 0.05
     minmax = _args(tmp_path, method="sharp_minmax", alpha=0.97, official=True).hyperparameters()

@@ -99,24 +99,10 @@ def arguments_for(plan: StagePlan, *, output_dir: str | Path, use_cpu: bool, see
     )
 
 
-def check_plans(plans: list[StagePlan], *, checkpoints: Path, use_cpu: bool, seed: int) -> None:
-    """Build every stage's arguments up front: a bad value in the last run fails before pretraining, and a tracker
-    that is not installed fails now, not after pretraining."""
-    from ..console import check_report_to
-    from ..validation import check_stages
-
-    def make(plan: StagePlan):
-        args = arguments_for(plan, output_dir=checkpoints / plan.stage, use_cpu=use_cpu, seed=seed)
-        check_report_to(args.report_to)
-        return args
-
-    check_stages(plans, make)
-
-
 def fingerprint(recipe: dict[str, Any], plan: StagePlan, forget_sha256: str | None = None) -> str:
     """What a stage's weights depend on; a finished stage with another fingerprint is redone. Tracking and console
     settings are left out (changing them reuses finished stages), and so is the ``evaluation`` section: metrics
-    are cached on their own (`hf_unlearn.steps.evaluator`)."""
+    are cached on their own (`hf_unlearn.steps.score`)."""
     inputs = {
         "semantics": SEMANTICS,
         "stage": plan.stage,

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,11 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 from transformers import Trainer, TrainerCallback
 
-from ..args import UnlearnArguments
+from ..args import TrainOn, UnlearnArguments
 from ..data.augment import Augmentation, AugmentedDataset
 from ..data.pairing import PairedDataset
 from ..errors import ValidationError
+from ..registry import REGISTRY
 from ..sharpness import (
     Direction,
     SharpnessConfig,
@@ -40,7 +41,6 @@ from .reporting import TrainerReporting
 
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
-TrainOn = Literal["all", "retain", "forget", "paired", "union"]
 
 
 @dataclass(frozen=True)
@@ -80,14 +80,16 @@ def retain_cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
 class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
     """Base class of every hf_unlearn method.
 
-    Subclasses set ``method_name`` and ``train_on`` and implement `branches`. Items of the datasets are
+    A method's trainer implements `branches`; what it trains on and its name come from its config
+    (``args``, `hf_unlearn.args`), and `hf_unlearn.registry.register_method` pairs the two. Items of the datasets are
     ``{"pixel_values": tensor, "labels": int}``; the model is any module called as ``model(pixel_values=x)``
     returning an object with ``.logits``.
     """
 
-    method_name: ClassVar[str] = ""
-    train_on: ClassVar[TrainOn] = "retain"
-    uses_mask: ClassVar[bool] = False
+    # From the config (args): the method's name, what its batches are anchored on, whether it trains a mask.
+    method_name: str
+    train_on: TrainOn
+    uses_mask: bool
     # Losses are per-batch means computed by hf_unlearn; the Trainer must not treat them as already
     # normalised for gradient accumulation (HF image models accept **kwargs, which fools its heuristic).
     loss_is_scaled_for_ga = False
@@ -107,11 +109,9 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
     ) -> None:
         if not isinstance(args, UnlearnArguments):
             raise TypeError(f"hf_unlearn trainers need `args=UnlearnArguments(...)` (got {type(args).__name__}).")
-        if args.method != self.method_name:
-            raise ValueError(
-                f"args.method is {args.method!r} but this is the {self.method_name!r} trainer; "
-                f"use get_trainer_class(args.method)."
-            )
+        _check_trainer_of(type(self), args.method)
+        self.method_name, self.train_on = args.method, args.train_on
+        self.uses_mask = "mask_ratio" in args.own_fields()
         self.retain_dataset = retain_dataset
         self.forget_dataset = forget_dataset
         # build_train_dataset may need them (the seed of its draws, the class count of random labels).
@@ -337,6 +337,21 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
 
 
 _BATCHNORM_BATCH_OF_ONE = "Expected more than 1 value per channel when training"
+
+
+def _check_trainer_of(trainer: type, method: str) -> None:
+    """``trainer`` is the registered trainer of ``method`` (or a subclass of it that is not another method's)."""
+    registered = {spec.trainer_class: name for name, spec in REGISTRY.items()}
+    own = next((registered[cls] for cls in trainer.__mro__ if cls in registered), None)
+    if own is None:
+        raise ValueError(
+            f"{trainer.__name__} is no registered method's trainer; register it with "
+            f"hf_unlearn.registry.register_method(YourConfig, {trainer.__name__})."
+        )
+    if own != method:
+        raise ValueError(
+            f"args.method is {method!r} but this is the {own!r} trainer; use get_trainer_class(args.method)."
+        )
 
 
 @contextlib.contextmanager

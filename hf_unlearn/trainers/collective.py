@@ -86,7 +86,7 @@ class CollectiveSteps:
         value, step, epoch = seen if seen is not None else (None, self.state.global_step + 1, self.state.epoch)
         self._nonfinite_loss = None
         where = "" if seen is not None else " on another process"
-        hint = " or raise alpha" if self.method_name in ("neggrad", "sharp_minmax") else ""
+        hint = " or raise alpha" if "alpha" in self.args.own_fields() else ""
         raise DivergenceError(
             f"non-finite training loss ({value}{where}) at step {step} (epoch {epoch or 0:.2f}) of "
             f"{self.method_name}; the run diverged. Lower the learning rate{hint}.",

@@ -8,8 +8,5 @@ from .base import Batch, Branch, UnlearnTrainer, retain_cross_entropy
 class FinetuneTrainer(UnlearnTrainer):
     """Retain cross-entropy only (Warnecke et al.; the standard FT baseline)."""
 
-    method_name = "finetune"
-    train_on = "retain"
-
     def branches(self, inputs: Batch) -> list[Branch]:
         return [Branch("retain", retain_cross_entropy)]

@@ -8,8 +8,5 @@ from .base import Batch, Branch, UnlearnTrainer, cross_entropy
 class GradientAscentTrainer(UnlearnTrainer):
     """Minus cross-entropy on forget batches; one epoch is one pass over the forget set."""
 
-    method_name = "gradient_ascent"
-    train_on = "forget"
-
     def branches(self, inputs: Batch) -> list[Branch]:
         return [Branch("forget", lambda model, batch: -cross_entropy(model, batch["forget"]))]

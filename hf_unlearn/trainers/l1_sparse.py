@@ -42,9 +42,6 @@ def l1_norm(model: nn.Module) -> torch.Tensor:
 class L1SparseTrainer(UnlearnTrainer):
     """Retain cross-entropy plus a linearly decaying L1 penalty (one branch)."""
 
-    method_name = "l1_sparse"
-    train_on = "retain"
-
     def current_l1_weight(self) -> float:
         return l1_weight_schedule(self.args.l1_weight, self.state.global_step, self.state.max_steps)
 

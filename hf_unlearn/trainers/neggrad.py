@@ -10,9 +10,6 @@ from .base import Batch, Branch, UnlearnTrainer, cross_entropy
 class NegGradTrainer(UnlearnTrainer):
     """``alpha * CE(retain) - (1 - alpha) * CE(forget)`` on paired batches (one branch, one SAM pair of passes)."""
 
-    method_name = "neggrad"
-    train_on = "paired"
-
     def objective(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The objective's two terms, ``alpha * CE(retain)`` and ``-(1 - alpha) * CE(forget)``; their sum is the loss.
 

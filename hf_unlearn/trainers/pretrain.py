@@ -8,8 +8,5 @@ from .base import Batch, Branch, UnlearnTrainer, retain_cross_entropy
 class PretrainTrainer(UnlearnTrainer):
     """Train the original model on every training sample; ``sharpness='sam'`` gives SAM pretraining."""
 
-    method_name = "pretrain"
-    train_on = "all"
-
     def branches(self, inputs: Batch) -> list[Branch]:
         return [Branch("train", retain_cross_entropy)]

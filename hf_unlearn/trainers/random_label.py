@@ -30,9 +30,6 @@ class RandomLabelTrainer(UnlearnTrainer):
     class, or with ``official=True`` uniform over all classes as in the official code.
     """
 
-    method_name = "random_label"
-    train_on = "union"
-
     def build_union_dataset(self, retain: Dataset, forget: Dataset) -> Dataset:
         args = self._args_for_data
         self.num_labels = num_labels_of(self._model_for_data, retain, forget)

@@ -46,9 +46,6 @@ class RetrainTrainer(UnlearnTrainer):
     original's initial weights).
     """
 
-    method_name = "retrain"
-    train_on = "retain"
-
     def __init__(self, *args: Any, reinit: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if reinit:

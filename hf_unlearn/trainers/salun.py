@@ -55,9 +55,6 @@ class FreezeOutsideMask:
 class SalUnTrainer(RandomLabelTrainer):
     """Random labels on the forget-saliency mask; weights outside the mask are frozen exactly."""
 
-    method_name = "salun"
-    uses_mask = True
-
     def __init__(self, *args: Any, mask: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.set_mask(mask if mask is not None else self.forget_saliency_mask())

@@ -176,9 +176,6 @@ class _WholeEpochCounter(TrainerCallback):
 class ScrubTrainer(UnlearnTrainer):
     """SCRUB with a frozen teacher; see the module docstring for the schedule and how it fits the Trainer."""
 
-    method_name = "scrub"
-    train_on = "paired"  # needs both sets; the dataset itself is built by `build_train_dataset`
-
     def __init__(self, *args: Any, teacher: nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The model as it was before unlearning (the Trainer has already moved it to its device).

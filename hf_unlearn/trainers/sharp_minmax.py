@@ -34,10 +34,6 @@ RETAIN_OPTIMIZER_NAME = "retain_optimizer.pt"
 
 
 class SharpMinMaxTrainer(UnlearnTrainer):
-    method_name = "sharp_minmax"
-    train_on = "paired"
-    uses_mask = True
-
     def __init__(self, *args: Any, mask: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.args.official and self.args.gradient_accumulation_steps != 1:

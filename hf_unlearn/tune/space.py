@@ -1,8 +1,7 @@
 """Search spaces of `hf-unlearn tune`: per method, the settings it is tuned over and their ranges.
 
-A space is data: ``{setting: Range}``, declared beside each method in `hf_unlearn.registry` (``search_space``), keyed
-by the recipe's own names (``epochs``, ``learning_rate``, ``alpha``
-...), so a trial's parameters drop into a run's settings as they are. A run with ``sharpness: sam`` or ``asam``
+A space is data: ``{setting: Range}`` (`hf_unlearn.search_space`), declared by each method's config
+(``NegGradConfig.search_space``), keyed by the recipe's own names (``epochs``, ``learning_rate``, ``alpha`` ...), so a trial's parameters drop into a run's settings as they are. A run with ``sharpness: sam`` or ``asam``
 also searches ``rho``. A recipe narrows or widens a range with ``tune: {space: {alpha: [0.9, 0.99]}}`` and fixes a
 setting at the run's own value with ``tune: {space: {epochs: null}}``; a name outside the method's space or an
 empty range is refused before anything trains.
@@ -10,39 +9,18 @@ empty range is refused before anything trains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ..errors import ValidationError
+from ..search_space import RHO, Range
 
-
-@dataclass(frozen=True)
-class Range:
-    """A numeric range: ``low`` to ``high`` inclusive; ``log`` samples uniformly in log space; ``integer`` rounds."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    def describe(self) -> str:
-        kind = "int" if self.integer else "log-uniform" if self.log else "uniform"
-        return f"{self.low:g}..{self.high:g} ({kind})"
-
-
-def log_range(low: float, high: float) -> Range:
-    return Range(low, high, log=True)
-
-
-EPOCHS = Range(1, 10, integer=True)
-# The SAM radius: the official code's default 0.1 for SAM, its README's 1.0 for ASAM, inside each range.
-RHO: dict[str, Range] = {"sam": log_range(0.01, 1.0), "asam": log_range(0.1, 4.0)}
 # Recipe names of settings that have an alias (a trial's parameter replaces either spelling in the run).
 ALIASES = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size"}
 
 
 def spaces() -> dict[str, dict[str, Range]]:
-    """Every tunable method's declared space: the ``search_space`` of its entry in `hf_unlearn.registry`."""
+    """Every tunable method's declared space: the ``search_space`` of its config (`hf_unlearn.registry`)."""
     from ..registry import REGISTRY
 
     return {name: dict(spec.search_space) for name, spec in REGISTRY.items() if spec.search_space}
