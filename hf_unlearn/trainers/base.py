@@ -117,22 +117,12 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
         # build_train_dataset may need them (the seed of its draws, the class count of random labels).
         self._model_for_data, self._args_for_data = model, args
         # Augmentation reaches the training batches only; masks and evaluation read retain_dataset / forget_dataset.
-        if augmentation is not None and model is not None:
-            augmentation = augmentation.for_model(model)  # the timm preset reads the model's data config
-        augmented = [
-            AugmentedDataset(dataset, augmentation, args.seed, stream=name)
-            for name, dataset in (("retain", retain_dataset), ("forget", forget_dataset))
-            if augmentation is not None and dataset is not None and len(dataset) > 0
-        ]
-        if augmented:
-            by_stream = {d.stream: d for d in augmented}
-            retain_dataset, forget_dataset = (
-                by_stream.get("retain", retain_dataset),
-                by_stream.get("forget", forget_dataset),
-            )
-        train_dataset = self.build_train_dataset(retain_dataset, forget_dataset)
+        augmented = _augmented({"retain": retain_dataset, "forget": forget_dataset}, augmentation, model, args.seed)
+        train_dataset = self.build_train_dataset(
+            augmented.get("retain", retain_dataset), augmented.get("forget", forget_dataset)
+        )
         del self._model_for_data, self._args_for_data
-        epoch_aware = [d for d in (train_dataset, *augmented) if getattr(d, "has_draws", False)]
+        epoch_aware = [d for d in (train_dataset, *augmented.values()) if getattr(d, "has_draws", False)]
         if epoch_aware:
             if args.dataloader_persistent_workers and args.dataloader_num_workers > 0:
                 raise ValueError(
@@ -337,6 +327,21 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
 
 
 _BATCHNORM_BATCH_OF_ONE = "Expected more than 1 value per channel when training"
+
+
+def _augmented(
+    datasets: dict[str, Dataset | None], augmentation: Augmentation | None, model: nn.Module | None, seed: int
+) -> dict[str, AugmentedDataset]:
+    """The non-empty training splits wrapped in ``augmentation`` (by split name); none without augmentation."""
+    if augmentation is None:
+        return {}
+    if model is not None:
+        augmentation = augmentation.for_model(model)  # the timm preset reads the model's data config
+    return {
+        name: AugmentedDataset(dataset, augmentation, seed, stream=name)
+        for name, dataset in datasets.items()
+        if dataset is not None and len(dataset) > 0
+    }
 
 
 def _check_trainer_of(trainer: type, method: str) -> None:
