@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from .errors import DivergenceError
 from .atomic import atomic_save_npy, atomic_write_text
+from .errors import DivergenceError
 
 logger = logging.getLogger(__name__)
 

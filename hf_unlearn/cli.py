@@ -89,10 +89,9 @@ def add_evaluate_parser(commands) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_folder
+    from .evaluate_folder import evaluate_folder
     from .recipe import load_recipe
-    from .report import format_table
-    from .summary import plain_summary
+    from .report import format_table, plain_summary
 
     recipe = load_recipe(args.recipe, args.overrides)
     output_dir = args.output_dir or Path("runs") / f"{recipe['name']}-evaluate"
@@ -360,8 +359,7 @@ def _run(recipe: dict, output_dir: Path, args: argparse.Namespace) -> dict:
 
 
 def _print_results(result: dict, output_dir: Path, seconds: float) -> None:
-    from .report import format_table
-    from .summary import plain_summary
+    from .report import format_table, plain_summary
 
     if "seeds" in result:
         from .seeds import format_aggregate

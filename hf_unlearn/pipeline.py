@@ -37,12 +37,13 @@ from .errors import PushFailedError, located
 from .paths import inside
 from .recipe import forget_sets, reference_kind
 from .recipe_schema import HubSection
-from .report import write_combined_markdown, write_report
-from .steps.evaluator import Evaluator, assemble_report
+from .report import assemble_report, write_combined_markdown, write_report
 from .steps.forget import ForgetSetRun, Splits, build_forget_set, make_manifest, prepare_data
-from .steps.plan import StagePlan, check_plans, retrain_plan, stage_plans, unlearn_plan
+from .steps.plan import StagePlan, retrain_plan, stage_plans, unlearn_plan
+from .steps.score import Evaluator
 from .steps.store import StageStore
 from .steps.train import StageTrainer
+from .validation import check_plans
 
 __all__ = ["ForgetSetRun", "Pipeline", "Splits"]
 

@@ -1,16 +1,166 @@
-"""Write a run's report: ``report.json`` (the public schema of design.md), ``report.md`` and a PNG plot."""
+"""A forget set's report: assembled from each model's entry (the public schema of docs/design.md), said in plain
+words, and written as ``report.json``, ``report.md`` and a PNG plot.
+
+The plain words make no verdict up: without a reference model there is no ToW, and the text says so; it only
+states what was measured (report.md and the terminal print it).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write_text
+from .metrics.tow import tug_of_war
+from .recipe import reference_kind
+
+if TYPE_CHECKING:
+    from .steps.forget import ForgetSetRun
 
 PLOT_NAME = "accuracy_tow.png"
 
 
+# ---------------------------------------------------------------------------------------------------- assembly
+def assemble_report(
+    recipe: dict[str, Any], run: ForgetSetRun, results: dict[str, dict[str, Any]], *, several: bool = False
+) -> dict[str, Any]:
+    """The report of one forget set (the public schema of docs/design.md) from each model's entry (its stage
+    record and metrics): the original and the reference first, then the runs, each with its ToW."""
+    splits = run.splits
+    # None without a reference, or when the retrain diverged before a checkpoint
+    reference = results["retrain"].get("accuracy") if "retrain" in results else None
+    models = {}
+    for name in ["original", "retrain", *[n for n in results if n not in ("original", "retrain")]]:
+        if name not in results:
+            continue
+        entry = dict(results[name])
+        entry.pop("log_history", None)  # kept in the stage's stage.json; the report stays a summary
+        entry.setdefault("status", "finished")
+        comparable = name != "retrain" and reference is not None and entry.get("accuracy") is not None
+        entry["tow"] = tug_of_war(entry["accuracy"], reference) if comparable else None
+        models[name] = entry
+    return {
+        "name": recipe["name"],
+        "dataset": recipe["data"]["source"],
+        "seed": int(recipe["seed"]),
+        "forget_set": {
+            **splits.manifest.summary(),
+            "band": splits.manifest.details.get("band"),
+            "name": run.spec.get("name") if several else None,
+        },
+        "base_model": recipe["model"]["name_or_path"],  # Hub id or folder; None when built from a config
+        **(
+            {"skipped_images": splits.prepared.description["skipped_images"]}  # data.on_bad_image: skip
+            if splits.prepared is not None and "skipped_images" in splits.prepared.description
+            else {}
+        ),
+        "sizes": {
+            "train": len(splits.train),
+            "retain": len(splits.retain),
+            "forget": len(splits.forget),
+            "test": len(splits.test),
+        },
+        "reference": reference_summary(recipe, results),
+        "preprocessing": splits.prepared.description.get("transform") if splits.prepared else None,
+        "models": models,
+    }
+
+
+def reference_summary(recipe: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What ToW was measured against (``kind``: retrain | given | none), and why it is null when it is."""
+    kind = reference_kind(recipe)
+    source = recipe["retrain"]["from"] if kind == "given" else None
+    reason = None
+    if kind == "none":
+        reason = "no reference model (retrain: false): ToW compares with a model retrained without the forget set"
+    elif (results.get("retrain") or {}).get("accuracy") is None:
+        reason = "the reference has no metrics (its training diverged before a checkpoint)"
+    return {"kind": kind, "from": source, "tow_unavailable": reason}
+
+
+# ------------------------------------------------------------------------------------------------ plain words
+REFERENCE_NAMES = ("original", "retrain")
+
+
+def _acc(entry: dict[str, Any], split: str) -> float | None:
+    return (entry.get("accuracy") or {}).get(split)
+
+
+def _change(value: float | None, before: float | None) -> str:
+    if value is None:
+        return "—"
+    if before is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} (original {before:.3f}, {value - before:+.3f})"
+
+
+def correct_count(accuracy: float, size: int) -> int:
+    """The number of samples an accuracy over ``size`` samples counts as right."""
+    return round(accuracy * size)
+
+
+def run_summary(report: dict[str, Any], name: str) -> list[str]:
+    """Plain sentences about one unlearning run of ``report``."""
+    models = report["models"]
+    entry, original = models[name], models.get("original", {})
+    if entry.get("accuracy") is None:
+        return [f"{name}: no metrics (the run diverged before its first checkpoint)."]
+    lines = [
+        f"{name}: forget accuracy {_change(_acc(entry, 'forget'), _acc(original, 'forget'))}; "
+        f"test accuracy {_change(_acc(entry, 'test'), _acc(original, 'test'))}; "
+        f"retain accuracy {_change(_acc(entry, 'retain'), _acc(original, 'retain'))}."
+    ]
+    mia, mia_before = entry.get("mia") or {}, original.get("mia") or {}
+    if mia.get("confidence") is not None:
+        before = mia_before.get("confidence")
+        lines.append(
+            f"{name}: MIA-efficacy {mia['confidence']:.3f}"
+            + (f" (original {before:.3f})" if before is not None else "")
+            + ": the fraction of forget samples a membership-inference attack calls unseen."
+        )
+    if entry.get("tow") is not None:
+        lines.append(f"{name}: ToW {entry['tow']:.3f} against the reference model (1 = the same accuracies).")
+    forget, forget_before = _acc(entry, "forget"), _acc(original, "forget")
+    test, test_before = _acc(entry, "test"), _acc(original, "test")
+    size = int(report.get("sizes", {}).get("forget") or 0)
+    if forget is not None and forget_before is not None and size:
+        after, before = correct_count(forget, size), correct_count(forget_before, size)
+        if after == before:
+            lines.append(
+                f"Warning: {name} did not change the forget set's accuracy ({after} of {size} samples right, as in "
+                "the original): by accuracy, nothing was forgotten. Typical samples can stay right in a model that "
+                "never saw them; MIA-efficacy"
+                + (" and ToW tell" if entry.get("tow") is not None else " and a reference model (retrain.from) tell")
+                + " more. Otherwise train longer, with a higher learning rate, or with another method."
+            )
+        elif test is not None and test_before is not None and forget_before - forget <= max(test_before - test, 0):
+            lines.append(
+                f"Note: {name} lowered forget accuracy by {forget_before - forget:.3f}, no more than test accuracy "
+                f"({test_before - test:.3f}): the model got worse in general rather than forgetting these samples."
+            )
+    return lines
+
+
+def plain_summary(report: dict[str, Any]) -> list[str]:
+    """Sentences for every unlearning run, preceded by what the reference is (or that there is none)."""
+    reference = report.get("reference") or {}
+    lines = []
+    if reference.get("kind") == "none":
+        lines.append(
+            "No reference model (retrain: false): ToW is not computed. For samples a model never saw, its accuracy "
+            "is about its test accuracy when they are typical ones (harder samples score lower), so compare the "
+            "forget accuracy with the test accuracy."
+        )
+    elif reference.get("tow_unavailable"):
+        lines.append(f"ToW is not computed: {reference['tow_unavailable']}.")
+    for name in report["models"]:
+        if name not in REFERENCE_NAMES:
+            lines += run_summary(report, name)
+    return lines
+
+
+# ------------------------------------------------------------------------------------ table, markdown, plot
 def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -62,8 +212,6 @@ def tow_line(report: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from .summary import plain_summary
-
     forget = report["forget_set"]
     lines = [
         f"# hf_unlearn report: {report['name']}",

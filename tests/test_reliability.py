@@ -41,7 +41,7 @@ ALLOWED_TOP = {
     "learning_events.npy",
     "report.json",
     "report.md",
-    "scores.json",  # every stage's metrics, keyed by the evaluation settings (hf_unlearn.steps.evaluator)
+    "scores.json",  # every stage's metrics, keyed by the evaluation settings (hf_unlearn.steps.score)
     "accuracy_tow.png",
     "models",
     ".hf_unlearn.lock",  # the run lock's file (docs/reliability.md); it stays, unlocked

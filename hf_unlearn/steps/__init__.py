@@ -4,7 +4,7 @@
   validation checks the plans) and the stage's fingerprint.
 - `forget`: the data splits and one forget set's run (`ForgetSetRun`: its folder, manifest, retain / forget).
 - `store`: stage folders (weights, ``stage.json``), finished-stage lookup and atomic saves; it never evaluates.
-- `evaluator`: metrics of a model on a forget set's splits, cached apart from the weights (changing only
-  ``evaluation`` re-scores finished stages without retraining), and the report's assembly.
+- `score`: metrics of a model on a forget set's splits, cached apart from the weights (changing only
+  ``evaluation`` re-scores finished stages without retraining); `hf_unlearn.report` assembles the report.
 - `train`: training (or reusing) the original, the reference and one unlearning run.
 """

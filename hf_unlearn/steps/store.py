@@ -1,6 +1,6 @@
 """Stage folders: ``models/<stage>/`` with the weights (safetensors) and ``stage.json``, the record that marks the
 stage finished. The store finds finished stages by fingerprint and saves new ones atomically (a temporary folder,
-then a rename); it never evaluates (metrics: `hf_unlearn.steps.evaluator`).
+then a rename); it never evaluates (metrics: `hf_unlearn.steps.score`).
 
 The original model is shared by every forget set and sits at the top of the output folder; the reference and the
 unlearning runs belong to one forget set and sit in its folder.
@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..distributed import barrier, is_main_process
 from ..atomic import atomic_save_npy, atomic_write_json
+from ..distributed import barrier, is_main_process
 from ..paths import inside
 
 logger = logging.getLogger(__name__)

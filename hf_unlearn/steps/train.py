@@ -19,9 +19,9 @@ from ..console import use_stage_progress
 from ..errors import DivergenceError, located
 from ..models import build_model_from_config, fresh_model, load_reference_model, load_saved_model
 from ..recipe import recipe_augmentation
-from .evaluator import NO_METRICS, Evaluator
 from .forget import ForgetSetRun, Splits
 from .plan import StagePlan, arguments_for, fingerprint, given_reference_fingerprint, original_plan
+from .score import NO_METRICS, Evaluator
 from .store import StageStore
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from transformers import set_seed
 from .errors import ValidationError, located
 from .models import load_reference_model
 from .recipe import reference_kind
-from .report import write_report
-from .steps.evaluator import assemble_report
+from .report import assemble_report, write_report
 from .validation import check_labels
 
 

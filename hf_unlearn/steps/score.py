@@ -1,4 +1,4 @@
-"""Metrics of a model on a forget set's splits, cached apart from the trained weights, and the report's assembly.
+"""Metrics of a model on a forget set's splits, cached apart from the trained weights.
 
 Every stage's metrics (accuracy on retain / forget / test, MIA-efficacy) are kept in the forget set's
 ``scores.json``, keyed by the ``evaluation`` settings that change a number, the stage's fingerprint and the forget
@@ -12,9 +12,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..distributed import barrier, is_main_process
 from ..atomic import atomic_write_json
-from ..recipe import reference_kind
+from ..distributed import barrier, is_main_process
 from ..recipe_schema import EvaluationSection
 from .forget import ForgetSetRun, Splits
 from .plan import digest
@@ -100,63 +99,3 @@ def _read(run: ForgetSetRun) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # unreadable: score again (the file is only a cache)
         return {}
-
-
-# ---------------------------------------------------------------------------------------------------- report
-def assemble_report(
-    recipe: dict[str, Any], run: ForgetSetRun, results: dict[str, dict[str, Any]], *, several: bool = False
-) -> dict[str, Any]:
-    """The report of one forget set (the public schema of docs/design.md) from each model's entry (its stage
-    record and metrics): the original and the reference first, then the runs, each with its ToW."""
-    from ..metrics import tug_of_war
-
-    splits = run.splits
-    # None without a reference, or when the retrain diverged before a checkpoint
-    reference = results["retrain"].get("accuracy") if "retrain" in results else None
-    models = {}
-    for name in ["original", "retrain", *[n for n in results if n not in ("original", "retrain")]]:
-        if name not in results:
-            continue
-        entry = dict(results[name])
-        entry.pop("log_history", None)  # kept in the stage's stage.json; the report stays a summary
-        entry.setdefault("status", "finished")
-        comparable = name != "retrain" and reference is not None and entry.get("accuracy") is not None
-        entry["tow"] = tug_of_war(entry["accuracy"], reference) if comparable else None
-        models[name] = entry
-    return {
-        "name": recipe["name"],
-        "dataset": recipe["data"]["source"],
-        "seed": int(recipe["seed"]),
-        "forget_set": {
-            **splits.manifest.summary(),
-            "band": splits.manifest.details.get("band"),
-            "name": run.spec.get("name") if several else None,
-        },
-        "base_model": recipe["model"]["name_or_path"],  # Hub id or folder; None when built from a config
-        **(
-            {"skipped_images": splits.prepared.description["skipped_images"]}  # data.on_bad_image: skip
-            if splits.prepared is not None and "skipped_images" in splits.prepared.description
-            else {}
-        ),
-        "sizes": {
-            "train": len(splits.train),
-            "retain": len(splits.retain),
-            "forget": len(splits.forget),
-            "test": len(splits.test),
-        },
-        "reference": reference_summary(recipe, results),
-        "preprocessing": splits.prepared.description.get("transform") if splits.prepared else None,
-        "models": models,
-    }
-
-
-def reference_summary(recipe: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What ToW was measured against (``kind``: retrain | given | none), and why it is null when it is."""
-    kind = reference_kind(recipe)
-    source = recipe["retrain"]["from"] if kind == "given" else None
-    reason = None
-    if kind == "none":
-        reason = "no reference model (retrain: false): ToW compares with a model retrained without the forget set"
-    elif (results.get("retrain") or {}).get("accuracy") is None:
-        reason = "the reference has no metrics (its training diverged before a checkpoint)"
-    return {"kind": kind, "from": source, "tow_unavailable": reason}
