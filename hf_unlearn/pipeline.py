@@ -42,7 +42,7 @@ from .steps.forget import ForgetSetRun, Splits, build_forget_set, make_manifest,
 from .steps.plan import StagePlan, retrain_plan, stage_plans, unlearn_plan
 from .steps.score import Evaluator
 from .steps.store import StageStore
-from .steps.train import StageTrainer
+from .steps.train import StageRunner
 from .validation import check_plans
 
 __all__ = ["ForgetSetRun", "Pipeline", "Splits"]
@@ -64,7 +64,7 @@ class Pipeline:
         self.several = isinstance(recipe["forget"], list)
         self.store = StageStore(self.output_dir, force=force)
         self.evaluator = Evaluator(recipe)
-        self.trainer = StageTrainer(recipe, self.store, self.evaluator, force=force, use_cpu=self.use_cpu)
+        self.runner = StageRunner(recipe, self.store, self.evaluator, force=force, use_cpu=self.use_cpu)
 
     # ------------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class Pipeline:
 
     def original_model(self, splits: Splits) -> Any:
         """The original model: pretrained on the whole training set (recording learning events), or reused."""
-        return self.trainer.original(splits)
+        return self.runner.original(splits)
 
     def forget_set(self, splits: Splits, spec: dict[str, Any] | None = None, *, shared: bool = True) -> ForgetSetRun:
         """The forget set of ``spec`` (default: the recipe's only one) in its folder (a subfolder named after it
@@ -151,16 +151,16 @@ class Pipeline:
         model (``retrain: {from: ...}``); None without one (``retrain: false``)."""
         kind = reference_kind(self.recipe)
         if kind == "retrain":
-            return self.trainer.stage(retrain_plan(self.recipe), run, original)
+            return self.runner.stage(retrain_plan(self.recipe), run, original)
         if kind == "given":
-            return self.trainer.given_reference(run)
+            return self.runner.given_reference(run)
         return None
 
     def unlearn(self, run: ForgetSetRun, original: Any, settings: dict[str, Any]) -> dict[str, Any]:
         """One unlearning run from ``original`` on ``run``'s forget set: ``settings`` holds ``method``, an
         optional ``name`` (the stage folder; default the method) and training settings over the recipe's
         ``unlearn.defaults``. Returns its report entry (record and metrics; no ToW: see `report`)."""
-        return self.trainer.stage(unlearn_plan(self.recipe, settings), run, original)
+        return self.runner.stage(unlearn_plan(self.recipe, settings), run, original)
 
     def evaluate(self, model: Any, splits: Splits) -> dict[str, Any]:
         """Accuracy on retain / forget / test and MIA-efficacy of ``model`` (not cached)."""
@@ -170,7 +170,7 @@ class Pipeline:
         """The report of ``run``: the original's entry (scored here, cached), ``results`` and ToW against
         ``results["retrain"]`` when present."""
         return assemble_report(
-            self.recipe, run, {"original": self.trainer.original_entry(run), **results}, several=self.several
+            self.recipe, run, {"original": self.runner.original_entry(run), **results}, several=self.several
         )
 
     def push_to_hub(self, result: dict[str, Any]) -> str | None:

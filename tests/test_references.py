@@ -79,9 +79,9 @@ def test_pipeline_reference_starts_from_the_originals_initial_weights(tmp_path) 
     )
     pipeline = Pipeline(recipe, tmp_path)
     splits = Splits(train=None, test=None, class_names=[str(i) for i in range(10)])
-    initial = pipeline.trainer.new_model(splits)  # what pretraining starts from
+    initial = pipeline.runner.new_model(splits)  # what pretraining starts from
     trained = _trained_copy(initial)
-    start = pipeline.trainer.initial_reference(trained, splits, seed=3)
+    start = pipeline.runner.initial_reference(trained, splits, seed=3)
     for (name, a), b in zip(initial.state_dict().items(), start.state_dict().values(), strict=True):
         assert torch.equal(a, b), f"{name}: the reference does not start where the original started"
 

@@ -27,8 +27,8 @@ from .store import StageStore
 logger = logging.getLogger(__name__)
 
 
-class StageTrainer:
-    """Trains (or reuses) the stages of one recipe into ``store``'s output folder, scoring them with
+class StageRunner:
+    """Runs the stages of one recipe: trains (or reuses) each into ``store``'s output folder, scoring them with
     ``evaluator``."""
 
     def __init__(self, recipe: dict[str, Any], store: StageStore, evaluator: Evaluator, *, force: bool, use_cpu: bool):

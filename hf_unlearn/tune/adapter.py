@@ -114,7 +114,7 @@ def trial_trainer(shared: SharedStages, settings: dict[str, Any], callbacks: lis
         args=args,
         retain_dataset=shared.splits.retain,
         forget_dataset=shared.splits.forget,
-        augmentation=pipeline.trainer.augmentation,
+        augmentation=pipeline.runner.augmentation,
         callbacks=[DivergenceGuard(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the Trainer would print its final metrics line per trial
