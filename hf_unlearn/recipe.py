@@ -1,6 +1,6 @@
 """YAML recipes: a validated description of a whole run (data, forget set, model, reference training, unlearning runs).
 
-Unknown keys are errors with a suggestion (``unlearn.runs[2].alpah: unknown key; did you mean 'alpha'?``).
+Unknown keys are errors with a suggestion (``unlearn.runs[2].alpah: unknown recipe key. Did you mean 'alpha'?``).
 Training sections accept any `UnlearnArguments` field plus the aliases ``epochs`` and ``batch_size``; a setting that
 only some methods read (``alpha``, ``kd_T`` ...) is refused where no method of the section reads it.
 """
@@ -8,7 +8,6 @@ only some methods read (``alpha``, ``kd_T`` ...) is refused where no method of t
 from __future__ import annotations
 
 import copy
-import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,8 @@ from transformers import TrainingArguments
 
 from .args import UnlearnArguments
 from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFORM_CHOICES
-from .errors import ValidationError
+from .errors import ValidationError, did_you_mean
 from .paths import safe_name
-from .registry import (
-    all_fields,
-    method_choices,
-    method_fields,
-    method_settings,
-    unknown_method_message,
-    unused_field_message,
-    uses,
-)
 from .recipe_schema import (
     FORGET_CHOICES,
     FORGET_DEFAULT,
@@ -41,6 +31,15 @@ from .recipe_schema import (
     EvaluationSection,
     HubSection,
     ModelSection,
+)
+from .registry import (
+    all_fields,
+    method_choices,
+    method_fields,
+    method_settings,
+    unknown_method_message,
+    unused_field_message,
+    uses,
 )
 
 # Set by the pipeline for every stage; a recipe must not set them.
@@ -161,13 +160,11 @@ def _unknown(
 ) -> RecipeError:
     """An unknown key: the close match among ``shown`` (else ``known``), or the list of ``shown`` keys."""
     shown = known if shown is None else shown
-    close = difflib.get_close_matches(key, list(shown), n=1) or difflib.get_close_matches(key, list(known), n=1)
-    if close:
-        hint = f"; did you mean {close[0]!r}?"
-    else:
+    hint = did_you_mean(key, shown) or did_you_mean(key, known)
+    if not hint:
         more = " (and any other TrainingArguments field)" if len(shown) < len(known) else ""
-        hint = f"; known keys: {', '.join(sorted(shown))}{more}"
-    return RecipeError(f"{where}{key}: unknown recipe key{hint}")
+        hint = f" Known keys: {', '.join(sorted(shown))}{more}."
+    return RecipeError(f"{where}{key}: unknown recipe key.{hint}")
 
 
 def training_keys() -> set[str]:
@@ -460,9 +457,8 @@ def _check_hub(recipe: dict[str, Any]) -> None:
     hub = recipe["hub"]
     names = [run["name"] for run in recipe["unlearn"]["runs"]]
     if hub["run"] is not None and hub["run"] not in names:
-        close = difflib.get_close_matches(hub["run"], names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise RecipeError(f"hub.run: no unlearning run is named {hub['run']!r} (runs: {', '.join(names)}){hint}")
+        hint = did_you_mean(hub["run"], names)
+        raise RecipeError(f"hub.run: no unlearning run is named {hub['run']!r} (runs: {', '.join(names)}).{hint}")
     if not hub["push"]:
         return
     if isinstance(recipe["forget"], list):

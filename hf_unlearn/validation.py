@@ -16,7 +16,6 @@ Every failure is a `ValidationError` whose message starts with where the problem
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HfUnlearnError, ValidationError
-from .registry import REGISTRY, method_choices
+from .errors import HfUnlearnError, ValidationError, did_you_mean
 from .recipe_schema import TRAINING_ALIASES
+from .registry import REGISTRY, method_choices
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
 from .steps.plan import StagePlan, arguments_for
 
@@ -40,11 +39,6 @@ USE_DDP_INSTEAD = (
     "Use DDP instead: accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m hf_unlearn.cli run "
     "RECIPE (see docs/distributed.md)."
 )
-
-
-def _did_you_mean(value: Any, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # --------------------------------------------------------------------------------------------- stage settings
@@ -120,7 +114,7 @@ def check_plans(plans: list[StagePlan], *, checkpoints: Path, use_cpu: bool, see
             value = plan.method if key == "method" else plan.settings.get(key)
             if value is not None and value not in choices:
                 raise ValidationError(
-                    f"{plan.locate(key)}: unknown {key} {value!r}{_did_you_mean(value, choices)} "
+                    f"{plan.locate(key)}: unknown {key} {value!r}.{did_you_mean(value, choices)} "
                     f"Choose one of: {', '.join(choices)}."
                 )
         backend = distributed_backend(plan.settings)

@@ -148,12 +148,12 @@ def test_unknown_recipe_key_is_an_error_with_a_suggestion(tmp_path, capsys):
     recipe.write_text(yaml.safe_dump({**TINY, "unlearn": {"runs": [{"method": "neggrad", "alpah": 0.9}]}}))
     assert main(["run", str(recipe), "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "alpah" in err and "did you mean 'alpha'" in err
+    assert "alpah" in err and "Did you mean 'alpha'" in err
 
 
 def test_set_overrides_and_unknown_method():
     recipe = load_recipe("digits", ["unlearn.runs.neggrad.alpha=0.9", "pretrain.epochs=3"])
     assert next(r for r in recipe["unlearn"]["runs"] if r["name"] == "neggrad")["alpha"] == 0.9
     assert recipe["pretrain"]["epochs"] == 3
-    with pytest.raises(RecipeError, match="did you mean 'neggrad'"):
+    with pytest.raises(RecipeError, match="Did you mean 'neggrad'"):
         load_recipe("digits", ["unlearn.runs.0.method=neggrd"])

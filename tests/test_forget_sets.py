@@ -168,10 +168,10 @@ def test_recipe_forget_kinds_and_keys():
         ({"kind": "memorization", "band": "high"}, "needs 'scores'"),
         ({"kind": "memorization", "band": "top", "scores": "digits"}, "band=top"),
         ({"kind": "random", "band": "high"}, "does not take 'band'"),
-        ({"kind": "randm"}, "did you mean 'random'"),
+        ({"kind": "randm"}, "Did you mean 'random'"),
         ({"kind": "file"}, "needs 'path'"),
         ({"kind": "classwise"}, "whole training set"),
-        ({"kind": "random", "sise": 3}, "did you mean 'size'"),
+        ({"kind": "random", "sise": 3}, "Did you mean 'size'"),
         ([{"kind": "random"}, {"kind": "random"}], "unique 'name'"),
     ]:
         with pytest.raises(RecipeError, match=match):

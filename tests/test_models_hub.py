@@ -404,7 +404,7 @@ def test_recipe_hub_section_is_checked_before_training() -> None:
         load_recipe("digits", ["hub.push=true", "hub.run=neggrad"])
     with pytest.raises(RecipeError, match=r"hub\.run"):
         load_recipe("digits", ["hub.push=true", "hub.repo_id=me/x"])  # six runs: which one?
-    with pytest.raises(RecipeError, match="did you mean 'neggrad'"):
+    with pytest.raises(RecipeError, match="Did you mean 'neggrad'"):
         load_recipe("digits", ["hub.run=neggrd"])
     with pytest.raises(RecipeError, match="unknown recipe key"):
         load_recipe("digits", ["hub.pussh=true"])

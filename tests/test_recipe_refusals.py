@@ -54,7 +54,7 @@ def test_reference_forms_validate():
 
 def test_unknown_training_key_suggests_the_close_match_and_names_only_relevant_keys(capsys):
     err = _refused(capsys, "unlearn.defaults.learning_rat=0.1")
-    assert "unlearn.defaults.learning_rat" in err and "did you mean 'learning_rate'" in err
+    assert "unlearn.defaults.learning_rat" in err and "Did you mean 'learning_rate'" in err
     err = _refused(capsys, "unlearn.defaults.qqqqq=1")
     assert "unlearn.defaults.qqqqq" in err and "mask_ratio" in err
     assert "neftune_noise_alpha" not in err and "use_cache" not in err

@@ -104,14 +104,14 @@ def expect_error(capsys, code: int, *fragments: str) -> str:
 @pytest.mark.parametrize(
     "changes, fragments",
     [
-        ({"sead": 1}, ["sead: unknown recipe key", "did you mean 'seed'"]),
-        ({"data.imge_size": 8}, ["data.imge_size", "did you mean 'image_size'"]),
-        ({"forget.sise": 3}, ["forget.sise", "did you mean 'size'"]),
-        ({"model.confg": {}}, ["model.confg", "did you mean 'config'"]),
-        ({"pretrain.epoch": 1}, ["pretrain.epoch", "did you mean 'epochs'"]),
-        ({"unlearn.defaults.learning_rat": 0.1}, ["unlearn.defaults.learning_rat", "did you mean 'learning_rate'"]),
-        ({"unlearn.runs.0.alpah": 0.9}, ["unlearn.runs[0].alpah", "did you mean 'alpha'"]),
-        ({"evaluation.batchsize": 9}, ["evaluation.batchsize", "did you mean 'batch_size'"]),
+        ({"sead": 1}, ["sead: unknown recipe key", "Did you mean 'seed'"]),
+        ({"data.imge_size": 8}, ["data.imge_size", "Did you mean 'image_size'"]),
+        ({"forget.sise": 3}, ["forget.sise", "Did you mean 'size'"]),
+        ({"model.confg": {}}, ["model.confg", "Did you mean 'config'"]),
+        ({"pretrain.epoch": 1}, ["pretrain.epoch", "Did you mean 'epochs'"]),
+        ({"unlearn.defaults.learning_rat": 0.1}, ["unlearn.defaults.learning_rat", "Did you mean 'learning_rate'"]),
+        ({"unlearn.runs.0.alpah": 0.9}, ["unlearn.runs[0].alpah", "Did you mean 'alpha'"]),
+        ({"evaluation.batchsize": 9}, ["evaluation.batchsize", "Did you mean 'batch_size'"]),
     ],
     ids=["top", "data", "forget", "model", "pretrain", "unlearn.defaults", "unlearn.runs", "evaluation"],
 )
@@ -122,14 +122,14 @@ def test_misspelled_recipe_key_at_every_level(tmp_path, capsys, changes, fragmen
 @pytest.mark.parametrize(
     "changes, fragments",
     [
-        ({"unlearn.runs.0.method": "neggrd"}, ["neggrd", "did you mean 'neggrad'"]),
+        ({"unlearn.runs.0.method": "neggrd"}, ["neggrd", "Did you mean 'neggrad'"]),
         (
             {"unlearn.runs.0.sharpness": "sma"},
-            ["unlearn.runs[0].sharpness", "unknown sharpness 'sma'", "did you mean 'sam'", "none, sam, asam"],
+            ["unlearn.runs[0].sharpness", "unknown sharpness 'sma'", "Did you mean 'sam'", "none, sam, asam"],
         ),
         (
             {"unlearn.defaults.sharpness": "assam", "unlearn.runs.0": {"method": "neggrad"}},
-            ["unlearn.defaults.sharpness", "did you mean 'asam'"],
+            ["unlearn.defaults.sharpness", "Did you mean 'asam'"],
         ),
         ({"unlearn.runs.0.rho": 0.0}, ["unlearn.runs[0].rho", "rho must be a finite number > 0"]),
         ({"unlearn.runs.0.rho": -1.0}, ["unlearn.runs[0].rho", "rho must be a finite number > 0"]),

@@ -81,7 +81,7 @@ def test_seeds_validation():
     assert "seeds" not in validate(dict(base)) and "analysis" not in validate(dict(base))  # single seed unchanged
     with pytest.raises(RecipeError, match="seeds"):
         validate({**base, "seeds": [0, 0]})
-    with pytest.raises(RecipeError, match="did you mean 'landscape'"):
+    with pytest.raises(RecipeError, match="Did you mean 'landscape'"):
         validate({**base, "analysis": {"landscap": True}})
 
 

@@ -18,7 +18,6 @@ analysis read the deterministic inputs. The random state of each item comes from
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import did_you_mean
 from .pairing import EpochDraws, fetch_items
 
 AUGMENTATION_PRESETS = ("none", "flip_crop", "timm")
@@ -72,11 +72,9 @@ def build_augmentation(
         fallback = {"input_size": (num_channels, image_size, image_size), "mean": tuple(means), "std": tuple(stds)}
         return TimmAugmentation(fallback)
     if isinstance(spec, str):
-        close = difflib.get_close_matches(spec, AUGMENTATION_PRESETS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"data.augmentation: unknown preset {spec!r}.{hint} Use none, flip_crop, timm, or a list of torchvision v2 "
-            "transforms such as [{RandomHorizontalFlip: {p: 0.5}}]."
+            f"data.augmentation: unknown preset {spec!r}.{did_you_mean(spec, AUGMENTATION_PRESETS)} Use none, "
+            "flip_crop, timm, or a list of torchvision v2 transforms such as [{RandomHorizontalFlip: {p: 0.5}}]."
         )
     if not isinstance(spec, list) or not spec:
         raise ValueError(
@@ -146,9 +144,7 @@ def _v2_transform(entry: Any, i: int) -> Callable:
         raise ValueError(f"{where}: expected a transform name or {{Name: {{argument: value}}}}, got {entry!r}.")
     known = [n for n in dir(v2) if n[:1].isupper() and isinstance(getattr(v2, n), type)]
     if name not in known:
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{where}: {name!r} is not a torchvision.transforms.v2 transform.{hint}")
+        raise ValueError(f"{where}: {name!r} is not a torchvision.transforms.v2 transform.{did_you_mean(name, known)}")
     if not isinstance(kwargs, dict):
         raise ValueError(f"{where}: the arguments of {name} must be a mapping, got {kwargs!r}.")
     try:
