@@ -15,9 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import conftest
+import conftest  # the tests' helpers: Python puts a script's own folder (tests/) first on sys.path
 import torch
 import torch.distributed as dist
 from torch import nn

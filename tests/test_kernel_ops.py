@@ -8,18 +8,15 @@ count more, so a regression shows here (on a GPU each op is a kernel launch).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 from conftest import make_args, make_dataset, tiny_resnet_config
 
+from benchmarks.kernel_ops import count_training_step, derived_counts
 from hf_unlearn.models import build_model_from_config
 from hf_unlearn.registry import method_settings
 from hf_unlearn.trainers import get_trainer_class
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.kernel_ops import count_training_step, derived_counts
 
 CASES = [
     ("finetune", "none", {}),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,11 +10,12 @@ import pytest
 import yaml
 from conftest import tiny_recipe
 
+from benchmarks import claims
+from benchmarks.claims_analysis import paired_difference, select, verdict
 from hf_unlearn.cli import main
 from hf_unlearn.recipe import RecipeError, validate
 from hf_unlearn.seeds import summary, t_critical
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = tiny_recipe(name="tiny-seeds", seeds=[0, 1], analysis={"entanglement": True})
 
 
@@ -85,31 +85,22 @@ def test_seeds_validation():
         validate({**base, "analysis": {"landscap": True}})
 
 
-def _claims():
-    spec = importlib.util.spec_from_file_location("claims", ROOT / "benchmarks" / "claims.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_claims_pure_functions():
-    claims = _claims()
-    assert claims.verdict([True, True, False]) == "holds here"
-    assert claims.verdict([True, False]) == "does not hold here" and claims.verdict([]) == "does not hold here"
-    d = claims.paired_difference([0.9, 0.8, None], [0.7, 0.7, 0.5])
+    assert verdict([True, True, False]) == "holds here"
+    assert verdict([True, False]) == "does not hold here" and verdict([]) == "does not hold here"
+    d = paired_difference([0.9, 0.8, None], [0.7, 0.7, 0.5])
     assert d["n"] == 2 and d["mean"] == pytest.approx(0.15)
     table = {"neggrad": ({"method": "neggrad"}, "alpha", [0.9, 0.95])}
     tuning = [
         {"runs": {"s/neggrad__alpha0.9": {"tow": 0.8}, "s/neggrad__alpha0.95": {"tow": 0.9}}},
         {"runs": {"s/neggrad__alpha0.9": {"tow": 0.85}, "s/neggrad__alpha0.95": {"tow": None}}},
     ]
-    chosen = claims.select(tuning, "s", table)["neggrad"]  # a diverged run counts as ToW 0: 0.45 < 0.825
+    chosen = select(tuning, "s", table)["neggrad"]  # a diverged run counts as ToW 0: 0.45 < 0.825
     assert chosen["value"] == 0.9 and chosen["settings"] == {"method": "neggrad", "alpha": 0.9}
 
 
 @pytest.mark.slow
 def test_claims_smoke_end_to_end(tmp_path):
-    claims = _claims()
     docs = tmp_path / "results.md"
     assert (
         claims.main(
@@ -151,6 +142,6 @@ def test_claims_smoke_end_to_end(tmp_path):
 def test_claims_refuses_a_bad_previous_file_before_training(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SystemExit) as info:
-        _claims().main(["--previous", str(tmp_path / "bad.json"), "--root", str(tmp_path / "w")])
+        claims.main(["--previous", str(tmp_path / "bad.json"), "--root", str(tmp_path / "w")])
     assert info.value.code == 2 and "not a claims.json of an earlier run" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
