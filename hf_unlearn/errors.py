@@ -32,6 +32,10 @@ class ValidationError(HfUnlearnError, ValueError):
     """Input that cannot run: the message names the place (recipe key, data set row, file) and the fix."""
 
 
+class RecipeError(ValidationError):
+    """A recipe that cannot run; the message says which key and how to fix it (a ValueError, as before)."""
+
+
 class DivergenceError(HfUnlearnError, RuntimeError):
     """Training produced a non-finite loss (or non-finite weights); the weights after this point are unusable."""
 

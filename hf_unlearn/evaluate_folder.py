@@ -17,7 +17,7 @@ from transformers import set_seed
 
 from .errors import ValidationError, located
 from .models import load_reference_model
-from .recipe import reference_kind
+from .recipe_schema import reference_kind
 from .report import assemble_report, write_report
 from .validation import check_labels
 

@@ -45,7 +45,8 @@ from .data.score_files import COUNT_ARRAYS, SCORE_FORMAT, ScoreTable, atomic_sav
 from .lock import FolderLock, FolderLockedError
 from .metrics import predict_probabilities
 from .models import build_model_from_config, load_pretrained_model
-from .recipe import recipe_augmentation, training_arguments
+from .recipe import recipe_augmentation
+from .recipe_training import training_arguments
 from .trainers import get_trainer_class
 
 logger = logging.getLogger(__name__)

@@ -35,8 +35,7 @@ from .analysis import analysis_wanted, analyze_forget_set
 from .distributed import barrier, is_main_process
 from .errors import PushFailedError, located
 from .paths import inside
-from .recipe import forget_sets, reference_kind
-from .recipe_schema import HubSection
+from .recipe_schema import HubSection, forget_sets, reference_kind
 from .report import assemble_report, write_combined_markdown, write_report
 from .steps.forget import ForgetSetRun, Splits, build_forget_set, make_manifest, prepare_data
 from .steps.plan import StagePlan, retrain_plan, stage_plans, unlearn_plan

@@ -1,23 +1,20 @@
 """YAML recipes: a validated description of a whole run (data, forget set, model, reference training, unlearning runs).
 
-Unknown keys are errors with a suggestion (``unlearn.runs[2].alpah: unknown recipe key. Did you mean 'alpha'?``).
-Training sections accept any `UnlearnArguments` field plus the aliases ``epochs`` and ``batch_size``; a setting that
-only some methods read (``alpha``, ``kd_T`` ...) is refused where no method of the section reads it.
+`validate` checks a raw recipe against the schema (`hf_unlearn.recipe_schema`) and merges it over the defaults;
+`load_recipe` reads one (`hf_unlearn.recipe_yaml`: YAML, ``--set`` overrides) and validates it. Unknown keys are errors
+with a suggestion (``unlearn.runs[2].alpah: unknown recipe key. Did you mean 'alpha'?``). Training sections accept any
+`UnlearnArguments` field plus the aliases ``epochs`` and ``batch_size`` (`hf_unlearn.recipe_training`); a setting
+that only some methods read (``alpha``, ``kd_T`` ...) is refused where no method of the section reads it.
 """
 
 from __future__ import annotations
 
 import copy
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from transformers import TrainingArguments
-
-from .args import UnlearnArguments
 from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFORM_CHOICES
-from .errors import ValidationError, did_you_mean
+from .errors import RecipeError, ValidationError, did_you_mean
 from .paths import safe_name
 from .recipe_schema import (
     FORGET_CHOICES,
@@ -26,97 +23,16 @@ from .recipe_schema import (
     FORGET_KINDS,
     FORGET_TYPES,
     REQUIRED,
-    TRAINING_ALIASES,
     AnalysisSection,
     EvaluationSection,
     HubSection,
     ModelSection,
+    default_run_name,
+    reference_kind,
 )
-from .registry import (
-    all_fields,
-    method_choices,
-    method_fields,
-    method_settings,
-    unknown_method_message,
-    unused_field_message,
-    uses,
-)
-
-# Set by the pipeline for every stage; a recipe must not set them.
-MANAGED_FIELDS = {"output_dir", "method"}
-# The keys an unknown-key error names when nothing is close, beside hf_unlearn's own fields: the usual Trainer ones
-# (listing all ~130 TrainingArguments fields, most irrelevant here, helps nobody).
-USUAL_TRAINER_KEYS = {
-    *TRAINING_ALIASES,
-    "learning_rate",
-    "optim",
-    "optim_args",
-    "lr_scheduler_type",
-    "weight_decay",
-    "warmup_steps",
-    "max_steps",
-    "gradient_accumulation_steps",
-    "max_grad_norm",
-    "seed",
-    "bf16",
-    "fp16",
-    "report_to",
-    "logging_steps",
-}
-# TrainingArguments fields a training section refuses, with the reason (every other field is passed on).
-REFUSED_TRAINING_KEYS: dict[str, str] = {
-    "push_to_hub": "a training stage must not publish itself (the original still knows the forget set); publishing "
-    "goes through `hf-unlearn push` or the recipe's hub: section",
-    "eval_strategy": "stages have no evaluation set during training; hf_unlearn evaluates every finished stage on "
-    "retain, forget and test itself (report.json)",
-    "resume_from_checkpoint": "hf_unlearn resumes an interrupted stage from its own checkpoints on a rerun of the "
-    "same output folder (docs/reliability.md)",
-    "label_smoothing_factor": "hf_unlearn computes each method's losses itself, so the Trainer's label smoothing "
-    "would never be applied",
-    "load_best_model_at_end": "stages have no evaluation set during training, so there is no best checkpoint",
-    "metric_for_best_model": "stages have no evaluation set during training, so there is no best checkpoint",
-    "eval_steps": "stages have no evaluation set during training",
-    "per_device_eval_batch_size": "evaluation batches are set by evaluation.batch_size",
-    "use_cpu": "give --cpu on the command line (it applies to every stage)",
-    "local_rank": "the launcher (accelerate launch / torchrun) sets it",
-    "average_tokens_across_devices": "hf_unlearn's losses are per-batch means, never token counts",
-}
-_NO_EVALUATION = "stages have no evaluation set during training; hf_unlearn evaluates every finished stage itself"
-_TEXT_ONLY = "it applies to language models only, not to image classifiers"
-REFUSED_TRAINING_KEYS.update(
-    {
-        key: _NO_EVALUATION
-        for key in (
-            "do_eval",
-            "do_predict",
-            "eval_accumulation_steps",
-            "eval_delay",
-            "eval_do_concat_batches",
-            "eval_on_start",
-            "eval_use_gather_object",
-            "batch_eval_metrics",
-            "include_for_metrics",
-            "prediction_loss_only",
-            "bf16_full_eval",
-            "fp16_full_eval",
-            "greater_is_better",
-        )
-    }
-)
-REFUSED_TRAINING_KEYS.update(
-    {
-        key: _TEXT_ONLY
-        for key in (
-            "neftune_noise_alpha",
-            "use_liger_kernel",
-            "liger_kernel_config",
-            "length_column_name",
-            "include_num_input_tokens_seen",
-            "use_cache",
-            "train_sampling_strategy",
-        )
-    }
-)
+from .recipe_training import REFUSED_TRAINING_KEYS, shown_training_keys, training_keys
+from .recipe_yaml import apply_overrides, read_recipe
+from .registry import method_choices, method_fields, unknown_method_message, unused_field_message, uses
 
 SCHEMA: dict[str, Any] = {
     "name": str,
@@ -151,10 +67,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class RecipeError(ValidationError):
-    """A recipe that cannot run; the message says which key and how to fix it (a ValueError, as before)."""
-
-
 def _unknown(
     key: str, where: str, known: set[str] | list[str], shown: set[str] | list[str] | None = None
 ) -> RecipeError:
@@ -167,12 +79,6 @@ def _unknown(
     return RecipeError(f"{where}{key}: unknown recipe key.{hint}")
 
 
-def training_keys() -> set[str]:
-    """The keys a training section accepts: every registered method's config field (read when asked, so a method
-    registered after import counts) and the recipe's aliases, less the fields the pipeline sets."""
-    return (all_fields() - MANAGED_FIELDS) | set(TRAINING_ALIASES)
-
-
 def _check_training(section: Any, where: str) -> None:
     if not isinstance(section, dict):
         raise RecipeError(f"{where.rstrip('.')}: expected a mapping of training settings, got {type(section).__name__}")
@@ -182,8 +88,7 @@ def _check_training(section: Any, where: str) -> None:
             raise RecipeError(f"{where}{key}: not accepted in a training section: {reason}")
         known = training_keys()
         if key not in known:
-            shown = known - set(TrainingArguments.__dataclass_fields__) | USUAL_TRAINER_KEYS
-            raise _unknown(key, where, known, shown)
+            raise _unknown(key, where, known, shown_training_keys(known))
 
 
 def _check_reference(section: Any, where: str) -> None:
@@ -311,32 +216,12 @@ def normalize_forget(node: dict[str, Any] | list[dict[str, Any]]) -> dict[str, A
     return out if isinstance(node, list) else out[0]
 
 
-def reference_kind(recipe: dict[str, Any]) -> str:
-    """How the recipe gets its reference: ``retrain`` (from scratch, the default), ``given`` (``retrain.from``) or
-    ``none`` (``retrain: false``)."""
-    section = recipe["retrain"]
-    if section is False:
-        return "none"
-    return "given" if isinstance(section, dict) and "from" in section else "retrain"
-
-
 def _safe(name: Any, where: str) -> str:
     """A name that becomes a path (`hf_unlearn.paths.safe_name`), as a `RecipeError`."""
     try:
         return safe_name(name, where)
     except ValidationError as error:
         raise RecipeError(str(error)) from None
-
-
-def forget_sets(recipe: dict[str, Any]) -> list[dict[str, Any]]:
-    """The recipe's forget sets as a list (one for a mapping)."""
-    node = recipe["forget"]
-    return list(node) if isinstance(node, list) else [node]
-
-
-def default_run_name(run: dict[str, Any]) -> str:
-    sharpness = run.get("sharpness", "none")
-    return run["method"] if sharpness == "none" else f"{run['method']}_{sharpness}"
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -474,103 +359,6 @@ def _check_hub(recipe: dict[str, Any]) -> None:
         )
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.0.c=value`` -> (["a", "b", "0", "c"], parsed YAML value)."""
-    if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. --set pretrain.epochs=5")
-    key, raw = text.split("=", 1)
-    return key.strip().split("."), safe_load_yaml(raw, f"--set {key.strip()}")
-
-
-def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides; a run inside ``unlearn.runs`` is addressed by index or by name."""
-    recipe = copy.deepcopy(recipe)
-    for text in overrides:
-        path, value = parse_override(text)
-        node: Any = recipe
-        for i, part in enumerate(path[:-1]):
-            if isinstance(node, list):
-                node = node[_list_index(node, part, ".".join(path[: i + 1]))]
-            else:
-                if node.get(part) is None or node.get(part) is False:  # retrain: false, then --set retrain.epochs=3
-                    node[part] = {}
-                node = node[part]
-        last = path[-1]
-        if isinstance(node, list):
-            node[_list_index(node, last, ".".join(path))] = value
-        else:
-            node[last] = value
-    return recipe
-
-
-def _list_index(items: list[Any], part: str, where: str) -> int:
-    if part.isdigit() and int(part) < len(items):
-        return int(part)
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and _entry_name(item) == part:
-            return i
-    raise RecipeError(f"--set {where}: no list entry {part!r} (use an index below {len(items)} or a run name)")
-
-
-def _entry_name(item: dict[str, Any]) -> str | None:
-    """A list entry's name: a run's (method[_sharpness]) or a forget set's (band or kind)."""
-    if item.get("name"):
-        return item["name"]
-    if "method" in item:
-        return default_run_name(item)
-    return item.get("band") or item.get("kind")
-
-
-def safe_load_yaml(text: str, where: str) -> Any:
-    """``yaml.safe_load`` (no Python tags: a recipe cannot run code); a syntax error or an unknown tag becomes a
-    one-line `RecipeError` with the file (or ``--set`` key), line and column."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        place = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        context = getattr(error, "context", None)
-        what = f"{context}, {problem}" if context else problem
-        hint = (
-            " Recipes are plain YAML: Python tags such as !!python/object are refused (they could run code)."
-            if "tag" in str(problem)
-            else " Fix the YAML syntax there (indentation, a missing ':' or quote)."
-        )
-        raise RecipeError(f"{place}: {what}.{hint}") from None
-
-
-def builtin_recipe_path(name: str) -> Path | None:
-    """A recipe shipped with hf_unlearn (``digits`` -> recipes/digits.yaml)."""
-    candidate = resources.files("hf_unlearn") / "recipes" / f"{name}.yaml"
-    return Path(str(candidate)) if candidate.is_file() else None
-
-
 def load_recipe(path_or_name: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read a YAML recipe (a path, or the name of a built-in recipe), apply overrides and validate it."""
-    path = Path(path_or_name)
-    if not path.is_file():
-        builtin = builtin_recipe_path(str(path_or_name))
-        if builtin is None:
-            raise RecipeError(
-                f"Recipe {str(path_or_name)!r} not found: give a YAML file path or a built-in name (digits)."
-            )
-        path = builtin
-    with open(path, encoding="utf-8") as handle:
-        raw = safe_load_yaml(handle.read(), str(path)) or {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping at top level")
-    return validate(apply_overrides(raw, overrides or []))
-
-
-def training_arguments(settings: dict[str, Any], **managed: Any) -> UnlearnArguments:
-    """The method's config (`UnlearnArguments`) from a stage's merged settings plus the fields the pipeline manages;
-    other methods' settings (from ``unlearn.defaults``) are left out."""
-    kwargs = {TRAINING_ALIASES.get(k, k): v for k, v in settings.items()}
-    if managed.get("method") in method_choices():
-        kwargs = method_settings(managed["method"], kwargs)
-    kwargs.update(managed)
-    try:
-        return UnlearnArguments(**kwargs)
-    except (TypeError, ValueError) as error:
-        raise RecipeError(f"Invalid training settings for {managed.get('method')}: {error}") from error
+    return validate(apply_overrides(read_recipe(path_or_name), overrides or []))

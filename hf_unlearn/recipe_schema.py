@@ -1,8 +1,8 @@
 """The recipe's schema as typed sections: one home for every key's type, default and choice list.
 
-`hf_unlearn.recipe` builds its schema and its defaults from these (it keeps the YAML, ``--set`` and the
-did-you-mean errors); the pipeline reads a validated recipe through them (``EvaluationSection.of(recipe)``), and
-the data section's keys live in `hf_unlearn.data.defaults`. Imports nothing heavy.
+`hf_unlearn.recipe` builds its schema and its defaults from these and checks recipes against them; the pipeline
+reads a validated recipe through them (``EvaluationSection.of(recipe)``, `reference_kind`, `forget_sets`). The data
+section's keys live in `hf_unlearn.data.defaults`. Imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -159,3 +159,25 @@ class AnalysisSection(Section):
     @property
     def wanted(self) -> bool:
         return bool(self.entanglement or self.landscape or self.embedding)
+
+
+# ------------------------------------------------------------------------------- reading a validated recipe
+def reference_kind(recipe: dict[str, Any]) -> str:
+    """How the recipe gets its reference: ``retrain`` (from scratch, the default), ``given`` (``retrain.from``) or
+    ``none`` (``retrain: false``)."""
+    section = recipe["retrain"]
+    if section is False:
+        return "none"
+    return "given" if isinstance(section, dict) and "from" in section else "retrain"
+
+
+def forget_sets(recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recipe's forget sets as a list (one for a mapping)."""
+    node = recipe["forget"]
+    return list(node) if isinstance(node, list) else [node]
+
+
+def default_run_name(run: dict[str, Any]) -> str:
+    """A run's name when the recipe gives none: its method, with ``_<sharpness>`` when sharpness is on."""
+    sharpness = run.get("sharpness", "none")
+    return run["method"] if sharpness == "none" else f"{run['method']}_{sharpness}"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write_text
 from .metrics.tow import tug_of_war
-from .recipe import reference_kind
+from .recipe_schema import reference_kind
 
 if TYPE_CHECKING:
     from .steps.forget import ForgetSetRun

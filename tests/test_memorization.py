@@ -193,7 +193,7 @@ def test_confidence_proxy_marks_mislabelled_samples_as_memorized(tmp_path):
     from sklearn.datasets import load_digits
 
     from hf_unlearn.data.forget_sets import low_confidence_forget_set
-    from hf_unlearn.recipe import training_arguments
+    from hf_unlearn.recipe_training import training_arguments
     from hf_unlearn.trainers import get_trainer_class
 
     bunch = load_digits()

@@ -16,7 +16,8 @@ from conftest import make_dataset, make_model
 
 from hf_unlearn import UnlearnArguments, get_trainer_class
 from hf_unlearn.args import FinetuneConfig, NegGradConfig, RandomLabelConfig, ScrubConfig, SharpMinMaxConfig
-from hf_unlearn.recipe import RecipeError, load_recipe, training_arguments
+from hf_unlearn.recipe import RecipeError, load_recipe
+from hf_unlearn.recipe_training import training_arguments
 from hf_unlearn.registry import METHOD_CHOICES, METHOD_FIELDS, REGISTRY, own_settings, unused_field_message
 from hf_unlearn.trainers import TRAINERS, UnlearnTrainer
 

@@ -73,7 +73,7 @@ def unlearn_plan(recipe: dict[str, Any], run: Mapping[str, Any], index: int | No
 
 def stage_plans(recipe: dict[str, Any]) -> list[StagePlan]:
     """Every training stage of a recipe: the original, the retrained reference (when it has one), every run."""
-    from ..recipe import reference_kind
+    from ..recipe_schema import reference_kind
 
     plans = [original_plan(recipe)]
     if reference_kind(recipe) == "retrain":
@@ -88,7 +88,7 @@ def arguments_for(plan: StagePlan, *, output_dir: str | Path, use_cpu: bool, see
     ``log_level`` from the recipe when it sets them (tracking: tensorboard, trackio, wandb ... when installed),
     else no tracking and quiet logs."""
     from ..checkpoints import CHECKPOINT_SETTINGS
-    from ..recipe import training_arguments
+    from ..recipe_training import training_arguments
 
     return training_arguments(
         {**CHECKPOINT_SETTINGS, "report_to": "none", "log_level": "warning", **plan.settings},

@@ -43,7 +43,7 @@ def shared_stages(
 
     from ..models import load_reference_model, load_saved_model
     from ..pipeline import Pipeline
-    from ..recipe import forget_sets, reference_kind
+    from ..recipe_schema import forget_sets, reference_kind
     from ..steps.plan import unlearn_plan
     from .objective import accuracies
 

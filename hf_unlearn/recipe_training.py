@@ -1,0 +1,117 @@
+"""A recipe's training sections (``pretrain``, ``retrain``, ``unlearn.defaults``, each run): the keys they accept
+or refuse, and the `UnlearnArguments` a stage's merged settings build.
+
+`hf_unlearn.recipe` checks the sections' keys against these; `hf_unlearn.steps.plan` builds every stage's arguments
+with `training_arguments`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import TrainingArguments
+
+from .args import UnlearnArguments
+from .errors import RecipeError
+from .recipe_schema import TRAINING_ALIASES
+from .registry import all_fields, method_choices, method_settings
+
+# Set by the pipeline for every stage; a recipe must not set them.
+MANAGED_FIELDS = {"output_dir", "method"}
+# The keys an unknown-key error names when nothing is close, beside hf_unlearn's own fields: the usual Trainer ones
+# (listing all ~130 TrainingArguments fields, most irrelevant here, helps nobody).
+USUAL_TRAINER_KEYS = {
+    *TRAINING_ALIASES,
+    "learning_rate",
+    "optim",
+    "optim_args",
+    "lr_scheduler_type",
+    "weight_decay",
+    "warmup_steps",
+    "max_steps",
+    "gradient_accumulation_steps",
+    "max_grad_norm",
+    "seed",
+    "bf16",
+    "fp16",
+    "report_to",
+    "logging_steps",
+}
+# TrainingArguments fields a training section refuses, with the reason (every other field is passed on).
+REFUSED_TRAINING_KEYS: dict[str, str] = {
+    "push_to_hub": "a training stage must not publish itself (the original still knows the forget set); publishing "
+    "goes through `hf-unlearn push` or the recipe's hub: section",
+    "eval_strategy": "stages have no evaluation set during training; hf_unlearn evaluates every finished stage on "
+    "retain, forget and test itself (report.json)",
+    "resume_from_checkpoint": "hf_unlearn resumes an interrupted stage from its own checkpoints on a rerun of the "
+    "same output folder (docs/reliability.md)",
+    "label_smoothing_factor": "hf_unlearn computes each method's losses itself, so the Trainer's label smoothing "
+    "would never be applied",
+    "load_best_model_at_end": "stages have no evaluation set during training, so there is no best checkpoint",
+    "metric_for_best_model": "stages have no evaluation set during training, so there is no best checkpoint",
+    "eval_steps": "stages have no evaluation set during training",
+    "per_device_eval_batch_size": "evaluation batches are set by evaluation.batch_size",
+    "use_cpu": "give --cpu on the command line (it applies to every stage)",
+    "local_rank": "the launcher (accelerate launch / torchrun) sets it",
+    "average_tokens_across_devices": "hf_unlearn's losses are per-batch means, never token counts",
+}
+_NO_EVALUATION = "stages have no evaluation set during training; hf_unlearn evaluates every finished stage itself"
+_TEXT_ONLY = "it applies to language models only, not to image classifiers"
+REFUSED_TRAINING_KEYS.update(
+    {
+        key: _NO_EVALUATION
+        for key in (
+            "do_eval",
+            "do_predict",
+            "eval_accumulation_steps",
+            "eval_delay",
+            "eval_do_concat_batches",
+            "eval_on_start",
+            "eval_use_gather_object",
+            "batch_eval_metrics",
+            "include_for_metrics",
+            "prediction_loss_only",
+            "bf16_full_eval",
+            "fp16_full_eval",
+            "greater_is_better",
+        )
+    }
+)
+REFUSED_TRAINING_KEYS.update(
+    {
+        key: _TEXT_ONLY
+        for key in (
+            "neftune_noise_alpha",
+            "use_liger_kernel",
+            "liger_kernel_config",
+            "length_column_name",
+            "include_num_input_tokens_seen",
+            "use_cache",
+            "train_sampling_strategy",
+        )
+    }
+)
+
+
+def training_keys() -> set[str]:
+    """The keys a training section accepts: every registered method's config field (read when asked, so a method
+    registered after import counts) and the recipe's aliases, less the fields the pipeline sets."""
+    return (all_fields() - MANAGED_FIELDS) | set(TRAINING_ALIASES)
+
+
+def shown_training_keys(known: set[str]) -> set[str]:
+    """The keys an unknown-key error lists when nothing is close: hf_unlearn's own and the usual Trainer ones."""
+    return known - set(TrainingArguments.__dataclass_fields__) | USUAL_TRAINER_KEYS
+
+
+def training_arguments(settings: dict[str, Any], **managed: Any) -> UnlearnArguments:
+    """The method's config (`UnlearnArguments`) from a stage's merged settings plus the fields the pipeline manages;
+    other methods' settings (from ``unlearn.defaults``) are left out."""
+    kwargs = {TRAINING_ALIASES.get(k, k): v for k, v in settings.items()}
+    if managed.get("method") in method_choices():
+        kwargs = method_settings(managed["method"], kwargs)
+    kwargs.update(managed)
+    try:
+        return UnlearnArguments(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"Invalid training settings for {managed.get('method')}: {error}") from error
