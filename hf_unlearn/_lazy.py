@@ -1,7 +1,7 @@
 """Lazy package exports: a package's public names are imported on first use, not when the package is.
 
-``import hf_unlearn`` (and ``hf-unlearn --help``) then costs milliseconds instead of the seconds that torch,
-transformers, datasets and sklearn take to import (PEP 562 module ``__getattr__``).
+``import hf_unlearn`` (and ``hf-unlearn --help``) then imports none of torch, transformers, datasets and sklearn,
+the slow part of start-up (PEP 562 module ``__getattr__``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A run records its input transform in ``report.json`` (``preprocessing``, from `h
 
 * ``processor``: the model's own image processor was used; the export copies it.
 * ``manual``: bilinear resize to ``image_size``, scale to [0, 1], ``(x - mean) / std``. The export writes a
-  `ViTImageProcessor` with exactly these steps (measured equal to the training transform within 1e-7 on digits),
-  and for a timm model the same size, mean and std in the ``pretrained_cfg`` of its config.json.
+  `ViTImageProcessor` with exactly these steps (tests/test_export_processor.py compares it with the training
+  transform), and for a timm model the same size, mean and std in the ``pretrained_cfg`` of its config.json.
 """
 
 from __future__ import annotations

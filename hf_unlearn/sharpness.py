@@ -22,10 +22,9 @@ pass that reuses the sharpness gradient the last full step measured (after LookS
 ``d`` is reused whole, with the size relative to the current gradient that it had at the full step
 (``||d|| / n0``; LookSAM's fixed ``alpha * ||g|| / ||g_v||`` becomes the measured ratio), capped at the current
 gradient's own norm: a direction measured on one batch at earlier weights never outweighs the fresh gradient.
-With a large rho ``d`` can be several times the gradient (digits NegGrad+SAM, seed 2: in 8 of 21 full steps, up
-to 6.7x), and reusing it at that size for k - 1 steps pushed the weights along one stale batch's correction.
-LookSAM reuses only the part of ``d`` orthogonal to the gradient; on the digits recipe that, the uncapped ratio
-and the unscaled ``d`` all kept less of SAM's effect on NegGrad+SAM than the capped rule (docs/methods.md). When
+With a large rho ``d`` can be several times the gradient, and reusing it at that size for k - 1 steps would push
+the weights along one stale batch's correction. docs/methods.md ("The cheap SAM") compares this rule with
+LookSAM's (only the part of ``d`` orthogonal to the gradient), the uncapped ratio and the unscaled ``d``. When
 ``||d|| <= n0``, at the full step's own weights and batch the cheap formula gives exactly the full step's gradient.
 
 All bookkeeping is multi-tensor (``torch._foreach_*``): each stage (the norm, eps, perturb and restore, masks,
@@ -201,8 +200,8 @@ class SharpnessMemory:
 
     ``d`` lives in one flat float32 buffer, next to a second one (``m * g0`` at a masked full step, scratch at a
     cheap one), so that the scaling is one kernel whatever the model. Both buffers are kept and refilled by the
-    next full step of the branch (``measure(..., reuse=memory)``): a fresh buffer of the model's size costs a page
-    fault per 4 KiB on every touch, which on a CPU took longer than the arithmetic.
+    next full step of the branch (``measure(..., reuse=memory)``): a fresh buffer of the model's size would fault
+    in every 4 KiB page on first touch, on top of the arithmetic.
     """
 
     def __init__(

@@ -164,8 +164,8 @@ class RelabelledUnion(EpochDraws):
 
 
 def fetch_items(dataset: Dataset, indices: list[int]) -> list[Any]:
-    # datasets.Dataset (and other map-style datasets) may offer a batched __getitems__; it is ~20x faster
-    # than formatting rows one by one.
+    # datasets.Dataset (and other map-style datasets) may offer a batched __getitems__: one formatting call per
+    # batch instead of one per row.
     if not indices:
         return []
     getitems = getattr(dataset, "__getitems__", None)

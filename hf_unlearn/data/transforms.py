@@ -110,8 +110,8 @@ def to_model_inputs(
 class TensorImageDataset(torch.utils.data.Dataset):
     """Model inputs held in memory: items ``{"pixel_values": FloatTensor[C, H, W], "labels": int64 0-d}``.
 
-    The same items as `to_model_inputs` gives (the same float32 values), without the Arrow round trip per batch:
-    on digits a Trainer epoch is about 20x faster. `select(indices)` returns a view-like subset, as
+    The same items as `to_model_inputs` gives (the same float32 values), without the Arrow round trip per batch
+    (docs/datasets.md has the speed-up). `select(indices)` returns a view-like subset, as
     `datasets.Dataset.select` does, so `split_retain_forget` works on both. `class_names` carries the label names.
     """
 
