@@ -15,7 +15,9 @@ Rules (see docs/reliability.md):
   fingerprint (the folder was made by hf_unlearn for exactly these settings and this forget set). Any other
   ``checkpoint-*`` folder is deleted, never loaded.
 * A checkpoint is complete when its ``trainer_state.json`` (the Trainer writes it last) parses and the model,
-  optimizer, scheduler and RNG files are present; an incomplete one (killed while saving) is deleted.
+  optimizer, scheduler and RNG files are present, and so are the files callbacks add to every checkpoint
+  (``extra_files``: the pretraining's confidence history, the official Sharp MinMax's retain optimizer); an
+  incomplete one (killed while saving) is deleted.
 * The Trainer loads a checkpoint's weights from safetensors and its optimizer / scheduler / RNG pickles with
   ``torch.load(weights_only=True)`` (transformers 5), which cannot run code; ``training_args.bin`` is never loaded.
 * Once the stage is finished (or diverged) its checkpoint folder is deleted; finished results live in
@@ -202,7 +204,13 @@ def train_resumable(
 
     On divergence the stage's last checkpoint (saved before the divergence, with finite weights) is kept: the
     caller takes its weights (``checkpoints.latest()``), records the run as diverged, then calls ``remove()``.
+    A file that one of the trainer's callbacks writes into every checkpoint (its ``checkpoint_files``, e.g. the
+    official Sharp MinMax's retain optimizer) becomes part of a complete checkpoint: callbacks write at ``on_save``,
+    after the Trainer's ``trainer_state.json``, so a kill in between must not leave a checkpoint that looks whole.
     """
+    for callback in trainer.callback_handler.callbacks:
+        extra = [name for name in getattr(callback, "checkpoint_files", ()) if name not in checkpoints.extra_files]
+        checkpoints.extra_files = (*checkpoints.extra_files, *extra)
     is_main = getattr(trainer.args, "process_index", 0) == 0
     resume = checkpoints.prepare(force=force) if is_main else None
     if getattr(trainer.args, "world_size", 1) > 1:

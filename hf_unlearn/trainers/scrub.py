@@ -21,10 +21,11 @@ max pass. `ScrubTrainer` therefore
   forget batches (max epochs only), then the shuffled retain batches. Every batch holds one phase only, and the
   number of batches of each phase is rounded up to a multiple of ``world_size * gradient_accumulation_steps``
   (samples spread evenly over the batches), so no optimizer step and no DDP step ever mixes the two phases;
-* overrides `set_initial_training_values` so that ``max_steps`` is the exact number of optimizer steps of the whole
-  schedule (a linear LR schedule ends at zero, the progress bar is right), ``num_train_epochs`` stays the user's,
-  and the per-epoch step count is that of the longest (max) epoch. In the shorter min-only epochs the Trainer's loop
-  finds the data exhausted and idles through the remaining update slots without stepping.
+* overrides the public `set_initial_training_values` (its tuple read and rebuilt by name, `TrainingValues`) so
+  that ``max_steps`` is the exact number of optimizer steps of the whole schedule (a linear LR schedule ends at
+  zero, the progress bar is right), ``num_train_epochs`` stays the user's, and the per-epoch step count is that of
+  the longest (max) epoch. In the shorter min-only epochs the Trainer's loop finds the data exhausted and idles
+  through the remaining update slots without stepping.
 
 Everything else is ordinary Trainer machinery: each step is one `Branch`, so ``sharpness = sam | asam`` applies to both
 passes (direction ``min``, as the official code's ``--sam min``), gradient clipping, schedulers and DDP work as for
@@ -32,7 +33,8 @@ every method. The teacher is a deep copy of the model taken when the trainer is 
 ``requires_grad=False``; it is not handed to the optimizer or to ``accelerator.prepare`` (no DDP wrapper), and it
 only follows the student to its device. Resuming from a checkpoint is exact: `ScrubTrainer._init_training_state`
 finds the epoch (hence the phase) and the position in it from the real epoch lengths, where the Trainer would
-assume epochs of equal length.
+assume epochs of equal length. That private Trainer hook has no public alternative (the epoch to resume is a local
+of the Trainer's loop); tests/test_trainer_hooks.py fails loudly when transformers changes it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from __future__ import annotations
 import copy
 import math
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,19 @@ from transformers.trainer_utils import seed_worker
 from .base import Batch, Branch, UnlearnTrainer, logits_of
 
 FORGET, RETAIN = "forget", "retain"
+
+
+class TrainingValues(NamedTuple):
+    """What `Trainer.set_initial_training_values` returns, by name, in its order (tests/test_trainer_hooks.py
+    checks the names against the Trainer's own unpacking of the tuple)."""
+
+    num_train_epochs: int
+    num_update_steps_per_epoch: int
+    num_examples: int
+    num_train_samples: int
+    total_train_batch_size: int
+    steps_in_epoch: int | None
+    max_steps: int
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -218,10 +233,10 @@ class ScrubTrainer(UnlearnTrainer):
         per_step = self.accelerator.num_processes * self.args.gradient_accumulation_steps
         return sum(self.phase_sampler.num_batches(epoch)) // per_step
 
-    def set_initial_training_values(self, args, dataloader):
-        values = list(super().set_initial_training_values(args, dataloader))
-        # (num_train_epochs, num_update_steps_per_epoch, num_examples, num_train_samples,
-        #  total_train_batch_size, steps_in_epoch, max_steps)
+    def set_initial_training_values(self, args, dataloader) -> TrainingValues:
+        """The Trainer's values with SCRUB's step counts: ``max_steps`` exact, the longest epoch as the epoch."""
+        # A wrong arity raises here, at once, instead of shifting every value by one.
+        values = TrainingValues(*super().set_initial_training_values(args, dataloader))
         if args.max_steps > 0:
             max_steps, epochs, done = args.max_steps, 0, 0
             while done < max_steps:
@@ -235,20 +250,26 @@ class ScrubTrainer(UnlearnTrainer):
                 max_steps += math.ceil(fraction * self.epoch_steps(full))
             epochs = math.ceil(args.num_train_epochs)
         longest = max(self.epoch_steps(e) for e in range(max(epochs, 1)))
-        values[0] = epochs
-        values[1] = longest
-        values[5] = longest * args.gradient_accumulation_steps
-        values[6] = max_steps
-        return tuple(values)
+        return values._replace(
+            num_train_epochs=epochs,
+            num_update_steps_per_epoch=longest,
+            steps_in_epoch=longest * args.gradient_accumulation_steps,
+            max_steps=max_steps,
+        )
 
-    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume, trial):
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ) -> tuple[int, int]:
         """Where a resumed run restarts. The Trainer divides the global step by one epoch length; SCRUB's epochs
         differ in length (max epochs are longer), so walk the real epoch lengths instead: the phase (max / min) and
-        the position in the epoch then follow from the checkpoint's global step, and the resumed run is exact."""
+        the position in the epoch then follow from the checkpoint's global step, and the resumed run is exact.
+
+        A private Trainer hook (returns ``(epochs_trained, steps_trained_in_current_epoch)``), kept because the
+        Trainer offers no public one; tests/test_trainer_hooks.py checks its signature and its call."""
         epochs, skipped = super()._init_training_state(
-            max_steps, num_update_steps_per_epoch, num_train_epochs, resume, trial
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
-        if resume is None or self.state.global_step == 0:
+        if resume_from_checkpoint is None or self.state.global_step == 0:
             return epochs, skipped
         epoch, done = 0, 0
         while epoch < num_train_epochs and done + self.epoch_steps(epoch) <= self.state.global_step:

@@ -17,20 +17,68 @@ update, so both follow the Trainer's schedule (stepped once per Trainer step); g
 (``max_grad_norm``) applies to each update. Without SAM each branch's gradient is masked (``g0 * partition``).
 It needs ``gradient_accumulation_steps=1`` and no fp16 loss scaling. ``retain_optimizer``'s state is saved with
 every checkpoint (``retain_optimizer.pt``, beside the Trainer's ``optimizer.pt``) and restored on resume, so a
-resumed run continues bit-identically.
+resumed run continues bit-identically; a callback does both (`RetainOptimizerCheckpoint`, public Trainer hooks only).
 """
 
 from __future__ import annotations
 
-import os
+import io
+import logging
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from ..atomic import atomic_write_bytes
 from .base import Batch, Branch, UnlearnTrainer, cross_entropy
 
+logger = logging.getLogger(__name__)
+
 RETAIN_OPTIMIZER_NAME = "retain_optimizer.pt"
+
+
+class RetainOptimizerCheckpoint(TrainerCallback):
+    """Saves the official run's retain optimizer into every full checkpoint and restores it when training resumes.
+
+    ``on_save`` comes after the Trainer has written the checkpoint, ``trainer_state.json`` included, so a process
+    killed in between leaves a checkpoint without the file: ``checkpoint_files`` names it, and hf_unlearn's stages
+    count such a checkpoint as incomplete (`hf_unlearn.checkpoints.train_resumable`). The file is written
+    atomically, so it is never truncated.
+    """
+
+    checkpoint_files = (RETAIN_OPTIMIZER_NAME,)
+
+    def __init__(self, trainer: SharpMinMaxTrainer) -> None:
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        optimizer = self.trainer.retain_optimizer
+        # As the Trainer's optimizer.pt: not with save_only_model; one writer (every replica holds the same state).
+        if optimizer is None or args.save_only_model or not args.should_save:
+            return
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        buffer = io.BytesIO()
+        torch.save(optimizer.state_dict(), buffer)
+        atomic_write_bytes(folder / RETAIN_OPTIMIZER_NAME, buffer.getvalue())
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Called after the Trainer restored its own optimizer (and built this one), before the first step.
+        checkpoint, optimizer = self.trainer.resumed_from, self.trainer.retain_optimizer
+        if checkpoint is None or optimizer is None:
+            return
+        path = Path(checkpoint) / RETAIN_OPTIMIZER_NAME
+        if not path.is_file():
+            logger.warning(
+                "%s has no %s: the retain optimizer starts afresh, so the resumed run is not exact.",
+                checkpoint,
+                RETAIN_OPTIMIZER_NAME,
+            )
+            return
+        # The run's own file, read like the Trainer reads optimizer.pt: a restricted unpickler, no code.
+        optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 class SharpMinMaxTrainer(UnlearnTrainer):
@@ -43,7 +91,10 @@ class SharpMinMaxTrainer(UnlearnTrainer):
         if self.args.official and self.args.fp16:
             raise ValueError("sharp_minmax with official=True does not support fp16 loss scaling; use bf16 or fp32.")
         self.retain_optimizer: torch.optim.Optimizer | None = None
+        self.resumed_from: str | None = None  # the checkpoint `train` resumes from, for RetainOptimizerCheckpoint
         self._official_branch: str | None = None
+        if self.args.official:
+            self.add_callback(RetainOptimizerCheckpoint(self))
         self.set_mask(mask if mask is not None else self.forget_saliency_mask())
 
     def retain_loss(self, model, batch: Batch):
@@ -79,17 +130,17 @@ class SharpMinMaxTrainer(UnlearnTrainer):
                 self.optimizer = main
         return optimizer
 
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        super()._save_optimizer_and_scheduler(output_dir)
-        if self.retain_optimizer is not None and self.args.should_save:  # one writer; every replica holds the same
-            torch.save(self.retain_optimizer.state_dict(), os.path.join(output_dir, RETAIN_OPTIMIZER_NAME))
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        path = os.path.join(checkpoint, RETAIN_OPTIMIZER_NAME) if checkpoint else None
-        if self.retain_optimizer is not None and path and os.path.isfile(path):
-            # The run's own file, read like the Trainer reads optimizer.pt: a restricted unpickler, no code.
-            self.retain_optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`, remembering the checkpoint it resumes from (callbacks are not told), resolved as the
+        Trainer resolves it."""
+        if resume_from_checkpoint is True:
+            self.resumed_from = get_last_checkpoint(self.args.output_dir)
+        else:
+            self.resumed_from = resume_from_checkpoint or None
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self.resumed_from = None
 
     def training_step(self, model: nn.Module, inputs: Batch, num_items_in_batch: Any = None) -> torch.Tensor:
         if not self.args.official:
