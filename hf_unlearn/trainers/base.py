@@ -35,9 +35,10 @@ from ..sharpness import (
     branch_gradient,
     take_gradients,
 )
+from .branch_logs import BranchLogs
 from .collective import CollectiveSteps
 from .masking import ParameterMask, Partition
-from .reporting import TrainerReporting
+from .model_card import ModelCard
 
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -77,7 +78,7 @@ def retain_cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
     return cross_entropy(model, batch["retain"])
 
 
-class UnlearnTrainer(CollectiveSteps, ParameterMask, TrainerReporting, Trainer):
+class UnlearnTrainer(CollectiveSteps, ParameterMask, BranchLogs, ModelCard, Trainer):
     """Base class of every hf_unlearn method.
 
     A method's trainer implements `branches`; what it trains on and its name come from its config

@@ -1,6 +1,6 @@
 """The model card of a trainer's model: the same unlearning card as ``hf-unlearn push`` (`hf_unlearn.hub`).
 
-`UnlearnTrainer.create_model_card` calls `trainer_report` and `hf_unlearn.hub.build_model_card`, so
+`ModelCard.create_model_card` (a mixin of `UnlearnTrainer`) calls `trainer_report` and `hf_unlearn.hub.build_model_card`, so
 ``trainer.push_to_hub()`` publishes the card the CLI would write for the same model, data and forget set: a
 model-index with EvalResults (retain / forget / test accuracy, MIA-efficacy, ToW when a reference is given), the
 method's own hyperparameters, and the forget set's size and identifier.
@@ -86,3 +86,42 @@ def trainer_report(
         },
         "models": {**references, run: entry},
     }
+
+
+class ModelCard:
+    """Mixin of `UnlearnTrainer`: ``create_model_card`` writes the unlearning card (``push_to_hub`` publishes it)."""
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        **unlearning: Any,
+    ) -> None:
+        """Write the unlearning model card of ``hf-unlearn push`` to ``output_dir/README.md`` (so `push_to_hub`
+        publishes it). Extra keywords: ``run`` (the run's name, default method[_sharpness]) and those of
+        `trainer_report`: ``test_dataset``, ``forget_set`` ({kind, size, commitment}),
+        ``references`` (report entries), ``mia_shadow_size``, ``mia_seed``."""
+        if not self.is_world_process_zero():
+            return
+        from pathlib import Path
+
+        from ..hub import build_model_card
+        from ..models import is_timm_model
+
+        name = self.hub_model_id or self.args.hub_model_id or model_name or Path(self.args.output_dir).name
+        base = finetuned_from or getattr(getattr(self.model, "config", None), "_name_or_path", None) or None
+        data = dataset[0] if isinstance(dataset, list) else dataset
+        method, sharpness = self.args.method, self.args.sharpness
+        run = unlearning.pop("run", None) or (method if sharpness == "none" else f"{method}_{sharpness}")
+        report = trainer_report(self, run=run, dataset=data, finetuned_from=base, **unlearning)
+        library = "timm" if is_timm_model(self.model) else "transformers"
+        stem = getattr(getattr(self.model, "config", None), "stem", None)
+        card = build_model_card(report, run, model_name=name, base_model=base, library_name=library, stem=stem)
+        card.save(Path(self.args.output_dir) / "README.md")
