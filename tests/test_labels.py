@@ -42,8 +42,35 @@ def test_class_count_from_classlabel_when_the_model_has_none(args_factory):
     before = model.fc.weight.detach().clone()
     trainer.train()
     assert trainer.num_labels == 3 and not torch.equal(before, model.fc.weight)
+    assert num_labels_of(Headless(), _tensor_set(4, 3)) == 3  # no ClassLabel: one forward pass measures the head
     with pytest.raises(ValueError, match=r"neither config\.num_labels nor num_labels"):
-        num_labels_of(Headless(), _tensor_set(4, 3))
+        num_labels_of(Headless(), [])  # nothing to measure on
+
+
+def test_bare_module_on_plain_labels_is_refused_before_training(args_factory):
+    """A bare module (no config.num_labels) on data without a ClassLabel: one forward pass gives its head's width,
+    so label 5 for a 3-wide head gets the named one-line refusal instead of torch's IndexError in the loss."""
+    model = Headless()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    retain, forget = _tensor_set(6, 1, labels=[0, 1, 2, 5, 1, 0]), _tensor_set(4, 2)
+    trainer = get_trainer_class("finetune")(
+        model=model, args=args_factory(method="finetune"), retain_dataset=retain, forget_dataset=forget
+    )
+    with pytest.raises(ValueError, match=r"^retain_dataset holds label 5 but the model's head has 3 classes"):
+        trainer.train()
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert model.training  # the measuring pass left the module's mode as it was
+
+
+def test_measured_head_beats_a_wider_classlabel(args_factory):
+    """A bare module's head narrower than the data's ClassLabel: the head's measured width decides."""
+    names = ["a", "b", "c", "d", "e", "f"]
+    retain = _tensor_set(6, 1, labels=[0, 1, 2, 4, 1, 0], names=names)
+    trainer = get_trainer_class("finetune")(
+        model=Headless(), args=args_factory(method="finetune"), retain_dataset=retain
+    )
+    with pytest.raises(ValueError, match=r"retain_dataset holds label 4 but the model's head has 3 classes"):
+        trainer.train()
 
 
 def test_label_outside_the_head_is_refused_before_training(args_factory):

@@ -198,11 +198,11 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, BranchLogs, ModelCard, Trai
 
     def check_labels(self) -> None:
         """Labels outside the head's range fail here, named, not inside the loss (raw IndexError / CUDA assert)."""
-        from .labels import check_label_range, num_labels_of
+        from .labels import check_label_range, head_width_of
 
         self._batch_label_limit = None
         try:
-            num_labels = num_labels_of(self.model, self.retain_dataset, self.forget_dataset)
+            num_labels = head_width_of(self.model, self.retain_dataset, self.forget_dataset)
         except ValueError:
             return  # nothing declares the class count; methods that need it (random_label) say so themselves
         if not check_label_range(num_labels, retain_dataset=self.retain_dataset, forget_dataset=self.forget_dataset):

@@ -1,7 +1,8 @@
 """How many classes a model has, and whether the data's labels fit its head (checked before training).
 
 The Python API takes any module returning ``.logits``; the class count comes from ``model.config.num_labels``,
-``model.num_labels``, or the data sets' labels (a `datasets.ClassLabel`, or `TensorImageDataset.class_names`).
+``model.num_labels``, the data sets' labels (a `datasets.ClassLabel`, or `TensorImageDataset.class_names`) or, for a
+bare module on plain data, the width of its output on one item (`measured_head_width`).
 """
 
 from __future__ import annotations
@@ -26,18 +27,74 @@ def _class_label_count(dataset: Any) -> int | None:
     return None
 
 
-def num_labels_of(model: torch.nn.Module, *datasets: Any) -> int:
-    """``model.config.num_labels``, else ``model.num_labels``, else the data sets' declared class count."""
+def _declared_num_labels(model: torch.nn.Module) -> int | None:
     config = getattr(model, "config", None)
-    n = getattr(config, "num_labels", None) or getattr(model, "num_labels", None)
+    return getattr(config, "num_labels", None) or getattr(model, "num_labels", None) or None
+
+
+def _declared_class_count(datasets: tuple[Any, ...]) -> int | None:
+    counts = {c for c in (_class_label_count(d) for d in datasets if d is not None) if c}
+    return max(counts) if counts else None
+
+
+def _logits(output: Any) -> torch.Tensor | None:
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, (tuple, list)) and output:
+        logits = output[0]
+    if logits is None and isinstance(output, torch.Tensor):
+        logits = output
+    return logits if isinstance(logits, torch.Tensor) else None
+
+
+def measured_head_width(model: torch.nn.Module, *datasets: Any) -> int | None:
+    """The width of ``model``'s output on the first item of the first non-empty data set (one forward pass in
+    eval mode, no gradient; BatchNorm statistics untouched), or None when the item or the model does not allow it
+    (training then meets the same problem with its own error)."""
+    dataset = next((d for d in datasets if d is not None and len(d)), None)
+    if dataset is None:
+        return None
+    try:
+        item = dataset[0]
+        pixels = item.get("pixel_values") if isinstance(item, dict) else None
+        if not isinstance(pixels, torch.Tensor):
+            return None
+        parameter = next(model.parameters(), None)
+        if parameter is not None:
+            pixels = pixels.to(parameter.device, parameter.dtype if pixels.is_floating_point() else pixels.dtype)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                logits = _logits(model(pixel_values=pixels.unsqueeze(0)))
+        finally:
+            model.train(was_training)
+    except Exception:  # a measurement only: a model that cannot run on one item fails in training, with its error
+        return None
+    return int(logits.shape[-1]) if logits is not None and logits.dim() >= 1 else None
+
+
+NO_CLASS_COUNT = (
+    "Cannot tell the number of classes: the model has neither config.num_labels nor num_labels, the data sets "
+    "declare no ClassLabel, and one forward pass on an item gave no logits. Set model.num_labels = <number of classes>."
+)
+
+
+def num_labels_of(model: torch.nn.Module, *datasets: Any) -> int:
+    """The number of classes: ``model.config.num_labels``, else ``model.num_labels``, else the data sets' declared
+    class count, else the measured width of the model's head (`measured_head_width`)."""
+    n = _declared_num_labels(model) or _declared_class_count(datasets) or measured_head_width(model, *datasets)
     if not n:
-        counts = {c for c in (_class_label_count(d) for d in datasets if d is not None) if c}
-        n = max(counts) if counts else None
+        raise ValueError(NO_CLASS_COUNT)
+    return int(n)
+
+
+def head_width_of(model: torch.nn.Module, *datasets: Any) -> int:
+    """The width of the model's head, which labels must stay below: declared (``config.num_labels`` /
+    ``num_labels``), else measured with one forward pass (a bare module's head may be narrower than the data's
+    ClassLabel), else the data sets' declared class count."""
+    n = _declared_num_labels(model) or measured_head_width(model, *datasets) or _declared_class_count(datasets)
     if not n:
-        raise ValueError(
-            "Cannot tell the number of classes: the model has neither config.num_labels nor num_labels, and the data "
-            "sets declare no ClassLabel. Set model.num_labels = <number of classes>."
-        )
+        raise ValueError(NO_CLASS_COUNT)
     return int(n)
 
 
