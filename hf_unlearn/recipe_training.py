@@ -7,6 +7,8 @@ with `training_arguments`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 from transformers import TrainingArguments
@@ -14,7 +16,7 @@ from transformers import TrainingArguments
 from .args import UnlearnArguments
 from .errors import RecipeError
 from .recipe_schema import TRAINING_ALIASES
-from .registry import all_fields, method_choices, method_settings
+from .registry import REGISTRY, all_fields, method_choices, method_settings
 
 # Set by the pipeline for every stage; a recipe must not set them.
 MANAGED_FIELDS = {"output_dir", "method"}
@@ -102,6 +104,28 @@ def training_keys() -> set[str]:
 def shown_training_keys(known: set[str]) -> set[str]:
     """The keys an unknown-key error lists when nothing is close: hf_unlearn's own and the usual Trainer ones."""
     return known - set(TrainingArguments.__dataclass_fields__) | USUAL_TRAINER_KEYS
+
+
+def scalar_fields() -> dict[str, type]:
+    """Fields of the methods' configs typed exactly bool / int / float (optionally ``| None``): their recipe values
+    are type-checked, since TrainingArguments does not (a string learning rate fails deep inside the optimizer)."""
+    return _scalar_fields(tuple(REGISTRY))  # a method registered later (a plugin) counts
+
+
+@functools.cache
+def _scalar_fields(methods: tuple[str, ...]) -> dict[str, type]:
+    out: dict[str, type] = {}
+    for f in (f for method in methods for f in dataclasses.fields(REGISTRY[method].config)):
+        name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        name = name.replace(" | None", "").replace("Optional[", "").rstrip("]")
+        if name in ("bool", "int", "float"):
+            out[f.name] = {"bool": bool, "int": int, "float": float}[name]
+    return out
+
+
+def float_setting(key: str) -> bool:
+    """Whether a training section's ``key`` (or its alias: ``epochs``) holds a float field."""
+    return scalar_fields().get(TRAINING_ALIASES.get(key, key)) is float
 
 
 def training_arguments(settings: dict[str, Any], **managed: Any) -> UnlearnArguments:

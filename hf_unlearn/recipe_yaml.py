@@ -1,11 +1,14 @@
 """Reading a recipe's text: safe YAML (no Python tags), ``--set KEY=VALUE`` overrides and the built-in recipes.
 
-Nothing here checks what the keys mean: `hf_unlearn.recipe.validate` does, after the overrides.
+Nothing here checks what the keys mean: `hf_unlearn.recipe.validate` does, after the overrides. One reading differs
+from PyYAML's YAML 1.1: ``1e-3`` (an exponent without a dot or sign) is a number, as in YAML 1.2, in every ``--set``
+value and in a recipe file's float training settings (``learning_rate: 1e-3``); YAML 1.1 reads it as text.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,10 @@ import yaml
 
 from .errors import RecipeError
 from .recipe_schema import default_run_name
+from .recipe_training import float_setting
+
+# YAML 1.2's float with an exponent; YAML 1.1 (PyYAML) needs a dot and a signed exponent (1.0e-3) to read one.
+EXPONENT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
 
 
 def read_recipe(path_or_name: str | Path) -> dict[str, Any]:
@@ -30,6 +37,30 @@ def read_recipe(path_or_name: str | Path) -> dict[str, Any]:
         raw = safe_load_yaml(handle.read(), str(path)) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping at top level")
+    return read_exponents(raw)
+
+
+def exponent_number(value: Any) -> Any:
+    """``"1e-3"`` -> 0.001 (YAML 1.2's reading), in lists and mappings too; any other value unchanged."""
+    if isinstance(value, str) and EXPONENT.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [exponent_number(v) for v in value]
+    if isinstance(value, dict):
+        return {k: exponent_number(v) for k, v in value.items()}
+    return value
+
+
+def read_exponents(raw: dict[str, Any]) -> dict[str, Any]:
+    """A raw recipe with ``1e-3``-style text read as a number where a training section expects a float (the
+    schema knows those fields; other text, e.g. a revision ``1e5``, stays text)."""
+    unlearn = raw.get("unlearn") if isinstance(raw.get("unlearn"), dict) else {}
+    runs = unlearn.get("runs") if isinstance(unlearn.get("runs"), list) else []
+    for section in (raw.get("pretrain"), raw.get("retrain"), unlearn.get("defaults"), *runs):
+        if isinstance(section, dict):
+            for key, value in section.items():
+                if isinstance(value, str) and float_setting(key):
+                    section[key] = exponent_number(value)
     return raw
 
 
@@ -38,7 +69,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. --set pretrain.epochs=5")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), safe_load_yaml(raw, f"--set {key.strip()}")
+    return key.strip().split("."), exponent_number(safe_load_yaml(raw, f"--set {key.strip()}"))
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

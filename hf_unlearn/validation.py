@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import HfUnlearnError, ValidationError, did_you_mean
 from .recipe_schema import TRAINING_ALIASES
+from .recipe_training import scalar_fields
 from .registry import REGISTRY, method_choices
 from .sharpness import DIRECTION_CHOICES, SHARPNESS_CHOICES
 from .steps.plan import StagePlan, arguments_for
@@ -42,23 +43,6 @@ USE_DDP_INSTEAD = (
 
 
 # --------------------------------------------------------------------------------------------- stage settings
-def _scalar_fields() -> dict[str, type]:
-    """Fields of the methods' configs typed exactly bool / int / float (optionally ``| None``): their recipe values
-    are type-checked, since TrainingArguments does not (a string learning rate fails deep inside the optimizer)."""
-    import dataclasses
-
-    out: dict[str, type] = {}
-    for f in (f for spec in REGISTRY.values() for f in dataclasses.fields(spec.config)):
-        name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        name = name.replace(" | None", "").replace("Optional[", "").rstrip("]")
-        if name in ("bool", "int", "float"):
-            out[f.name] = {"bool": bool, "int": int, "float": float}[name]
-    return out
-
-
-_SCALAR_FIELDS = _scalar_fields()
-
-
 def _is_a(value: Any, expected: type) -> bool:
     if value is None:
         return True
@@ -122,10 +106,10 @@ def check_plans(plans: list[StagePlan], *, checkpoints: Path, use_cpu: bool, see
             raise _distributed_error(plan, *backend)
     for plan in plans:
         for key, value in plan.settings.items():
-            expected = _SCALAR_FIELDS.get(TRAINING_ALIASES.get(key, key))
+            expected = scalar_fields().get(TRAINING_ALIASES.get(key, key))
             if expected is not None and not _is_a(value, expected):
-                hint = (
-                    " (YAML reads an exponent without a sign, e.g. 1e-3, as text: write 0.001 or 1.0e-3)"
+                hint = (  # recipe files and --set read 1e-3 as a number; a recipe dict built in Python may not
+                    " (a number written as text: give it as a number, e.g. 0.001 or 1e-3 unquoted)"
                     if isinstance(value, str) and expected is not bool
                     else ""
                 )
