@@ -196,7 +196,7 @@ def save_model(model: PreTrainedModel, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not is_timm_model(model):
-        model.save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder)  # safetensors: transformers 5's only format
         return folder
     from timm.models import save_for_hf
 

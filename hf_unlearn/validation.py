@@ -279,7 +279,8 @@ def pretrained_load_error(name_or_path: str, error: Exception) -> ValidationErro
     return ValidationError(
         f"model.name_or_path: cannot load the weights of {name_or_path!r} ({type(error).__name__}: {error}). "
         "hf_unlearn loads safetensors weights only (a pickle file such as pytorch_model.bin can run code when "
-        "loaded): convert the checkpoint (model.save_pretrained(folder, safe_serialization=True)) or pick a "
+        "loaded): convert a checkpoint you trust (from_pretrained, then save_pretrained(folder), which writes "
+        "model.safetensors) or pick a "
         "repository that has model.safetensors."
     )
 

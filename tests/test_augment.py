@@ -172,7 +172,7 @@ def test_cifar_stem_keeps_a_32x32_first_feature_map(tmp_path) -> None:
     assert conv.kernel_size == (3, 3) and conv.stride == (1, 1)
     assert 0.7 < float(conv.weight.detach().std()) / (2 / (8 * 9)) ** 0.5 < 1.3  # Kaiming fan-out, the model's own
     # Saved and reloaded with the same layout and weights.
-    cifar.save_pretrained(tmp_path, safe_serialization=True)
+    cifar.save_pretrained(tmp_path)
     again = load_saved_model(str(tmp_path))
     with torch.no_grad():
         torch.testing.assert_close(again(pixel_values=x).logits, cifar.eval()(pixel_values=x).logits)

@@ -235,7 +235,7 @@ def test_a_cifar_stem_export_card_loads_it_with_hf_unlearns_loader(tmp_path) -> 
     resnet = {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8], "depths": [1]}
     model = build_model_from_config(resnet, CLASSES, seed=0, stem="cifar")
     run_dir = tmp_path / "run"
-    model.save_pretrained(run_dir / "models" / "sharp_minmax_asam", safe_serialization=True)
+    model.save_pretrained(run_dir / "models" / "sharp_minmax_asam")
     (run_dir / "report.json").write_text(json.dumps(_report()))
     folder = export_run(run_dir, tmp_path / "export", repo_id="me/cifar-unlearned")
     card = (folder / "README.md").read_text()

@@ -95,7 +95,7 @@ class StageStore:
             atomic_save_npy(self.root / filename, array)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
         if model is not None:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp)
         with open(tmp / "stage.json", "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2, default=str)
         final = self.stage_dir(name)
