@@ -1,5 +1,6 @@
 """Shared test fixtures: offline Hugging Face settings, one torch thread, tiny classifiers, tiny datasets, argument
-builders, and the one tiny recipe that end-to-end tests run (`tiny_recipe`).
+builders, the one tiny recipe that end-to-end tests run (`tiny_recipe`), and its runs trained once per session
+(`baseline`, `all_methods_reference`).
 
 The environment variables are set at import time (before any test module imports transformers or
 huggingface_hub, which read them once), and they are *set*, not defaulted: a developer's own
@@ -308,10 +309,93 @@ def hand_saliency(model: nn.Module, forget: TensorItems) -> dict[str, torch.Tens
     return {n: t.abs() for n, t in total.items()}
 
 
-# Module fixtures that train end to end (a whole recipe, model folders, a two-process launch): every test that uses
-# one is `slow`, so ``-m "not slow"`` never builds them. Tests that run a recipe themselves carry the marker.
+# ------------------------------------------------------------------------------------ shared end-to-end runs
+# Built once per session and shared by test_integrity, test_reliability and test_steps. Each test gets the shared
+# folder through a function-scoped wrapper that fails the test if it changed anything there: a test that writes
+# (reruns, edits, deletes) works on `copy_of` it.
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    """A copy of a shared run folder at ``tmp_path / "out"``, for a test that writes into it."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    return out
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path under ``folder`` with (size, mtime) for files: what a test may not change in a shared run."""
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
+        for p in folder.rglob("*")
+    }
+
+
+def _read_only(folder: Path):
+    before = _listing(folder)
+    yield folder
+    if _listing(folder) != before:
+        pytest.fail(f"the test changed the shared run {folder}: give it copy_of(...) instead", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def baseline_run(tmp_path_factory) -> Path:
+    """One uninterrupted ``hf-unlearn run`` of `TINY_RECIPE` (in-process): original, retrain and neggrad_sam."""
+    folder = tmp_path_factory.mktemp("baseline")
+    assert run_cli(folder, TINY_RECIPE, folder / "out") == 0
+    return folder / "out"
+
+
+@pytest.fixture
+def baseline(baseline_run: Path):
+    """The shared `baseline_run`, read-only."""
+    yield from _read_only(baseline_run)
+
+
+def all_methods_recipe() -> dict[str, Any]:
+    """TINY with every run of recipes/digits-all-methods.yaml (plus the official Sharp MinMax), 2 epochs each.
+
+    SCRUB gets ``msteps: 1`` and 4 epochs: its epochs then take 5, 4, 4 and 4 steps, and resuming from the third
+    checkpoint (step 13) is where the Trainer's own arithmetic (13 // 5 = epoch 2, 3 batches in) goes wrong."""
+    from hf_unlearn.recipe import load_recipe
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "digits-all-methods.yaml"
+    runs = load_recipe(str(path))["unlearn"]["runs"]
+    runs = [{**run, "msteps": 1, "epochs": 4} if run["method"] == "scrub" else run for run in runs]
+    runs.append({"method": "sharp_minmax", "name": "sharp_minmax_official", "official": True, "mask_ratio": 0.5})
+    return tiny_recipe(**{"unlearn.runs": runs, "unlearn.defaults.epochs": 2})
+
+
+@pytest.fixture(scope="session")
+def all_methods_run(baseline_run: Path, tmp_path_factory) -> Path:
+    """`all_methods_recipe` run uninterrupted on a copy of `baseline_run` (original and retrain are reused: their
+    fingerprints do not depend on the unlearning runs): the reference weights of the resume tests."""
+    folder = tmp_path_factory.mktemp("all_methods")
+    out = folder / "out"
+    shutil.copytree(baseline_run, out)
+    assert run_cli(folder, all_methods_recipe(), out) == 0
+    return out
+
+
+@pytest.fixture
+def all_methods_reference(all_methods_run: Path):
+    """The shared `all_methods_run`, read-only."""
+    yield from _read_only(all_methods_run)
+
+
+# Fixtures that train end to end (a whole recipe, model folders, a two-process launch): every test that uses one is
+# `slow`, so ``-m "not slow"`` never builds them. Tests that run a recipe themselves carry the marker.
 END_TO_END_FIXTURES = frozenset(
-    {"baseline", "ddp", "no_reference_run", "pushed_run", "study", "tiny_run", "two_seeds", "user_files"}
+    {
+        "all_methods_reference",
+        "all_methods_run",
+        "baseline",
+        "baseline_run",
+        "ddp",
+        "no_reference_run",
+        "pushed_run",
+        "study",
+        "tiny_run",
+        "two_seeds",
+        "user_files",
+    }
 )
 
 

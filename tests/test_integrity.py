@@ -1,8 +1,8 @@
 """Integrity and security (docs/reliability.md): safe names, one run per folder, YAML / JSON errors, the forget-set
 commitment and `hf-unlearn verify`, edited manifests, Hub failures, main-process printing and Ctrl-C.
 
-Runs use the tiny recipe of tests/conftest.py; tests that need finished stages copy this module's one
-baseline run, so only what the test changes is computed again.
+Runs use the tiny recipe of tests/conftest.py; tests that need finished stages copy the session's baseline run
+(`baseline`, tests/conftest.py), so only what the test changes is computed again.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import pytest
 import torch
 from conftest import TINY_RECIPE as TINY
 from conftest import TINY_STEPS_PER_EPOCH as STEPS_PER_EPOCH
-from conftest import run_cli, write_recipe
+from conftest import all_methods_recipe, copy_of, run_cli, write_recipe
 from conftest import tiny_recipe as recipe_with
 from safetensors.torch import load_file
-from test_reliability import _digits_with, copy_of, expect_error
+from test_reliability import _digits_with, expect_error
 
 from hf_unlearn.cli import main
 from hf_unlearn.data import sources
@@ -35,13 +35,6 @@ from hf_unlearn.paths import inside, safe_name
 from hf_unlearn.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("integrity")
-    assert run_cli(folder, TINY, folder / "out") == 0
-    return folder / "out"
 
 
 # ================================================================================================ safe names
@@ -328,18 +321,11 @@ def test_readme_two_process_command_runs_the_default_recipe_to_the_end(tmp_path,
 
 
 # ========================================================================================= exact resume, every method
-def all_methods_recipe() -> dict:
-    """TINY with every run of recipes/digits-all-methods.yaml (plus the official Sharp MinMax), 2 epochs each.
-
-    SCRUB gets ``msteps: 1`` and 4 epochs: its epochs then take 5, 4, 4 and 4 steps, and resuming from the third
-    checkpoint (step 13) is where the Trainer's own arithmetic (13 // 5 = epoch 2, 3 batches in) goes wrong."""
-    runs = load_recipe(str(REPO / "recipes" / "digits-all-methods.yaml"))["unlearn"]["runs"]
-    runs = [{**run, "msteps": 1, "epochs": 4} if run["method"] == "scrub" else run for run in runs]
-    runs.append({"method": "sharp_minmax", "name": "sharp_minmax_official", "official": True, "mask_ratio": 0.5})
-    return recipe_with(**{"unlearn.runs": runs, "unlearn.defaults.epochs": 2})
-
-
-def test_every_method_resumes_bit_identically_after_an_interrupt(baseline, tmp_path, monkeypatch):
+# The uninterrupted reference of both tests is the session's `all_methods_reference` (tests/conftest.py): TINY's
+# baseline plus every method of `all_methods_recipe`, trained once.
+def test_every_method_resumes_bit_identically_after_an_interrupt(
+    baseline, all_methods_reference, tmp_path, monkeypatch
+):
     """Each unlearning stage is interrupted once, right after its last checkpoint before the final epoch, and the next rerun
     resumes it from that checkpoint (on disk, as after SIGKILL; tests/test_reliability.py SIGKILLs a real process).
     Every stage's weights then equal an uninterrupted run's, bit for bit."""
@@ -348,9 +334,7 @@ def test_every_method_resumes_bit_identically_after_an_interrupt(baseline, tmp_p
     from hf_unlearn.trainers import base
 
     recipe = all_methods_recipe()
-    reference = tmp_path / "reference"
-    shutil.copytree(baseline, reference)  # original and retrain are reused: their fingerprints are the same
-    assert run_cli(tmp_path, recipe, reference) == 0
+    reference = all_methods_reference
 
     interrupted: list[str] = []
 
@@ -390,20 +374,20 @@ def test_every_method_resumes_bit_identically_after_an_interrupt(baseline, tmp_p
         assert not different, f"{name}: {len(different)} tensors differ after resuming, e.g. {different[:2]}"
 
 
-def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_weights(baseline, tmp_path):
+def test_sigkill_in_scrub_and_official_sharp_minmax_then_rerun_gives_identical_weights(
+    baseline, all_methods_reference, tmp_path
+):
     """The two stages with resume state beyond the Trainer's own (SCRUB's phase and position, the official Sharp
     MinMax's retain optimizer) are SIGKILLed in a real process, one step after a checkpoint; each rerun resumes the
-    killed stage from disk, and the weights equal an uninterrupted run's, bit for bit."""
+    killed stage from disk, and the weights equal an uninterrupted run's, bit for bit (the same two runs, same
+    settings, in `all_methods_reference`: a stage's weights do not depend on the other runs of the recipe)."""
     from test_reliability import run_killed_at
 
     runs = all_methods_recipe()["unlearn"]["runs"]
     scrub = next(run for run in runs if run["method"] == "scrub")
     official = next(run for run in runs if run["name"] == "sharp_minmax_official")
     recipe = recipe_with(**{"unlearn.runs": [scrub, official], "unlearn.defaults.epochs": 2})
-    reference = tmp_path / "reference"
-    shutil.copytree(baseline, reference)
-    shutil.rmtree(reference / "models" / "neggrad_sam")
-    assert run_cli(tmp_path, recipe, reference) == 0
+    reference = all_methods_reference
 
     out = tmp_path / "out"
     shutil.copytree(baseline, out)

@@ -1,9 +1,9 @@
 """Reliability (docs/reliability.md): bad input, divergence, faults and resume, determinism, safe artifacts.
 
 Every run uses the tiny recipe of tests/conftest.py (digits at 8x8, a two-stage ResNet of width 8/16, batches of 256,
-1-2 epochs). Runs that need finished reference stages copy the folder of the module's baseline run, so only the new
-stages train: the stage fingerprints (which do not depend on the unlearning runs) make the copy's original / retrain
-stages reusable.
+1-2 epochs). Runs that need finished reference stages copy the session's baseline run (`baseline`, tests/conftest.py;
+one uninterrupted run of TINY), so only the new stages train: the stage fingerprints (which do not depend on the
+unlearning runs) make the copy's original / retrain stages reusable.
 
 The SIGKILL test runs the CLI in a subprocess with a tiny TrainerCallback (installed by the subprocess's bootstrap
 code, read from the HF_UNLEARN_TEST_KILL_AT environment variable) that SIGKILLs its own process at the start of a
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RECIPE, run_cli, write_recipe
+from conftest import TINY_RECIPE, copy_of, run_cli, write_recipe
 from conftest import TINY_STEPS_PER_EPOCH as STEPS_PER_EPOCH
 from conftest import tiny_recipe as recipe_with
 from safetensors.torch import load_file
@@ -72,20 +72,6 @@ def without_wall_seconds(report: Any) -> Any:
 
 def read_report(out: Path) -> dict[str, Any]:
     return json.loads((out / "report.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> Path:
-    """One uninterrupted run of TINY (in-process)."""
-    folder = tmp_path_factory.mktemp("baseline")
-    assert run_cli(folder, TINY, folder / "out") == 0
-    return folder / "out"
-
-
-def copy_of(baseline: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    shutil.copytree(baseline, out)
-    return out
 
 
 # ============================================================================================ bad input

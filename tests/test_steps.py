@@ -1,29 +1,21 @@
 """The pipeline's public steps (hf_unlearn.steps, `Pipeline`): metrics cached apart from the weights, and the steps
 other drivers (seeds, benchmarks, tuning) use instead of the pipeline's internals.
 
-One tiny run (conftest's TINY_RECIPE) is shared by the module; each test works on a copy of it.
+The session's tiny run (`baseline`, tests/conftest.py: one run of TINY_RECIPE) is shared; each test works on a copy
+of it.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from conftest import TINY_RECIPE as TINY
+from conftest import copy_of
 
 from hf_unlearn.recipe import validate
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    from hf_unlearn.pipeline import Pipeline
-
-    out = tmp_path_factory.mktemp("steps") / "out"
-    Pipeline(validate(copy.deepcopy(TINY)), out, use_cpu=True).run()
-    return out
 
 
 @pytest.fixture
@@ -42,17 +34,11 @@ def trainers(monkeypatch) -> list[str]:
     return built
 
 
-def _copy(finished: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    shutil.copytree(finished, out)
-    return out
-
-
 def _stamps(out: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in out.glob("models/*/*")}
 
 
-def test_changing_the_evaluation_rescores_without_retraining(finished, tmp_path, trainers, monkeypatch):
+def test_changing_the_evaluation_rescores_without_retraining(baseline, tmp_path, trainers, monkeypatch):
     from hf_unlearn.metrics import unlearning
     from hf_unlearn.models import load_saved_model
     from hf_unlearn.pipeline import Pipeline
@@ -65,7 +51,7 @@ def test_changing_the_evaluation_rescores_without_retraining(finished, tmp_path,
         return metrics(*args, **kwargs)
 
     monkeypatch.setattr(unlearning, "unlearning_metrics", spy)
-    out = _copy(finished, tmp_path)
+    out = copy_of(baseline, tmp_path)
     before = json.loads((out / "report.json").read_text())
     keys = {k: v["key"] for k, v in json.loads((out / "scores.json").read_text()).items()}
     stamps = _stamps(out)
@@ -90,13 +76,13 @@ def test_changing_the_evaluation_rescores_without_retraining(finished, tmp_path,
     assert scored == [] and trainers == [] and (out / "scores.json").stat().st_mtime_ns == cached
 
 
-def test_public_steps_run_one_more_unlearning_run(finished, tmp_path, trainers):
+def test_public_steps_run_one_more_unlearning_run(baseline, tmp_path, trainers):
     """What a tuner does: the original and the reference once (here: reused), then one unlearning run with given
     settings on the forget set, scored and compared with the reference."""
     from hf_unlearn.models import load_saved_model
     from hf_unlearn.pipeline import Pipeline
 
-    out = _copy(finished, tmp_path)
+    out = copy_of(baseline, tmp_path)
     pipeline = Pipeline(validate(copy.deepcopy(TINY)), out, use_cpu=True)
     splits = pipeline.prepare_data()
     original = pipeline.original_model(splits)
