@@ -121,7 +121,11 @@ def run_cli(folder: Path, recipe: dict[str, Any], out: Path, *extra: str) -> int
 
 # --------------------------------------------------------------------------------------------- datasets
 class TensorItems(Dataset):
-    """Items ``{"pixel_values": x[i], "labels": y[i]}`` (0-d long); records every index it hands out."""
+    """Items ``{"pixel_values": x[i], "labels": y[i]}`` (0-d long); records every index it hands out.
+
+    A test spy, not a second `hf_unlearn.data.TensorImageDataset` (which the benchmarks use): it fetches item by
+    item, records ``accessed`` (which samples a trainer read), and exposes no ``labels`` tensor, so trainers see
+    its labels only batch by batch (tests/test_labels.py relies on that)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         assert len(x) == len(y)
