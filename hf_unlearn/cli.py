@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from .environment import add_env_parser, env_command  # light: no torch until `hf-unlearn env` runs
+
 DEFAULT_RECIPE = "digits"
 # What a rerun of an interrupted command does (Ctrl-C).
 RESUME_HINT = {
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("run_dir", type=Path, help="Folder of the run (holds manifest.json and report.json).")
     verify.add_argument("--ids", type=Path, required=True, help="The list: .txt / .csv (one per line), .json, .npy.")
     verify.add_argument("--commitment", default=None, help="The published value (default: report.json's).")
+    add_env_parser(commands)
     return parser
 
 
@@ -106,10 +109,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def add_tune_parser(commands) -> None:
     tune = commands.add_parser(
         "tune",
-        help="Tune one unlearning run's settings with Optuna (validation ToW; the test split is never read).",
+        help="Tune one unlearning run's settings with Optuna (validation objective; the test split is never read).",
         description="An Optuna study (seeded TPE, median pruning per epoch) over the run's search space "
         "(hf_unlearn.tune.space, narrowed by the recipe's tune.space). The original and the reference are trained "
-        "once; trial 0 is the run's own settings; the objective is ToW on retain, forget and a validation split. "
+        "once; trial 0 is the run's own settings; the objective is ToW on retain, forget and a validation split "
+        "(with retrain: false, the reference-free objective: a target estimated from the original). "
         "Writes DIR/tuning.json, the optimisation-history and parameter-importance plots and DIR/best.yaml. "
         "--trials counts the whole study: calling again with more trials resumes it. See docs/tuning.md.",
     )
@@ -150,11 +154,12 @@ def tune_command(args: argparse.Namespace) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(output_dir, use_cpu=args.cpu, what="hf-unlearn tune"):
         result = run_study(recipe, args.run, args.trials, output_dir, storage=args.storage, use_cpu=args.cpu)
+    label = "ToW" if result["objective"]["name"] == "tow" else result["objective"]["name"]
     for trial in result["trials"]:
         value = "—" if trial["value"] is None else f"{trial['value']:.4f}"
-        print(f"trial {trial['number']:3d}  {trial['state']:8s}  ToW {value}  {trial['params']}")
+        print(f"trial {trial['number']:3d}  {trial['state']:8s}  {label} {value}  {trial['params']}")
     if result["best"] is not None:
-        print(f"\nBest: trial {result['best']['number']}, validation ToW {result['best']['value']:.4f}")
+        print(f"\nBest: trial {result['best']['number']}, validation {label} {result['best']['value']:.4f}")
     print(f"Wrote {output_dir}/tuning.json, best.yaml and the plots in {time.perf_counter() - start:.1f} s.")
     return 0
 
@@ -418,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             return memorization_merge_command(args)
         if args.command == "verify":
             return verify_command(args)
+        if args.command == "env":
+            return env_command(args)
     except (HfUnlearnError, ValueError) as error:  # bad input (RecipeError, ValidationError ...), divergence
         if os.environ.get("HF_UNLEARN_DEBUG"):
             raise

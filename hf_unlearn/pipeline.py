@@ -70,6 +70,7 @@ class Pipeline:
         """Every stage of the recipe, then the report(s); returns the report (``forget_sets``: one per set)."""
         from transformers import set_seed
 
+        from .forgetting import check_early_stop
         from .validation import check_forget_sizes, check_labels, diagnose_source
 
         self.check()  # every stage's settings, before anything is written or trained
@@ -81,6 +82,7 @@ class Pipeline:
         check_labels({"train": splits.train, "test": splits.test}, len(splits.class_names), self.source_splits)
         check_forget_sizes(self.recipe["forget"], len(splits.train))  # empty / whole-set forget sets fail now
         self.check_forget_sets(splits)  # bad index files etc. fail before pretraining, not after it
+        check_early_stop(self.recipe, splits.prepared.validation)  # early_stop needs held-out samples
         original = self.original_model(splits)
         reports: dict[str, dict[str, Any]] = {}
         for spec in forget_sets(self.recipe):
@@ -123,7 +125,10 @@ class Pipeline:
 
     def prepare_data(self) -> Splits:
         """Train / (validation) / test inputs of the recipe's data (hf_unlearn.data.prepare), with row ids."""
-        return prepare_data(self.recipe)
+        splits = prepare_data(self.recipe)
+        # Every model folder saved from now on carries the image processor of this input transform.
+        self.store.preprocessing = splits.prepared.description.get("transform") if splits.prepared else None
+        return splits
 
     def original_model(self, splits: Splits) -> Any:
         """The original model: pretrained on the whole training set (recording learning events), or reused."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFORM_CHOICES
 from .errors import RecipeError, ValidationError, did_you_mean
+from .forgetting import early_stop_settings
 from .paths import safe_name
 from .recipe_schema import (
     FORGET_CHOICES,
@@ -46,7 +47,7 @@ SCHEMA: dict[str, Any] = {
     "evaluation": EvaluationSection.types(),
     "hub": HubSection.types(),
     # hf-unlearn tune (hf_unlearn.tune): search-space overrides and the validation split it carves; run ignores it.
-    "tune": {"space": dict, "validation_size": float},
+    "tune": {"space": dict, "validation_size": float, "chosen": dict},  # chosen: what best.yaml's runs came from
     # Several seeds (hf_unlearn.seeds) and the analysis hook (hf_unlearn.analysis); absent = one seed, none.
     "seeds": list,
     "analysis": AnalysisSection.types(),
@@ -132,7 +133,8 @@ def _check_runs(runs: Any, where: str) -> None:
         if name in names or name in ("original", "retrain"):
             raise RecipeError(f"{here}name: run name {name!r} is used twice (or reserved); give each run a unique name")
         names.add(name)
-        _check_training({k: v for k, v in run.items() if k not in ("name", "method")}, here)
+        _check_training({k: v for k, v in run.items() if k not in ("name", "method", "early_stop")}, here)
+        early_stop_settings(run.get("early_stop"), f"{here}early_stop")  # hf_unlearn.forgetting
 
 
 def _check(node: Any, schema: Any, where: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write_text
+from .environment import environment, one_line
 from .metrics.tow import tug_of_war
 from .recipe_schema import reference_kind
 
@@ -31,6 +32,7 @@ def assemble_report(
     # None without a reference, or when the retrain diverged before a checkpoint
     reference = results["retrain"].get("accuracy") if "retrain" in results else None
     models = {}
+    chosen = (recipe.get("tune") or {}).get("chosen") or {}  # runs whose settings came from hf-unlearn tune
     for name in ["original", "retrain", *[n for n in results if n not in ("original", "retrain")]]:
         if name not in results:
             continue
@@ -39,6 +41,8 @@ def assemble_report(
         entry.setdefault("status", "finished")
         comparable = name != "retrain" and reference is not None and entry.get("accuracy") is not None
         entry["tow"] = tug_of_war(entry["accuracy"], reference) if comparable else None
+        if name in chosen:
+            entry["tuned"] = chosen[name]
         models[name] = entry
     return {
         "name": recipe["name"],
@@ -64,6 +68,7 @@ def assemble_report(
         "reference": reference_summary(recipe, results),
         "preprocessing": splits.prepared.description.get("transform") if splits.prepared else None,
         "models": models,
+        "environment": environment(),  # versions, CPU / GPU, threads: what these numbers came from
     }
 
 
@@ -121,6 +126,7 @@ def run_summary(report: dict[str, Any], name: str) -> list[str]:
         )
     if entry.get("tow") is not None:
         lines.append(f"{name}: ToW {entry['tow']:.3f} against the reference model (1 = the same accuracies).")
+    lines += provenance(name, entry)
     forget, forget_before = _acc(entry, "forget"), _acc(original, "forget")
     test, test_before = _acc(entry, "test"), _acc(original, "test")
     size = int(report.get("sizes", {}).get("forget") or 0)
@@ -138,6 +144,34 @@ def run_summary(report: dict[str, Any], name: str) -> list[str]:
             lines.append(
                 f"Note: {name} lowered forget accuracy by {forget_before - forget:.3f}, no more than test accuracy "
                 f"({test_before - test:.3f}): the model got worse in general rather than forgetting these samples."
+            )
+    return lines
+
+
+def provenance(name: str, entry: dict[str, Any]) -> list[str]:
+    """Where a run's settings came from (``hf-unlearn tune``'s best.yaml) and where its early stop ended it."""
+    lines = []
+    tuned = entry.get("tuned")
+    if tuned:
+        objective = tuned.get("objective") or {}
+        lines.append(
+            f"{name}: settings chosen by hf-unlearn tune, objective {objective.get('name')} on the "
+            f"{objective.get('split')} split (trial {tuned.get('trial')}, value {tuned.get('value', float('nan')):.4f})."
+        )
+    stop = entry.get("early_stop")
+    if stop:
+        target = stop["target"]["forget"]
+        if stop["stopped"]:
+            why = "the forget set reached" if stop["reason"] == "forgotten" else "no better score near"
+            lines.append(
+                f"{name}: stopped early at epoch {stop['epoch']:g} (step {stop['step']} of {stop['budget_steps']}): "
+                f"{why} the reference-free target forget accuracy {target:.3f}."
+            )
+        else:
+            last = (stop["checks"] or [{}])[-1].get("forget")
+            lines.append(
+                f"{name}: trained its whole budget ({stop['budget_steps']} steps); the forget accuracy "
+                f"({'—' if last is None else f'{last:.3f}'}) never reached the reference-free target {target:.3f}."
             )
     return lines
 
@@ -222,6 +256,7 @@ def markdown(report: dict[str, Any]) -> str:
         tow_line(report),
         "- MIA: MIA-efficacy on the forget set (fraction predicted non-member by an SVC trained on retain vs test "
         "confidence / entropy).",
+        f"- environment: {one_line(report.get('environment'))}",
         "",
         "## What happened",
         "",

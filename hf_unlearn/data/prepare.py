@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,9 @@ class PreparedData:
     pool_fingerprint: str = ""
     description: dict[str, Any] = field(default_factory=dict)
     raw_train: Dataset | None = field(default=None, repr=False)
+    # The training split before a validation carve (None when none was carved): forget sets known before training
+    # are resolved on it, so that a carve does not change them.
+    raw_before_carve: Dataset | None = field(default=None, repr=False)
 
     def train_column(self, name: str) -> list[Any]:
         """Values of a source column (e.g. an id or a file name) for every training sample, in train order."""
@@ -195,12 +199,21 @@ def prepare_pool(data: dict[str, Any], model: dict[str, Any] | None = None) -> P
     )
 
 
-def prepare_splits(data: dict[str, Any], seed: int, model: dict[str, Any] | None = None) -> PreparedData:
+def prepare_splits(
+    data: dict[str, Any],
+    seed: int,
+    model: dict[str, Any] | None = None,
+    keep: Callable[[Dataset], np.ndarray] | None = None,
+) -> PreparedData:
     """Train / (validation) / test model inputs for a recipe's `data` section.
 
     The test split is the source's `test_split` when it has one, else `test_size` carved out of the pool
     (stratified, seeded: digits). The validation split is the source's `validation_split` when it has one, else
     `validation_size` carved out of what is left for training (stratified, seeded), else none.
+
+    ``keep`` (given the training split before that carve, with its source columns) marks the rows that must stay
+    in training: the forget samples known before training (file and class-wise sets), so that validation comes from
+    retain samples only and the forget set is the one the recipe names without a carve (`raw_before_carve`).
     """
     spec = {**DATA_DEFAULTS, **data}
     if spec["test_split"] is not None and spec["test_split"] == spec["validation_split"]:
@@ -222,8 +235,7 @@ def prepare_splits(data: dict[str, Any], seed: int, model: dict[str, Any] | None
         train = rest
         description["validation"] = f"split {spec['validation_split']!r}"
     elif spec["validation_size"] is not None:
-        train, validation = stratified_split(rest, test_size=spec["validation_size"], seed=seed)
-        description["validation"] = f"carved from the training split (validation_size {spec['validation_size']})"
+        train, validation = carve_validation(rest, spec["validation_size"], seed, keep, description)
     else:
         train = rest
         description["validation"] = None
@@ -237,8 +249,28 @@ def prepare_splits(data: dict[str, Any], seed: int, model: dict[str, Any] | None
         validation=None if validation is None else _to_inputs(validation, transform, precompute, names),
         class_names=names,
         train_rows=np.asarray(train.with_format("numpy")[ROW_COLUMN], dtype=np.int64),
+        raw_before_carve=rest if len(rest) != len(train) else None,
         pool_size=len(pool),
         pool_fingerprint=description["pool_fingerprint"],
         description=description,
         raw_train=train,
     )
+
+
+def carve_validation(
+    rest: Dataset, size: float, seed: int, keep: Callable[[Dataset], np.ndarray] | None, description: dict[str, Any]
+) -> tuple[Dataset, Dataset]:
+    """(train, validation): ``size`` of ``rest`` carved out stratified and seeded, never from the rows ``keep``
+    marks (known forget samples); train keeps ``rest``'s order."""
+    kept = np.zeros(len(rest), dtype=bool) if keep is None else np.asarray(keep(rest), dtype=bool)
+    description["validation"] = f"carved from the training split (validation_size {size})"
+    if not kept.any():
+        return stratified_split(rest, test_size=size, seed=seed)
+    candidates = rest.select(np.flatnonzero(~kept))
+    if len(candidates) < 2:
+        raise ValueError("data.validation_size: every training sample is in the forget set; nothing to validate on.")
+    _, validation = stratified_split(candidates, test_size=size, seed=seed)
+    carved = np.isin(rest.with_format("numpy")[ROW_COLUMN], validation.with_format("numpy")[ROW_COLUMN])
+    description["validation"] += f", retain samples only ({int(kept.sum())} forget samples kept in training)"
+    description["validation_kept"] = hashlib.sha256(np.flatnonzero(kept).astype(np.int64).tobytes()).hexdigest()
+    return rest.select(np.flatnonzero(~carved)), validation

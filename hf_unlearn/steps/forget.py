@@ -24,7 +24,7 @@ from ..data.forget_sets import (
     random_forget_set,
 )
 from ..data.manifest import json_default
-from ..data.prepare import PreparedData, prepare_splits
+from ..data.prepare import ROW_COLUMN, PreparedData, prepare_splits
 from ..data.score_files import load_scores
 from ..data.sources import FILE_NAME_COLUMN
 from ..distributed import is_main_process
@@ -69,7 +69,7 @@ class ForgetSetRun:
 
 def prepare_data(recipe: dict[str, Any]) -> Splits:
     """Train / (validation) / test inputs of the recipe's data (hf_unlearn.data.prepare), with row ids."""
-    prepared = prepare_splits(recipe["data"], int(recipe["seed"]), recipe["model"])
+    prepared = prepare_splits(recipe["data"], int(recipe["seed"]), recipe["model"], keep=forget_rows_to_keep(recipe))
     return Splits(train=prepared.train, test=prepared.test, class_names=prepared.class_names, prepared=prepared)
 
 
@@ -81,11 +81,8 @@ def make_manifest(recipe: dict[str, Any], splits: Splits, spec: dict[str, Any], 
     kind = spec["kind"]
     if kind == "random":
         manifest = random_forget_set(n_train, spec["size"], seed)
-    elif kind == "classwise":
-        labels = np.asarray(splits.prepared.raw_train.with_format("numpy")["label"])
-        manifest = classwise_forget_set(
-            labels, classes=spec["classes"], fraction=spec["fraction"], seed=seed, class_names=splits.class_names
-        )
+    elif kind in KNOWN_BEFORE_TRAINING:
+        manifest = known_forget_set(spec, splits.prepared, seed)
     elif kind == "memorization":
         table = load_scores(spec["scores"], spec["scores_key"])
         scores = table.for_rows(splits.train_rows, pool_fingerprint=splits.prepared.pool_fingerprint)
@@ -106,20 +103,77 @@ def make_manifest(recipe: dict[str, Any], splits: Splits, spec: dict[str, Any], 
             )
         confidence = np.load(learning_events, allow_pickle=False)
         manifest = low_confidence_forget_set(confidence, spec["size"], spec["band"], seed=seed)
-    else:  # file
-        ids = splits.prepared.train_column(spec["id_column"]) if spec["index"] == "id" else None
-        manifest = file_forget_set(
-            spec["path"],
-            n_train=n_train,
-            index=spec["index"],
-            train_rows=splits.train_rows,
-            train_ids=ids,
-            match_base_names=spec["id_column"] == FILE_NAME_COLUMN,
-        )
+    else:
+        raise ValueError(f"forget.kind: unknown kind {kind!r}.")
     manifest.details["name"] = spec["name"]
     manifest.details["spec"] = spec
     manifest.details["inputs"] = forget_inputs(recipe, spec, n_train, manifest.details)
     return manifest
+
+
+# Forget sets whose members are known before training: a validation carve leaves them in training.
+KNOWN_BEFORE_TRAINING = ("classwise", "file")
+
+
+def resolve_known(spec: dict[str, Any], raw: Any, seed: int) -> SplitManifest:
+    """A class-wise or file forget set over ``raw`` (a training split with its source columns and row ids)."""
+    if spec["kind"] == "classwise":
+        return classwise_forget_set(
+            np.asarray(raw.with_format("numpy")["label"]),
+            classes=spec["classes"],
+            fraction=spec["fraction"],
+            seed=seed,
+            class_names=raw.features["label"].names,
+        )
+    ids = None
+    if spec["index"] == "id":
+        if spec["id_column"] not in raw.column_names:
+            known = [c for c in raw.column_names if c != ROW_COLUMN]
+            raise ValueError(f"The training split has no column {spec['id_column']!r}; its columns are {known}.")
+        ids = list(raw.with_format(None)[spec["id_column"]])
+    return file_forget_set(
+        spec["path"],
+        n_train=len(raw),
+        index=spec["index"],
+        train_rows=np.asarray(raw.with_format("numpy")[ROW_COLUMN]),
+        train_ids=ids,
+        match_base_names=spec["id_column"] == FILE_NAME_COLUMN,
+    )
+
+
+def known_forget_set(spec: dict[str, Any], prepared: PreparedData, seed: int) -> SplitManifest:
+    """A class-wise or file forget set, resolved on the training split before any validation carve (so the carve
+    does not change it; file positions with ``index: train`` refer to that split) and located in the carved one."""
+    before = prepared.raw_before_carve
+    manifest = resolve_known(spec, prepared.raw_train if before is None else before, seed)
+    if before is None:
+        return manifest
+    rows = np.asarray(before.with_format("numpy")[ROW_COLUMN])[manifest.forget_indices]
+    position = {int(row): i for i, row in enumerate(prepared.train_rows)}
+    indices = sorted(position[int(row)] for row in rows)  # never carved: `forget_rows_to_keep`
+    return SplitManifest.build(
+        manifest.kind, len(prepared.train_rows), indices, seed=manifest.seed, details=manifest.details
+    )
+
+
+def forget_rows_to_keep(recipe: dict[str, Any]) -> Any:
+    """For `prepare_splits`: marks the members of every class-wise and file forget set of ``recipe`` in a training
+    split, so that a validation split is carved from retain samples only. A forget set that cannot be resolved is
+    skipped here; building it reports the error where it belongs (``forget``)."""
+    from ..recipe_schema import forget_sets
+
+    def keep(raw: Any) -> np.ndarray:
+        mask = np.zeros(len(raw), dtype=bool)
+        for spec in forget_sets(recipe):
+            if spec["kind"] in KNOWN_BEFORE_TRAINING:
+                seed = int(recipe["seed"]) if spec["seed"] is None else int(spec["seed"])
+                try:
+                    mask[resolve_known(spec, raw, seed).forget_indices] = True
+                except ValueError:
+                    continue
+        return mask
+
+    return keep
 
 
 def forget_inputs(recipe: dict[str, Any], spec: dict[str, Any], n_train: int, details: dict[str, Any]) -> str:

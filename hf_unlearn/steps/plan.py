@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..registry import own_settings
+from ..forgetting import early_stop_settings
 from ..recipe_schema import REFERENCE_DEFAULTS, TRACKING_KEYS, UNLEARN_DEFAULTS
 from ..recipe_schema import TRAINING_ALIASES as _ALIASES
+from ..registry import own_settings
 
 # Bumped when a stage's result changes for the same settings, so old outputs are redone, not reused.
 # 2: retrain starts from the model's own initialisation; random_label / salun train on one shuffled union; forget
@@ -36,6 +37,7 @@ class StagePlan:
     method: str
     settings: dict[str, Any]
     layers: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
+    early_stop: dict[str, Any] | None = None  # a run's `early_stop` (hf_unlearn.forgetting): not an argument
 
     def locate(self, key: str) -> str:
         """``unlearn.runs[1].alpha`` when the run sets alpha, ``unlearn.defaults.alpha`` when the defaults do."""
@@ -68,7 +70,9 @@ def unlearn_plan(recipe: dict[str, Any], run: Mapping[str, Any], index: int | No
     prefix = f"unlearn.runs[{index}]" if index is not None else f"unlearn ({name})"
     settings = {k: v for k, v in {**UNLEARN_DEFAULTS, **defaults, **run}.items() if k not in ("method", "name")}
     where = f"{prefix} ({name})" if index is not None else prefix
-    return StagePlan(name, where, run["method"], settings, [(prefix, run), ("unlearn.defaults", defaults)])
+    early_stop = early_stop_settings(settings.pop("early_stop", None), f"{prefix}.early_stop")
+    layers = [(prefix, run), ("unlearn.defaults", defaults)]
+    return StagePlan(name, where, run["method"], settings, layers, early_stop)
 
 
 def stage_plans(recipe: dict[str, Any]) -> list[StagePlan]:
@@ -99,10 +103,13 @@ def arguments_for(plan: StagePlan, *, output_dir: str | Path, use_cpu: bool, see
     )
 
 
-def fingerprint(recipe: dict[str, Any], plan: StagePlan, forget_sha256: str | None = None) -> str:
+def fingerprint(
+    recipe: dict[str, Any], plan: StagePlan, forget_sha256: str | None = None, split: str | None = None
+) -> str:
     """What a stage's weights depend on; a finished stage with another fingerprint is redone. Tracking and console
     settings are left out (changing them reuses finished stages), and so is the ``evaluation`` section: metrics
-    are cached on their own (`hf_unlearn.steps.score`)."""
+    are cached on their own (`hf_unlearn.steps.score`). ``split``: `split_key` of the data, when a validation
+    carve kept forget samples in training (the training split then depends on the forget sets too)."""
     inputs = {
         "semantics": SEMANTICS,
         "stage": plan.stage,
@@ -117,14 +124,22 @@ def fingerprint(recipe: dict[str, Any], plan: StagePlan, forget_sha256: str | No
     }
     if plan.stage == "original":  # the learning events are predicted in evaluation batches
         inputs["confidence_batch_size"] = recipe["evaluation"]["batch_size"]
+    if split is not None:  # absent otherwise: earlier outputs keep their fingerprints
+        inputs["split"] = split
+    if plan.early_stop is not None:
+        inputs["early_stop"] = plan.early_stop
     return digest(inputs)
 
 
-def given_reference_fingerprint(recipe: dict[str, Any], forget_sha256: str) -> str:
+def split_key(prepared: Any) -> str | None:
+    """The digest of the forget samples a validation carve kept in training (`hf_unlearn.data.prepare`), or None."""
+    return None if prepared is None else prepared.description.get("validation_kept")
+
+
+def given_reference_fingerprint(recipe: dict[str, Any], forget_sha256: str, split: str | None = None) -> str:
     """A reference retrained elsewhere (``retrain: {from: ...}``): its source and the forget set."""
-    return digest(
-        {"semantics": SEMANTICS, "stage": "retrain", "from": recipe["retrain"]["from"], "forget": forget_sha256}
-    )
+    inputs = {"semantics": SEMANTICS, "stage": "retrain", "from": recipe["retrain"]["from"], "forget": forget_sha256}
+    return digest(inputs if split is None else {**inputs, "split": split})
 
 
 def digest(inputs: Any) -> str:

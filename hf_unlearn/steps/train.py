@@ -20,7 +20,7 @@ from ..errors import DivergenceError, located
 from ..models import build_model_from_config, fresh_model, load_reference_model, load_saved_model
 from ..recipe import recipe_augmentation
 from .forget import ForgetSetRun, Splits
-from .plan import StagePlan, arguments_for, fingerprint, given_reference_fingerprint, original_plan
+from .plan import StagePlan, arguments_for, fingerprint, given_reference_fingerprint, original_plan, split_key
 from .score import NO_METRICS, Evaluator
 from .store import StageStore
 
@@ -72,7 +72,7 @@ class StageRunner:
         from ..callbacks import ConfidenceRecorder
 
         plan = original_plan(self.recipe)
-        key = fingerprint(self.recipe, plan)
+        key = fingerprint(self.recipe, plan, split=split_key(splits.prepared))
         if self.store.finished("original", key) is not None:
             return load_saved_model(str(self.store.stage_dir("original")))
         start = time.perf_counter()
@@ -122,7 +122,7 @@ class StageRunner:
         """``retrain: {from: ...}``: a reference retrained elsewhere, scored like a retrained one (not copied)."""
         source = self.recipe["retrain"]["from"]
         store = self.store.at(run.folder)
-        key = given_reference_fingerprint(self.recipe, run.manifest.sha256)
+        key = given_reference_fingerprint(self.recipe, run.manifest.sha256, split_key(run.splits.prepared))
         record = store.finished("retrain", key)
 
         def load():
@@ -167,7 +167,7 @@ class StageRunner:
         forget set, or reuse it; its report entry."""
         store = self.store.at(run.folder)
         name = plan.stage
-        key = fingerprint(self.recipe, plan, run.manifest.sha256)
+        key = fingerprint(self.recipe, plan, run.manifest.sha256, split_key(run.splits.prepared))
         record = store.finished(name, key)
         if record is not None:
             load = (lambda: load_saved_model(str(store.stage_dir(name)))) if store.has_weights(name) else (lambda: None)
@@ -180,6 +180,9 @@ class StageRunner:
             extra["reinit"] = False
         else:
             model = copy.deepcopy(original)
+        stopper = self._stopper(plan, run, original)
+        if stopper is not None:
+            extra["callbacks"] = [stopper]
         trainer = self._trainer(
             plan.method, model, args, retain_dataset=run.splits.retain, forget_dataset=run.splits.forget, **extra
         )
@@ -194,6 +197,8 @@ class StageRunner:
             except DivergenceError as error:  # finite losses, but the predictions overflow (e.g. BatchNorm stats)
                 diverged = error
         details: dict[str, Any] = {"log_history": trainer.state.log_history}
+        if stopper is not None:
+            details["early_stop"] = stopper.record(trainer.state.max_steps)
         if diverged is not None:
             model, metrics, details = self._last_good(name, run, checkpoints, diverged)
         record = _record(
@@ -207,6 +212,28 @@ class StageRunner:
         self.evaluator.remember(run, name, key, metrics)
         checkpoints.remove()
         return {**store.record(name), **metrics}
+
+    def _stopper(self, plan: StagePlan, run: ForgetSetRun, original: Any) -> Any:
+        """The run's ``early_stop`` callback, its reference-free target estimated from the original (docs/tuning.md,
+        "Without a reference"); None when the run has none."""
+        if plan.early_stop is None:
+            return None
+        from ..callbacks import StopWhenForgotten
+        from ..forgetting import learning_events_of, original_target
+
+        splits, batch_size = run.splits, self.recipe["evaluation"]["batch_size"]
+        target = original_target(
+            original,
+            retain=splits.retain,
+            forget=splits.forget,
+            validation=splits.prepared.validation,
+            batch_size=batch_size,
+            learning_events=learning_events_of(self.store.learning_events_path, splits.manifest),
+        )
+        validation = splits.prepared.validation
+        return StopWhenForgotten(
+            target, forget=splits.forget, validation=validation, settings=plan.early_stop, batch_size=batch_size
+        )
 
     def _last_good(
         self, name: str, run: ForgetSetRun, checkpoints: StageCheckpoints, diverged: DivergenceError

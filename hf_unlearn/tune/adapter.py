@@ -18,15 +18,16 @@ from ..errors import ValidationError
 @dataclass
 class SharedStages:
     """What every trial shares on one seed and forget set: the pipeline, the forget set's splits, the original and
-    the reference's accuracies."""
+    the reference's accuracies, or, without a reference, the reference-free target estimated from the original."""
 
     name: str  # "<forget set>" or "seed-<s>/<forget set>"
     pipeline: Any
     splits: Any  # hf_unlearn.pipeline.Splits with retain / forget; splits.prepared.validation is the held-out split
     original: Any
-    reference: dict[str, float]  # the reference's accuracy on retain, forget and validation
+    reference: dict[str, float] | None  # the reference's accuracy on retain, forget and validation (None: none)
     settings: dict[str, Any]  # the tuned run's merged settings (pipeline defaults, unlearn.defaults, the run)
     folder: Path  # the forget set's folder (trial trainers name their unused checkpoint folder after it)
+    target: Any = None  # hf_unlearn.metrics.reference_free.ForgetTarget when the recipe has no reference
 
     @property
     def validation(self) -> Any:
@@ -41,6 +42,7 @@ def shared_stages(
     Several forget sets share the original and get a subfolder each, as in ``hf-unlearn run``."""
     from transformers import set_seed
 
+    from ..forgetting import learning_events_of, original_target
     from ..models import load_reference_model, load_saved_model
     from ..pipeline import Pipeline
     from ..recipe_schema import forget_sets, reference_kind
@@ -64,7 +66,20 @@ def shared_stages(
     for spec in forget_sets(recipe):
         forget_run = pipe.forget_set(splits, spec)
         set_splits = forget_run.splits
-        if reference_kind(recipe) == "retrain":
+        target = None
+        if reference_kind(recipe) == "none":  # retrain: false: the target is estimated from the original
+            events = learning_events_of(pipe.store.learning_events_path, set_splits.manifest)
+            validation = splits.prepared.validation
+            target = original_target(
+                original,
+                retain=set_splits.retain,
+                forget=set_splits.forget,
+                validation=validation,
+                batch_size=batch_size,
+                learning_events=events,
+            )
+            reference_model = None
+        elif reference_kind(recipe) == "retrain":
             pipe.reference(forget_run, original)
             reference_model = load_reference_model_folder(
                 load_saved_model, pipe.store.at(forget_run.folder).stage_dir("retrain")
@@ -73,12 +88,13 @@ def shared_stages(
             reference_model = load_reference_model(
                 recipe["retrain"]["from"], splits.class_names, trust_remote_code=recipe["model"]["trust_remote_code"]
             )
-        reference = accuracies(
-            reference_model, set_splits.retain, set_splits.forget, splits.prepared.validation, batch_size
-        )
-        out.append(
-            SharedStages(f"{label}{spec['name']}", pipe, set_splits, original, reference, settings, forget_run.folder)
-        )
+        reference = None
+        if reference_model is not None:
+            reference = accuracies(
+                reference_model, set_splits.retain, set_splits.forget, splits.prepared.validation, batch_size
+            )
+        name = f"{label}{spec['name']}"
+        out.append(SharedStages(name, pipe, set_splits, original, reference, settings, forget_run.folder, target))
     return out
 
 

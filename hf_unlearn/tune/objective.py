@@ -2,8 +2,10 @@
 
 ToW (`hf_unlearn.metrics.tug_of_war`) multiplies ``1 - |a_u - a_r|`` over three accuracies; the report uses the
 test split as the third, tuning uses the validation split in its place, so the test split stays unseen until the
-tuned settings are run. The objective is measured at every epoch's end (Optuna's intermediate values, for median
-pruning); a trial's value is the last epoch's.
+tuned settings are run. Without a reference (``retrain: false``) the objective is `reference_free`: the same kind of
+product against a target estimated from the original (`hf_unlearn.metrics.reference_free`). The objective is
+measured at every epoch's end (Optuna's intermediate values, for median pruning); a trial's value is the last
+epoch's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,28 @@ from typing import Any
 from transformers import TrainerCallback
 
 OBJECTIVE = {"name": "tow", "split": "validation"}
+REFERENCE_FREE = {"name": "reference_free", "split": "validation"}
+
+
+def objective_of(recipe: dict[str, Any]) -> dict[str, str]:
+    """ToW against the reference, or the reference-free objective when the recipe has none (retrain: false)."""
+    return dict(REFERENCE_FREE if recipe["retrain"] is False else OBJECTIVE)
+
+
+def trial_value(shared: Any, model: Any) -> tuple[dict[str, float], float]:
+    """(what was measured, the objective) of ``model`` on ``shared``'s retain, forget and validation samples."""
+    batch_size = shared.pipeline.recipe["evaluation"]["batch_size"]
+    splits = shared.splits
+    if shared.target is None:
+        measured = accuracies(model, splits.retain, splits.forget, shared.validation, batch_size)
+        return measured, validation_tow(measured, shared.reference)
+    from ..forgetting import measure
+    from ..metrics.reference_free import reference_free_score
+
+    measured = measure(
+        model, forget=splits.forget, validation=shared.validation, batch_size=batch_size, retain=splits.retain
+    )
+    return measured, reference_free_score(measured, shared.target)
 
 
 def accuracies(model: Any, retain: Any, forget: Any, validation: Any, batch_size: int) -> dict[str, float]:
@@ -51,10 +75,7 @@ class EpochObjective(TrainerCallback):
         self.pruned = False
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        shared = self.shared
-        batch_size = shared.pipeline.recipe["evaluation"]["batch_size"]
-        self.last = accuracies(model, shared.splits.retain, shared.splits.forget, shared.validation, batch_size)
-        value = validation_tow(self.last, shared.reference)
+        self.last, value = trial_value(self.shared, model)
         self.values.append(value)
         if not self.report:  # several seeds / forget sets: the study reports their running mean instead
             return control

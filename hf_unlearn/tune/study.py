@@ -4,7 +4,8 @@ Protocol (docs/tuning.md). The recipe's data gets a validation split (the source
 of the training split, stratified and seeded); the original and the reference are trained once on what is left
 for training and shared by every trial. Trial 0 is the run's own settings; later trials come from a seeded TPE
 sampler, and a trial whose ToW at an epoch's end falls below the median of earlier trials at that epoch is pruned.
-The objective is ToW on retain, forget and validation (`hf_unlearn.tune.objective`); the test split is never read.
+The objective is ToW on retain, forget and validation, or without a reference (retrain: false) the reference-free
+objective (`hf_unlearn.tune.objective`); the test split is never read.
 
 Storage: SQLite in the output folder unless ``storage`` names another database (e.g. PostgreSQL, shared by several
 processes or machines). ``trials`` is the study's total: calling again with a larger number adds the difference.
@@ -58,12 +59,7 @@ def find_run(recipe: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 def tuning_recipes(recipe: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(subfolder, one-seed recipe) pairs the study trains its shared stages with: one per seed of ``seeds`` (else
-    the recipe's seed, at the top of the folder), each with a reference and a validation split."""
-    if recipe["retrain"] is False:
-        raise ValidationError(
-            "tune: the objective is ToW against a reference, and this recipe has none (retrain: false); "
-            "give retrain settings or retrain: {from: PATH_OR_HUB_ID}."
-        )
+    the recipe's seed, at the top of the folder), each with a validation split (and its reference, if any)."""
     base = copy.deepcopy(recipe)
     if base["data"].get("validation_size") is None:  # used only when the source has no validation split of its own
         base["data"]["validation_size"] = (recipe.get("tune") or {}).get("validation_size") or DEFAULT_VALIDATION_SIZE
@@ -123,7 +119,7 @@ def run_study(
     identity = study_identity(tuned, run, space)
 
     from .adapter import shared_stages
-    from .objective import OBJECTIVE
+    from .objective import objective_of
 
     output_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here
     study_name = f"{recipe['name']}-{run['name']}"
@@ -138,7 +134,10 @@ def run_study(
     for folder, _ in tuned:  # trials save nothing; the Trainer made their output folders
         for path in (output_dir / folder).glob(f"**/checkpoints/tune-{run['name']}"):
             shutil.rmtree(path, ignore_errors=True)
-    result = summarize(study, recipe, run, space, contexts, OBJECTIVE)
+    result = summarize(study, recipe, run, space, contexts, objective_of(recipe))
+    result["warnings"] = reference_free_warnings(contexts)
+    for warning in result["warnings"]:
+        logger.warning("tune: %s", warning)
     write_outputs(study, result, recipe, run, output_dir)
     return result
 
@@ -265,13 +264,35 @@ def summarize(
         "method": run["method"],
         "recipe": recipe["name"],
         "objective": dict(objective),
-        # The reference's accuracies (one seed and forget set), else per "seed-<s>/<forget set>".
+        # The reference's accuracies (one seed and forget set), else per "seed-<s>/<forget set>"; None without one.
         "reference": contexts[0].reference if len(contexts) == 1 else {c.name: c.reference for c in contexts},
+        **({"target": per_context(contexts, lambda c: c.target.as_dict())} if contexts[0].target else {}),
         "space": {k: asdict(v) for k, v in space.items()},
         "study": study.study_name,
         "trials": trials,
         "best": None if best is None else {"number": best.number, "params": best.params, "value": best.value},
     }
+
+
+def per_context(contexts: list[Any], value: Any) -> Any:
+    """``value(context)`` for one context, else ``{context name: value}``."""
+    return value(contexts[0]) if len(contexts) == 1 else {c.name: value(c) for c in contexts}
+
+
+def reference_free_warnings(contexts: list[Any]) -> list[str]:
+    """Where the reference-free objective's held-out level may be a training level (docs/tuning.md)."""
+    warnings = []
+    for c in contexts:
+        carved = str(c.splits.prepared.description.get("validation") or "").startswith("carved")
+        if c.target is not None and c.target.difficulty == "confidence" and carved:
+            warnings.append(
+                f"{c.name or 'the forget set'}: the original was not trained by this recipe and the validation split "
+                "was carved from its training data: if the model trained on those images, the held-out level is a "
+                "training level and the objective under-forgets. Give the source a validation split the model never "
+                "saw (data.validation_split)."
+            )
+            break  # once: the same data for every forget set
+    return warnings
 
 
 def best_recipe(recipe: dict[str, Any], run: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -290,9 +311,15 @@ def write_outputs(study: Any, result: dict[str, Any], recipe: dict[str, Any], ru
     result["plots"] = plots(study, out, atomic_write_bytes)
     if result["best"] is not None:
         best = best_recipe(recipe, run, result["best"]["params"])
+        chosen = {"objective": result["objective"], "study": result["study"], "trial": result["best"]["number"]}
+        chosen["value"] = result["best"]["value"]
+        tune = dict(best.get("tune") or {})
+        tune["chosen"] = {**(tune.get("chosen") or {}), run["name"]: chosen}  # the report copies it (report.py)
+        best["tune"] = tune
         header = (
             f"# {recipe['name']} with the settings `hf-unlearn tune` found for run {run['name']} "
-            f"(trial {result['best']['number']}, validation ToW {result['best']['value']:.4f}).\n"
+            f"(trial {result['best']['number']}, validation {result['objective']['name']} "
+            f"{result['best']['value']:.4f}).\n"
         )
         atomic_write_text(out / "best.yaml", header + yaml.safe_dump(best, sort_keys=False))
     atomic_write_text(out / "tuning.json", json.dumps(result, indent=2, default=str) + "\n")

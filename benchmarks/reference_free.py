@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""Does the reference-free objective of `hf-unlearn tune` choose settings as good as the reference-based one?
+
+    python benchmarks/reference_free.py --root runs/reference-free                      # the full comparison
+    python benchmarks/reference_free.py --smoke --root /tmp/rf-smoke                     # a tiny end-to-end check
+    python benchmarks/reference_free.py --from-json runs/reference-free/reference_free.json   # re-render the table
+
+Protocol (docs/tuning.md, "Without a reference"). Digits, the recipe of recipes/digits.yaml. Forget sets, one of
+each kind: low confidence 10% (``lowconf``), memorization band ``high`` 2%, random 10%, class-wise (all of class 3).
+Runs: neggrad, neggrad+SAM and Sharp MinMax+SAM of recipes/digits.yaml. Three settings per (forget set, run):
+- ``defaults``: the recipe's own (tuned across kinds with a reference on seeds 100 / 101: docs/tuning.md);
+- ``reference``: the best trial of an `hf-unlearn tune` study with a retrained reference (validation ToW);
+- ``reference_free``: the best trial of the same study with ``retrain: false`` (the reference-free objective).
+Both studies search the run's declared space (epochs fixed at the run's 5), ``--trials`` trials, over the tuning
+seeds (``--tune-seeds``, default 100 101: each with its own split, original and validation split; the studies of a
+forget set share them). Then every setting runs on each evaluation seed (``--eval-seeds``, default 0 1 2: no study
+saw them), with its own original and retrained reference, and is scored by ToW against the reference on retain,
+forget and the test split, as the report does. Studies live in SQLite and stages are cached under ``--root``: an
+interrupted call resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python benchmarks/reference_free.py`: make `benchmarks.*` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.claims_setup import SETS as CLAIM_SETS
+from benchmarks.claims_workers import metrics_of, quiet_worker
+
+SETS: dict[str, dict[str, Any]] = {
+    "lowconf": CLAIM_SETS["lowconf"],
+    "high": CLAIM_SETS["high"],
+    "random": {"name": "random", "kind": "random", "size": 0.1},
+    "classwise": {"name": "classwise", "kind": "classwise", "classes": [3]},
+}
+RUNS = ("neggrad", "neggrad_sam", "sharp_minmax_sam")
+ARMS = ("defaults", "reference", "reference_free")
+SMOKE = [
+    "model.config={model_type: resnet, num_channels: 1, embedding_size: 8, hidden_sizes: [8, 16], depths: [1, 1], "
+    "layer_type: basic}",
+    "data.image_size=8",
+    "pretrain.epochs=2",
+    "pretrain.batch_size=128",
+    "retrain.epochs=1",
+    "unlearn.defaults.epochs=1",
+    "unlearn.defaults.batch_size=128",
+]
+
+
+def digits_recipe(smoke: bool) -> dict[str, Any]:
+    """recipes/digits.yaml (tiny model and epochs with ``smoke``), quiet, with its neggrad and SAM runs only."""
+    from hf_unlearn.recipe import load_recipe
+
+    recipe = load_recipe("digits", SMOKE if smoke else [])
+    recipe["unlearn"]["runs"] = [r for r in recipe["unlearn"]["runs"] if r["name"] in RUNS]
+    quiet = {"disable_tqdm": True, "logging_strategy": "no"}
+    recipe["pretrain"] = {**recipe["pretrain"], **quiet}
+    recipe["unlearn"]["defaults"] = {**recipe["unlearn"]["defaults"], **quiet}
+    recipe.pop("hub", None)
+    return recipe
+
+
+def study_recipe(base: dict[str, Any], set_name: str, arm: str, tune_seeds: list[int]) -> dict[str, Any]:
+    """The recipe one study tunes: one forget set over the tuning seeds, with a reference or without one."""
+    from hf_unlearn.recipe import validate
+
+    raw = copy.deepcopy(base)
+    raw.update(name=f"{arm}-{set_name}", seeds=list(tune_seeds), forget=dict(SETS[set_name]))
+    raw["seed"] = int(tune_seeds[0])
+    raw["retrain"] = False if arm == "reference_free" else raw["retrain"]
+    raw["tune"] = {"validation_size": 0.1, "space": {"epochs": None}}  # epochs stay the run's own (5)
+    return validate(raw)
+
+
+def tune_all(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """Every study (forget set x run x tuned arm); the studies of a forget set share its folder and originals."""
+    from hf_unlearn.tune.study import run_study
+
+    chosen: dict[str, Any] = {}
+    for set_name in args.sets:
+        for run in args.runs:
+            for arm in ("reference", "reference_free"):
+                recipe = study_recipe(base, set_name, arm, args.tune_seeds)
+                start = time.perf_counter()
+                result = run_study(recipe, run, args.trials, args.root / "tune" / set_name, use_cpu=True)
+                best = result["best"] or {"params": {}, "value": None, "number": None}
+                chosen[f"{set_name}/{run}/{arm}"] = {**best, "warnings": result.get("warnings", [])}
+                value = "—" if best["value"] is None else f"{best['value']:.3f}"
+                print(
+                    f"  tuned {set_name:9s} {run:17s} {arm:14s} best {value} (trial {best['number']}) "
+                    f"{best['params']} ({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
+    return chosen
+
+
+def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, chosen: dict[str, Any]) -> dict:
+    """One evaluation seed: its original, per forget set the retrained reference and every (run, arm) setting."""
+    from transformers import set_seed
+
+    from hf_unlearn.metrics import tug_of_war
+    from hf_unlearn.pipeline import Pipeline
+    from hf_unlearn.recipe import validate
+    from hf_unlearn.tune.space import apply_params
+
+    raw = {**copy.deepcopy(base), "seed": int(seed), "forget": [dict(SETS[s]) for s in args.sets]}
+    recipe = validate(raw)
+    pipe = Pipeline(recipe, args.root / f"eval-seed-{seed}", use_cpu=True)
+    pipe.output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)
+    splits = pipe.prepare_data()
+    original = pipe.original_model(splits)
+    runs = {run["name"]: run for run in recipe["unlearn"]["runs"]}
+    out: dict[str, Any] = {}
+    for spec in recipe["forget"]:
+        forget_run = pipe.forget_set(splits, spec)
+        reference = pipe.reference(forget_run, original)
+        out[f"{spec['name']}/retrain"] = metrics_of(reference)
+        for run in args.runs:
+            for arm in ARMS:
+                params = {} if arm == "defaults" else chosen[f"{spec['name']}/{run}/{arm}"]["params"]
+                settings = {**apply_params(runs[run], params), "name": f"{run}__{arm}"}
+                record = pipe.unlearn(forget_run, original, settings)
+                metrics = metrics_of(record)
+                ok = record.get("accuracy") is not None and reference.get("accuracy") is not None
+                metrics["tow"] = tug_of_war(record["accuracy"], reference["accuracy"]) if ok else None
+                out[f"{spec['name']}/{run}/{arm}"] = metrics
+        print(f"  seed {seed} {spec['name']:9s} done", flush=True)
+    return out
+
+
+def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (forget set, run, arm): mean and std of test ToW and mean forget accuracy over the evaluation seeds."""
+    rows = []
+    seeds = result["eval"]
+    for set_name in result["sets"]:
+        retrain = [seeds[s][f"{set_name}/retrain"]["accuracy"]["forget"] for s in seeds]
+        for run in result["runs"]:
+            for arm in ARMS:
+                cells = [seeds[s][f"{set_name}/{run}/{arm}"] for s in seeds]
+                tows = [c["tow"] for c in cells if c["tow"] is not None]
+                rows.append(
+                    {
+                        "set": set_name,
+                        "run": run,
+                        "arm": arm,
+                        "tow_mean": statistics.fmean(tows) if tows else None,
+                        "tow_std": statistics.stdev(tows) if len(tows) > 1 else None,
+                        "forget_mean": statistics.fmean(c["accuracy"]["forget"] for c in cells if c["accuracy"]),
+                        "retrain_forget_mean": statistics.fmean(retrain),
+                        "seeds": len(tows),
+                    }
+                )
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    def num(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    lines = [
+        "# Reference-free vs reference-based tuning on digits",
+        "",
+        f"Tuning seeds {result['tune_seeds']}, {result['trials']} trials per study; evaluation seeds "
+        f"{list(result['eval'])}; ToW against each seed's retrained reference on retain, forget and test (mean ± std "
+        f"over seeds; forget accuracy mean in brackets). {'SMOKE configuration: tiny model, not a result. ' if result['smoke'] else ''}"
+        f"Wall time {result['seconds'] / 60:.1f} min.",
+        "",
+        "| forget set | run | retrain forget | defaults | reference tune | reference-free tune |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = {(r["set"], r["run"], r["arm"]): r for r in summary(result)}
+    for set_name in result["sets"]:
+        for run in result["runs"]:
+            cells = []
+            for arm in ARMS:
+                row = rows[(set_name, run, arm)]
+                spread = f" ± {row['tow_std']:.3f}" if row["tow_std"] is not None else ""
+                cells.append(f"{num(row['tow_mean'])}{spread} ({num(row['forget_mean'])})")
+            retrain = rows[(set_name, run, "defaults")]["retrain_forget_mean"]
+            lines.append(f"| {set_name} | {run} | {num(retrain)} | " + " | ".join(cells) + " |")
+    lines += ["", "Chosen settings (best trial of each study):", ""]
+    for key, best in result["chosen"].items():
+        value = num(best["value"])
+        lines.append(f"- {key}: {best['params']} (validation value {value}, trial {best['number']})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("runs") / "reference-free")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--tune-seeds", nargs="+", type=int, default=[100, 101])
+    parser.add_argument("--eval-seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=None, help="Trials per study (default 30; 2 with --smoke).")
+    parser.add_argument("--smoke", action="store_true", help="Tiny model, 1-2 epochs, 2 trials: minutes.")
+    parser.add_argument("--from-json", type=Path, default=None, help="Re-render a finished run's table.")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        print(markdown(json.loads(args.from_json.read_text())), end="")
+        return 0
+    if set(args.tune_seeds) & set(args.eval_seeds):
+        parser.error("--tune-seeds and --eval-seeds must differ: the evaluation seeds are the ones no study saw.")
+    args.trials = args.trials or (2 if args.smoke else 30)
+    quiet_worker()
+    start = time.perf_counter()
+    args.root.mkdir(parents=True, exist_ok=True)
+    base = digits_recipe(args.smoke)
+    chosen = tune_all(args, base)
+    evaluation = {str(seed): evaluate_seed(args, base, seed, chosen) for seed in args.eval_seeds}
+    result = {
+        "sets": args.sets,
+        "runs": args.runs,
+        "tune_seeds": args.tune_seeds,
+        "trials": args.trials,
+        "smoke": args.smoke,
+        "chosen": chosen,
+        "eval": evaluation,
+        "seconds": time.perf_counter() - start,
+    }
+    result["summary"] = summary(result)
+    (args.root / "reference_free.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    text = markdown(result)
+    (args.root / "reference_free.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
