@@ -11,7 +11,6 @@ import torch
 
 from hf_unlearn.metrics import (
     accuracy,
-    metric_path,
     mia_efficacy,
     mia_features,
     predict_probabilities,
@@ -230,69 +229,3 @@ def test_predict_probabilities_on_a_torch_formatted_hf_dataset():
     assert probs.shape == (6, 3) and model.training
     np.testing.assert_array_equal(labels, [0, 1, 2, 2, 1, 0])
     assert accuracy(probs, labels) == pytest.approx(np.mean(probs.argmax(1) == labels))
-
-
-# ---------------------------------------------------------------- evaluate wrappers
-
-
-@pytest.fixture(scope="module")
-def evaluate_cache(tmp_path_factory):
-    """Point every evaluate/HF cache at a temporary folder and forbid network access."""
-    root = tmp_path_factory.mktemp("hf_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HOME", str(root))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_DATASETS_OFFLINE", "1")
-        mp.setenv("HF_EVALUATE_OFFLINE", "1")
-        import evaluate
-
-        # evaluate derived its cache paths from HF_HOME at import time, possibly before this fixture.
-        mp.setattr(evaluate.config, "HF_MODULES_CACHE", root / "modules")
-        mp.setattr(evaluate.config, "HF_EVALUATE_CACHE", root / "evaluate")
-        mp.setattr(evaluate.config, "HF_METRICS_CACHE", root / "metrics")
-        yield evaluate, str(root)
-
-
-def test_metric_path_points_at_the_module_folders():
-    for name in ("tow", "mia"):
-        assert metric_path(name).endswith(name)
-    with pytest.raises(ValueError):
-        metric_path("nope")
-
-
-def test_evaluate_tow_matches_plain_function(evaluate_cache):
-    evaluate, cache = evaluate_cache
-    tow = evaluate.load(metric_path("tow"), cache_dir=cache)
-    rows = [
-        ({"retain": 0.98, "forget": 0.50, "test": 0.90}, RETRAINED),
-        ({"retain": 1.00, "forget": 0.30, "test": 0.95}, RETRAINED),
-    ]
-    kwargs = {
-        f"{side}_{split}": [pair[i][split] for pair in rows]
-        for i, side in enumerate(("unlearned", "retrained"))
-        for split in ("retain", "forget", "test")
-    }
-    for signed in (False, True):
-        expected = [tug_of_war(u, r, signed=signed) for u, r in rows]
-        result = tow.compute(**kwargs, signed=signed)
-        assert result["tow_per_row"] == pytest.approx(expected)
-        assert result["tow"] == pytest.approx(np.mean(expected))
-
-
-def test_evaluate_mia_matches_plain_function(evaluate_cache):
-    evaluate, cache = evaluate_cache
-    mia = evaluate.load(metric_path("mia"), cache_dir=cache)
-    rng = np.random.default_rng(11)
-    groups = {
-        "member": _two_class_probs(rng.uniform(0.4, 1.0, 40)),
-        "nonmember": _two_class_probs(rng.uniform(0.2, 0.8, 40)),
-        "target": _two_class_probs(rng.uniform(0.2, 1.0, 20)),
-    }
-    result = mia.compute(
-        probabilities=np.concatenate([g[0] for g in groups.values()]).tolist(),
-        labels=np.concatenate([g[1] for g in groups.values()]).tolist(),
-        group=[name for name, g in groups.items() for _ in range(len(g[1]))],
-        seed=5,
-    )
-    expected = mia_efficacy(*groups["member"], *groups["nonmember"], *groups["target"], seed=5)
-    assert result == pytest.approx(expected)

@@ -1,5 +1,8 @@
 """Evaluation metrics as plain functions; ``evaluate_modules`` wraps them for ``evaluate.load``.
 
+report.json's accuracies and MIA come from `unlearning_scores` (via `unlearning.unlearning_metrics`), its ToW from
+`tug_of_war`: the functions the ``accuracy``, ``mia`` and ``tow`` evaluate modules call, so both give one number.
+
 Analysis metrics (method-spec.md E.4, E.5): penultimate features, entanglement score, loss landscape.
 """
 
@@ -26,7 +29,9 @@ _EXPORTS = {
     "penultimate_features": ".features",
     "predict_probabilities": ".inference",
     "sample_shadow_members": ".mia",
+    "sampled_mia_efficacy": ".mia",
     "tug_of_war": ".tow",
+    "unlearning_scores": ".unlearning",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -36,8 +41,9 @@ if TYPE_CHECKING:
     from .features import penultimate_features
     from .inference import accuracy, predict_probabilities
     from .landscape import LossLandscape, basin_ratio, landscape_directions, landscape_stats, loss_landscape
-    from .mia import MIA_FEATURES, mia_efficacy, mia_features, sample_shadow_members
+    from .mia import MIA_FEATURES, mia_efficacy, mia_features, sample_shadow_members, sampled_mia_efficacy
     from .tow import TOW_KEYS, tug_of_war
+    from .unlearning import unlearning_scores
 
 __all__ = [
     "MIA_FEATURES",
@@ -57,5 +63,7 @@ __all__ = [
     "penultimate_features",
     "predict_probabilities",
     "sample_shadow_members",
+    "sampled_mia_efficacy",
     "tug_of_war",
+    "unlearning_scores",
 ]

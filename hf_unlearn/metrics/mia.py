@@ -102,6 +102,40 @@ def mia_efficacy(
     return scores
 
 
+def sampled_mia_efficacy(
+    member_probs: np.ndarray,
+    member_labels: np.ndarray,
+    nonmember_probs: np.ndarray,
+    nonmember_labels: np.ndarray,
+    target_probs: np.ndarray,
+    target_labels: np.ndarray,
+    *,
+    shadow_size: int | None = None,
+    features: Sequence[str] = MIA_FEATURES,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The report's MIA-efficacy: `mia_efficacy` with a seeded sample of ``shadow_size`` member rows (default: as
+    many as the non-member rows) as shadow members, so the attack trains on balanced classes.
+
+    The pipeline passes retain as members, test as non-members and forget as the target; the ``mia`` evaluate module
+    calls this function too.
+    """
+    member_labels = np.asarray(member_labels).reshape(-1)
+    size = len(np.asarray(nonmember_labels).reshape(-1)) if shadow_size is None else shadow_size
+    rows = sample_shadow_members(len(member_labels), size, seed)
+    member_probs = np.asarray(member_probs)[rows]
+    return mia_efficacy(
+        member_probs,
+        member_labels[rows],
+        nonmember_probs,
+        nonmember_labels,
+        target_probs,
+        target_labels,
+        features=features,
+        seed=seed,
+    )
+
+
 def sample_shadow_members(n_retain: int, n: int, seed: int) -> np.ndarray:
     """Sorted seeded random retain indices (without replacement), ``min(n, n_retain)`` of them.
 

@@ -1,11 +1,13 @@
 """The metrics of one model on one forget set: accuracy on retain / forget / test and MIA-efficacy.
 
-The pipeline, ``hf-unlearn evaluate`` and `UnlearnTrainer.create_model_card` all measure a model with this one
-function, so a report and a model card written by any of them agree.
+The pipeline, ``hf-unlearn evaluate`` and `UnlearnTrainer.create_model_card` all measure a model with
+`unlearning_metrics`, so a report and a model card written by any of them agree. It predicts, then hands the
+probabilities to `unlearning_scores`, which calls the functions the ``accuracy`` and ``mia`` evaluate modules call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,9 @@ import torch
 
 from ..errors import DivergenceError
 from .inference import accuracy, predict_probabilities
-from .mia import mia_efficacy, sample_shadow_members
+from .mia import sampled_mia_efficacy
+
+SPLITS = ("retain", "forget", "test")
 
 
 def unlearning_metrics(
@@ -44,7 +48,7 @@ def unlearning_metrics(
             distributed=distributed,
             desc=f"evaluating on {name}" if distributed else None,
         )
-        for name, dataset in (("retain", retain), ("forget", forget), ("test", test))
+        for name, dataset in zip(SPLITS, (retain, forget, test), strict=True)
     }
     for name, (p, _) in probs.items():
         if not np.isfinite(p).all():
@@ -52,17 +56,28 @@ def unlearning_metrics(
                 f"the model's predictions on the {name} split are not finite (its weights or BatchNorm statistics "
                 "overflow); the run diverged. Lower the learning rate."
             )
-    accuracies = {name: accuracy(p, y) for name, (p, y) in probs.items()}
-    members = sample_shadow_members(len(retain), mia_shadow_size or len(test), mia_seed)
-    retain_probs, retain_labels = probs["retain"]
     group = distributed and torch.distributed.is_available() and torch.distributed.is_initialized()
-    mia = None
-    if not group or torch.distributed.get_rank() == 0:
-        mia = mia_efficacy(
-            retain_probs[members], retain_labels[members], *probs["test"], *probs["forget"], seed=mia_seed
-        )
+    scores = None
+    if not group or torch.distributed.get_rank() == 0:  # the MIA attack is fitted once, then shared
+        scores = unlearning_scores(probs, mia_shadow_size=mia_shadow_size, mia_seed=mia_seed)
     if group:
-        shared = [mia]
+        shared = [scores]
         torch.distributed.broadcast_object_list(shared, src=0)
-        mia = shared[0]
+        scores = shared[0]
+    return scores
+
+
+def unlearning_scores(
+    probs: Mapping[str, tuple[np.ndarray, np.ndarray]], *, mia_shadow_size: int | None = None, mia_seed: int = 0
+) -> dict[str, Any]:
+    """``{"accuracy": {retain, forget, test}, "mia": {...}}`` from each split's ``(probabilities [N, C], labels [N])``.
+
+    report.json's numbers come from here: `accuracy` per split and `sampled_mia_efficacy` (retain as shadow members,
+    test as non-members, forget as the target), the functions the ``accuracy`` and ``mia`` evaluate modules wrap.
+    """
+    accuracies = {name: accuracy(*probs[name]) for name in SPLITS}
+    # A shadow size of 0 counts as unset (the default size), like None.
+    mia = sampled_mia_efficacy(
+        *probs["retain"], *probs["test"], *probs["forget"], shadow_size=mia_shadow_size or None, seed=mia_seed
+    )
     return {"accuracy": accuracies, "mia": mia}

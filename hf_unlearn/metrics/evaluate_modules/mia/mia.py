@@ -1,16 +1,18 @@
-"""MIA-efficacy as an ``evaluate`` metric; the math lives in ``hf_unlearn.metrics.mia``."""
+"""MIA-efficacy as an ``evaluate`` metric: ``hf_unlearn.metrics.sampled_mia_efficacy``, the function behind
+report.json's ``mia`` (needs ``hf_unlearn`` importable; metric card: README.md beside this file)."""
 
 import datasets
 import evaluate
 import numpy as np
 
-from hf_unlearn.metrics import MIA_FEATURES, mia_efficacy
+from hf_unlearn.metrics import MIA_FEATURES, sampled_mia_efficacy
 
 _DESCRIPTION = """
 MIA-efficacy (Jia et al. 2023, "Model sparsity can simplify machine unlearning"; used by SalUn and RUM):
 an RBF-SVC per feature (correctness, confidence, entropy, modified entropy) is trained to tell shadow
-members (retain samples) from shadow non-members (test samples), and the score is the fraction of
-target (forget) samples it predicts as non-members. Higher = forget samples look more like unseen data.
+members (a seeded sample of retain samples) from shadow non-members (test samples), and the score is the
+fraction of target (forget) samples it predicts as non-members. Higher = forget samples look more like
+unseen data. The same function computes report.json's "mia" from the retain / test / forget predictions.
 """
 
 _CITATION = """
@@ -32,10 +34,12 @@ _KWARGS_DESCRIPTION = """
 Args:
     probabilities: softmax output of the evaluated model for each sample (one list of C floats).
     labels: true class of each sample.
-    group: "member" (shadow member, from retain), "nonmember" (shadow non-member, from test)
-        or "target" (the forget set).
+    group: "member" (shadow member candidates: the retain set), "nonmember" (shadow non-member: the
+        test set) or "target" (the forget set).
+    shadow_size (int, optional): how many member rows the attack trains on, a seeded sample; default
+        as many as the non-member rows (the pipeline's evaluation.mia_shadow_size).
     features (list of str, optional): which attack features to score; default all four scalar ones.
-    seed (int, default 0): seed of the shadow-data shuffle.
+    seed (int, default 0): seed of the member sample and of the shadow-data shuffle (evaluation.mia_seed).
 Returns:
     One MIA-efficacy in [0, 1] per feature, e.g. {"confidence": 0.62, "entropy": 0.58, ...}.
 """
@@ -60,7 +64,7 @@ class Mia(evaluate.Metric):
             ),
         )
 
-    def _compute(self, probabilities, labels, group, features=None, seed: int = 0) -> dict:
+    def _compute(self, probabilities, labels, group, shadow_size=None, features=None, seed: int = 0) -> dict:
         group = np.asarray(group)
         unknown = sorted(set(group.tolist()) - set(_GROUPS))
         if unknown:
@@ -72,10 +76,11 @@ class Mia(evaluate.Metric):
             rows = np.flatnonzero(group == name)
             probs = np.asarray([probabilities[i] for i in rows], dtype=np.float64).reshape(len(rows), -1)
             split[name] = (probs, labels[rows])
-        return mia_efficacy(
+        return sampled_mia_efficacy(
             *split["member"],
             *split["nonmember"],
             *split["target"],
+            shadow_size=shadow_size,
             features=tuple(features or MIA_FEATURES),
             seed=seed,
         )

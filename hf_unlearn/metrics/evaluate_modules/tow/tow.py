@@ -1,4 +1,5 @@
-"""Tug-of-War (ToW) as an ``evaluate`` metric; the math lives in ``hf_unlearn.metrics.tow``."""
+"""Tug-of-War (ToW) as an ``evaluate`` metric: ``hf_unlearn.metrics.tug_of_war``, the function behind
+report.json's ``tow`` (needs ``hf_unlearn`` importable; metric card: README.md beside this file)."""
 
 import datasets
 import evaluate
@@ -9,7 +10,8 @@ from hf_unlearn.metrics import tug_of_war
 _DESCRIPTION = """
 Tug-of-War (ToW, Zhao et al. 2024, "What makes unlearning hard and what to do about it"):
 prod over retain/forget/test of (1 - |acc_unlearned - acc_retrained|), accuracies as fractions.
-1 means the unlearned model matches the retrained-from-scratch model exactly.
+1 means the unlearned model matches the retrained-from-scratch model exactly. The same function computes
+report.json's "tow" from a model's and the reference's accuracies.
 compute(signed=True) gives the signed variant used by the official sharp-unlearn code.
 """
 
