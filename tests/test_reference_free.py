@@ -289,3 +289,38 @@ def test_a_file_forget_set_keeps_its_members_in_training(tmp_path) -> None:
         assert np.array_equal(np.sort(splits.train_rows[manifest.forget_indices]), np.sort(rows)), index
         assert not np.isin(validation_rows, rows).any()
         assert len(validation_rows) == pytest.approx(0.2 * (len(plain.train) - len(rows)), abs=1)  # of retain only
+
+
+def test_the_objective_reads_retain_forget_and_validation_never_test() -> None:
+    """The wiring (hf_unlearn.forgetting.original_target, hf_unlearn.tune.objective.trial_value) on spy data sets:
+    each split it may read is read, and a test split that fails when touched never is."""
+    from types import SimpleNamespace
+
+    from hf_unlearn.forgetting import original_target
+    from hf_unlearn.tune.objective import trial_value
+
+    class Tripwire:
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, index):
+            raise AssertionError("the test split was read")
+
+    retain, forget, validation = make_dataset(16, seed=1), make_dataset(6, seed=2), make_dataset(8, seed=3)
+    splits = SimpleNamespace(retain=retain, forget=forget, test=Tripwire())
+    model = make_model()
+    target = original_target(model, retain=retain, forget=forget, validation=validation, batch_size=4)
+    assert target.forget_size == 6 and target.difficulty == "confidence"
+    shared = SimpleNamespace(
+        pipeline=SimpleNamespace(recipe={"evaluation": {"batch_size": 4}}),
+        splits=splits,
+        validation=validation,
+        target=target,
+        reference=None,
+    )
+    measured, value = trial_value(shared, model)
+    assert set(measured) == {"retain", "forget", "forget_confidence", "validation"}
+    assert value == pytest.approx(reference_free_score(measured, target))
+    # The same model as the original: at its own retain and validation accuracy, only the forget factors count.
+    assert measured["retain"] == pytest.approx(target.retain) and measured["validation"] == target.validation
+    assert all(len(d.accessed) > 0 for d in (retain, forget, validation))

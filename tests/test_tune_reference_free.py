@@ -30,24 +30,31 @@ class Tripwire:
 
 
 @pytest.fixture(scope="module")
-def user(tmp_path_factory) -> dict[str, Path]:
+def images(tmp_path_factory) -> dict[str, Path]:
+    """The user's image folder and deletion list (12 training images of class 1 by bare file name); no model."""
     root = tmp_path_factory.mktemp("user-rf")
     _make_image_folder(root / "images")
-    _train_model_folder(root / "images", root / "my-model")
     names = sorted(p.name for p in (root / "images" / "train" / "1").glob("*.png"))[:12]
     (root / "forget.txt").write_text("\n".join(names) + "\n")
     return {"root": root, "images": root / "images", "model": root / "my-model", "forget": root / "forget.txt"}
 
 
 @pytest.fixture(scope="module")
-def study(user, tmp_path_factory) -> tuple[Path, dict]:
+def user_files(images) -> dict[str, Path]:
+    """... and the model trained on every training image (end to end: the tests that use it are slow)."""
+    _train_model_folder(images["images"], images["model"])
+    return images
+
+
+@pytest.fixture(scope="module")
+def study(user_files, tmp_path_factory) -> tuple[Path, dict]:
     """A 2-trial reference-free study of the user's recipe, with a test split that must not be read."""
     import hf_unlearn.steps.forget as steps_forget
 
-    recipe = _recipe(user, False)
+    recipe = _recipe(user_files, False)
     recipe["unlearn"]["runs"] = [{"method": "neggrad", "alpha": 0.9, "epochs": 1, "batch_size": 24}]
     recipe["tune"] = {"validation_size": 0.2, "space": {"epochs": [1, 2], "alpha": [0.85, 0.99]}}
-    path = user["root"] / "tune.yaml"
+    path = user_files["root"] / "tune.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp_path_factory.mktemp("rf-study") / "out"
     real = steps_forget.prepare_splits
@@ -66,7 +73,7 @@ def study(user, tmp_path_factory) -> tuple[Path, dict]:
     return out, json.loads((out / "tuning.json").read_text())
 
 
-def test_tune_runs_without_a_reference_on_a_file_forget_set(user, study) -> None:
+def test_tune_runs_without_a_reference_on_a_file_forget_set(study) -> None:
     out, result = study
     assert result["objective"] == {"name": "reference_free", "split": "validation"}
     assert result["reference"] is None
@@ -82,19 +89,20 @@ def test_tune_runs_without_a_reference_on_a_file_forget_set(user, study) -> None
     assert len(manifest["forget_indices"]) == 12
 
 
-def test_the_validation_split_is_carved_from_retain_samples_only(user) -> None:
+def test_the_validation_split_is_carved_from_retain_samples_only(images) -> None:
     """The data as the study prepares it: the listed images stay in training, validation is a stratified fifth of
     the other training images, and the forget set resolves (it used to fail: "N of 12 entries are not in the
     training split")."""
     from hf_unlearn.recipe import validate
     from hf_unlearn.steps.forget import make_manifest, prepare_data
 
-    recipe = _recipe(user, False)
-    recipe["data"]["validation_size"] = 0.2
+    recipe = _recipe(images, False)  # no model is loaded: the images are transformed by hand
+    recipe["data"].update(validation_size=0.2, transforms="manual", image_size=8, num_channels=3)
+    recipe["data"].update(mean=[0.5] * 3, std=[0.5] * 3)
     recipe = validate(recipe)
     splits = prepare_data(recipe)
     manifest = make_manifest(recipe, splits, recipe["forget"], Path("unused"))
-    names = set(user["forget"].read_text().split())
+    names = set(images["forget"].read_text().split())
     train_names = splits.prepared.train_column("file_name")
     assert {train_names[i].rsplit("/", 1)[-1] for i in manifest.forget_indices} == names
     before = splits.prepared.raw_before_carve
@@ -108,7 +116,7 @@ def test_the_validation_split_is_carved_from_retain_samples_only(user) -> None:
 
 
 @pytest.mark.slow
-def test_best_yaml_runs_and_its_report_names_the_objective(user, study, tmp_path) -> None:
+def test_best_yaml_runs_and_its_report_names_the_objective(study, tmp_path) -> None:
     out, result = study
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["tune"]["chosen"]["neggrad"]["objective"]["name"] == "reference_free"
@@ -122,8 +130,8 @@ def test_best_yaml_runs_and_its_report_names_the_objective(user, study, tmp_path
 
 
 @pytest.mark.slow
-def test_a_run_with_early_stop_records_where_it_stopped(user, tmp_path) -> None:
-    recipe = _recipe(user, False)
+def test_a_run_with_early_stop_records_where_it_stopped(user_files, tmp_path) -> None:
+    recipe = _recipe(user_files, False)
     recipe["data"]["validation_size"] = 0.2
     recipe["unlearn"]["runs"] = [
         {"method": "neggrad", "alpha": 0.9, "epochs": 4, "batch_size": 24, "early_stop": {"every": "epoch"}}
