@@ -9,6 +9,7 @@ import torch
 from conftest import make_args, make_dataset, make_model, weights_of
 
 from hf_unlearn.data.augment import AugmentedDataset, build_augmentation
+from hf_unlearn.data.flip_crop import draw_flip_crop
 from hf_unlearn.models import build_model_from_config, load_saved_model
 from hf_unlearn.recipe import RecipeError, validate
 from hf_unlearn.trainers import PretrainTrainer, SalUnTrainer
@@ -32,6 +33,34 @@ def test_flip_crop_changes_inputs_across_epochs_and_repeats_for_one_seed() -> No
     values = torch.stack([AugmentedDataset(data, augmentation, seed=s)[2]["pixel_values"] for s in range(20)])
     assert (values == -1.0).any()
     assert torch.equal(data[2]["pixel_values"], data.x[2])  # the dataset itself is never changed
+
+
+@pytest.mark.parametrize("channels, size", [(3, 32), (1, 8)])
+def test_batched_flip_crop_is_bit_identical_to_torchvision_item_by_item(channels: int, size: int) -> None:
+    mean, std = [0.49, 0.48, 0.45][:channels], [0.25, 0.24, 0.26][:channels]
+    augmentation = build_augmentation("flip_crop", image_size=size, mean=mean, std=std, num_channels=channels)
+    data = make_dataset(64, seed=5, shape=(channels, size, size))
+    augmented = AugmentedDataset(data, augmentation, seed=3, stream="retain")
+    for epoch in (0, 1):
+        augmented.set_epoch(epoch)
+        batch = augmented.__getitems__(list(range(64)))
+        seeds = augmented.draws().tolist()
+        # The reference: torchvision's v2 transforms, one item at a time under torch's global generator.
+        expected = [augmentation(data.x[i], seeds[i]) for i in range(64)]
+        assert all(torch.equal(item["pixel_values"], want) for item, want in zip(batch, expected, strict=True))
+        assert all(int(item["labels"]) == int(data.y[i]) for i, item in enumerate(batch))
+    # Both branches were compared: flipped and unflipped items, several offsets.
+    tops, lefts, flips = draw_flip_crop(seeds, (size + 8, size + 8), (size, size))
+    assert 0 < int(flips.sum()) < 64 and len(set(tops.tolist())) > 3 and len(set(lefts.tolist())) > 3
+    # Items of different sizes cannot be stacked: they go through torchvision one by one.
+    mixed = [data.x[0], data.x[1][:, 1:, 1:]]
+    assert all(
+        map(
+            torch.equal,
+            augmentation.apply_batch(mixed, seeds[:2]),
+            [augmentation(mixed[0], seeds[0]), augmentation(mixed[1], seeds[1])],
+        )
+    )
 
 
 def test_augmented_training_is_reproducible_and_differs_from_plain(tmp_path) -> None:

@@ -50,6 +50,42 @@ class Augmentation:
             torch.manual_seed(seed)
             return self.transform(pixel_values)
 
+    def apply_batch(self, pixel_values: list[torch.Tensor], seeds: list[int]) -> list[torch.Tensor]:
+        """The items of one batch, each under its own seed (`FlipCrop` does the whole batch in tensor ops)."""
+        return [self(x, seed) for x, seed in zip(pixel_values, seeds, strict=True)]
+
+
+class FlipCrop(Augmentation):
+    """``flip_crop``: torchvision's random crop after ``padding`` pixels of ``fill``, then a horizontal flip, with
+    a batched path (`hf_unlearn.data.flip_crop`) that gives bit-identical outputs for the same seeds."""
+
+    def __init__(self, size: int, fill: list[float], padding: int = 4) -> None:
+        from torchvision.transforms import v2
+
+        transform = v2.Compose([v2.RandomCrop(size, padding=padding, fill=fill), v2.RandomHorizontalFlip()])
+        super().__init__(transform, "flip_crop")
+        self.size, self.fill, self.padding = size, fill, padding
+
+    def apply_batch(self, pixel_values: list[torch.Tensor], seeds: list[int]) -> list[torch.Tensor]:
+        from .flip_crop import apply_flip_crop, draw_flip_crop
+
+        shape = pixel_values[0].shape if pixel_values else None
+        padded = None if shape is None else (shape[-2] + 2 * self.padding, shape[-1] + 2 * self.padding)
+        batchable = (
+            shape is not None
+            and len(shape) == 3
+            and shape[0] == len(self.fill)
+            and min(padded) >= self.size  # else torchvision's error, item by item
+            and all(x.shape == shape for x in pixel_values)
+        )
+        if not batchable:
+            return super().apply_batch(pixel_values, seeds)
+        tops, lefts, flips = draw_flip_crop(seeds, padded, (self.size, self.size))
+        out = apply_flip_crop(
+            torch.stack(pixel_values), tops, lefts, flips, size=self.size, padding=self.padding, fill=self.fill
+        )
+        return list(out)
+
 
 def build_augmentation(
     spec: Any, *, image_size: int, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,), num_channels: int = 1
@@ -64,8 +100,7 @@ def build_augmentation(
         means = list(mean) * num_channels if len(mean) == 1 else list(mean)
         stds = list(std) * num_channels if len(std) == 1 else list(std)
         black = [-m / s for m, s in zip(means, stds, strict=True)]
-        transform = v2.Compose([v2.RandomCrop(image_size, padding=4, fill=black), v2.RandomHorizontalFlip()])
-        return Augmentation(transform, "flip_crop")
+        return FlipCrop(image_size, black)
     if spec == "timm":
         means = list(mean) * num_channels if len(mean) == 1 else list(mean)
         stds = list(std) * num_channels if len(std) == 1 else list(std)
@@ -183,12 +218,11 @@ class AugmentedDataset(EpochDraws):
                 {"pixel_values": self.augmentation(decode_image(value), seed), "labels": torch.tensor(int(label))}
                 for value, label, seed in zip(rows["image"], rows["label"], seeds, strict=True)
             ]
-        out = []
-        for item, seed in zip(fetch_items(self.dataset, indices), seeds, strict=True):
-            item = dict(item)
-            item["pixel_values"] = self.augmentation(item["pixel_values"], seed)
-            out.append(item)
-        return out
+        items = [dict(item) for item in fetch_items(self.dataset, indices)]
+        augmented = self.augmentation.apply_batch([item["pixel_values"] for item in items], seeds)
+        for item, pixel_values in zip(items, augmented, strict=True):
+            item["pixel_values"] = pixel_values
+        return items
 
 
 def _source_rows(dataset: Dataset) -> Any:
