@@ -3,7 +3,10 @@
 ``seeds: [0, 1, 2]`` in a recipe runs the whole recipe once per seed, each in ``OUTPUT/seed-<s>/`` with the
 unchanged single-seed machinery (finished stages are reused there as usual), then writes an aggregate
 ``OUTPUT/report.json`` / ``report.md`` / ``tow[_<forget set>].png``: per forget set and per run, the mean, the
-standard deviation (ddof 1) and the 95% t-interval over seeds of ToW, MIA confidence and the three accuracies.
+standard deviation (ddof 1) and the 95% t-interval over seeds of ToW, MIA (confidence and entropy) and the three
+accuracies, and the environment they were measured in (`hf_unlearn.environment`). Tables show mean [95% interval]:
+a result reproduced on another machine (other CPU, versions or thread count) should fall inside those intervals,
+where one seed's exact numbers need not repeat.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_text
+from .environment import environment, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,7 @@ logger = logging.getLogger(__name__)
 METRICS: dict[str, tuple[str, ...]] = {
     "tow": ("tow",),
     "mia_confidence": ("mia", "confidence"),
+    "mia_entropy": ("mia", "entropy"),
     "retain_accuracy": ("accuracy", "retain"),
     "forget_accuracy": ("accuracy", "forget"),
     "test_accuracy": ("accuracy", "test"),
@@ -129,22 +134,34 @@ def aggregate_reports(name: str, reports: dict[int, dict[str, dict[str, Any]]]) 
 
 
 def _cell(stat: dict[str, Any] | None) -> str:
+    """``mean [low, high]``: the mean over seeds and its 95% t-interval."""
     if not stat or stat.get("mean") is None:
         return "—"
     low, high = stat["ci95"]
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{stat['mean']:.3f} [{low:.3f}, {high:.3f}]"
 
 
-AGG_HEADER = ["run", "method", "sharpness", "ToW", "MIA conf", "retain acc", "forget acc", "test acc"]
+# Table columns: header -> metric (the order of the single-seed table of hf_unlearn.report).
+COLUMNS = {
+    "retain acc": "retain_accuracy",
+    "forget acc": "forget_accuracy",
+    "test acc": "test_accuracy",
+    "ToW": "tow",
+    "MIA conf": "mia_confidence",
+    "MIA ent": "mia_entropy",
+}
+AGG_HEADER = ["run", "method", "sharpness", *COLUMNS]
 
 
 def aggregate_markdown(agg: dict[str, Any], plots: dict[str, str]) -> str:
     lines = [
         f"# hf_unlearn report: {agg['name']} over {len(agg['seeds'])} seeds ({', '.join(map(str, agg['seeds']))})",
         "",
-        "Each cell: mean ± standard deviation [95% t-interval] over seeds. Every seed reruns the whole recipe "
-        "(data split, original, forget set, retrain, runs) in its own folder `seed-<s>/`; ToW compares each run with "
-        "the retrained model of the same seed.",
+        "Each cell: mean [95% t-interval] over seeds (report.json also has the standard deviation and each seed's "
+        "value). Every seed reruns the whole recipe (data split, original, forget set, retrain, runs) in its own "
+        "folder `seed-<s>/`; ToW compares each run with the retrained model of the same seed.",
+        "",
+        f"Environment: {one_line(agg.get('environment'))}.",
     ]
     for set_name, block in agg["forget_sets"].items():
         lines += [
@@ -158,18 +175,7 @@ def aggregate_markdown(agg: dict[str, Any], plots: dict[str, str]) -> str:
         for run, m in block["models"].items():
             lines.append(
                 "| "
-                + " | ".join(
-                    [
-                        run,
-                        str(m["method"]),
-                        str(m["sharpness"]),
-                        _cell(m.get("tow")),
-                        _cell(m.get("mia_confidence")),
-                        _cell(m.get("retain_accuracy")),
-                        _cell(m.get("forget_accuracy")),
-                        _cell(m.get("test_accuracy")),
-                    ]
-                )
+                + " | ".join([run, str(m["method"]), str(m["sharpness"]), *(_cell(m.get(k)) for k in COLUMNS.values())])
                 + " |"
             )
         extra = [
@@ -207,11 +213,16 @@ def write_aggregate(agg: dict[str, Any], output_dir: Path) -> None:
 
 
 def format_aggregate(agg: dict[str, Any]) -> str:
+    """The terminal table per forget set: every run's metrics as mean [95% t-interval] over the seeds."""
     lines = []
     for set_name, block in agg["forget_sets"].items():
-        lines.append(f"Forget set {set_name} ({len(agg['seeds'])} seeds; mean ± std [95% t-interval]):")
+        width = max(len("run"), *(len(run) for run in block["models"])) + 2
+        lines += [
+            f"Forget set {set_name} ({len(agg['seeds'])} seeds {agg['seeds']}; mean [95% t-interval]):",
+            "run".ljust(width) + "".join(h.ljust(22) for h in COLUMNS).rstrip(),
+        ]
         for run, m in block["models"].items():
-            lines.append(f"  {run:28s} ToW {_cell(m.get('tow'))}   MIA conf {_cell(m.get('mia_confidence'))}")
+            lines.append(run.ljust(width) + "".join(_cell(m.get(k)).ljust(22) for k in COLUMNS.values()).rstrip())
     return "\n".join(lines)
 
 
@@ -237,6 +248,7 @@ def run_recipe(
         result = Pipeline(seed_recipe(recipe, seed), output_dir / f"seed-{seed}", force=force, use_cpu=use_cpu).run()
         per_seed[int(seed)] = per_set_reports(result)
     agg = aggregate_reports(recipe["name"], per_seed)
+    agg["environment"] = environment()
     if is_main_process():
         write_aggregate(agg, output_dir)
     return agg
