@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .environment import add_env_parser, env_command  # light: no torch until `hf-unlearn env` runs
+from .evaluate_folder import add_evaluate_parser, evaluate_command  # light: torch loads when it runs
 
 DEFAULT_RECIPE = "digits"
 # What a rerun of an interrupted command does (Ctrl-C).
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", type=Path, default=None, help="Output folder (default: runs/<recipe name>).")
     add_recipe_options(run, "pretrain.epochs=5 or --set unlearn.runs.neggrad.alpha=0.9")
     run.add_argument("--force", action="store_true", help="Redo finished stages instead of reusing them.")
-    add_evaluate_parser(commands)
+    add_evaluate_parser(commands, add_recipe_options)
     add_tune_parser(commands)
     add_push_parser(commands)
     add_memorization_parsers(commands)
@@ -69,41 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--commitment", default=None, help="The published value (default: report.json's).")
     add_env_parser(commands)
     return parser
-
-
-def add_evaluate_parser(commands) -> None:
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="Evaluate any model folder on a recipe's data and forget set (same metrics and report as run).",
-        description="Write report.json, report.md and a plot for a model folder unlearned elsewhere (or with the "
-        "Python API): accuracy on retain / forget / test and MIA-efficacy, next to the recipe's original model "
-        "when it loads one as it is (pretrain.epochs: 0), and ToW against --reference (or the recipe's "
-        "retrain.from) when one is given.",
-    )
-    evaluate.add_argument("recipe", help="Path of a YAML recipe, or the name of a built-in one.")
-    evaluate.add_argument("--model", type=Path, required=True, help="Model folder to evaluate (save_pretrained).")
-    evaluate.add_argument(
-        "--reference", default=None, help="A model retrained without the forget set (folder or Hub id), for ToW."
-    )
-    evaluate.add_argument(
-        "--output-dir", type=Path, default=None, help="Output folder (default: runs/<recipe name>-evaluate)."
-    )
-    add_recipe_options(evaluate, "evaluation.mia_seed=1")
-
-
-def evaluate_command(args: argparse.Namespace) -> int:
-    from .evaluate_folder import evaluate_folder
-    from .recipe import load_recipe
-    from .report import format_table, plain_summary
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    output_dir = args.output_dir or Path("runs") / f"{recipe['name']}-evaluate"
-    report = evaluate_folder(recipe, args.model, output_dir, reference=args.reference, use_cpu=args.cpu)
-    print(format_table(report))
-    for line in plain_summary(report):
-        print(line)
-    print(f"\nWrote {output_dir}/report.json, report.md and the plot.")
-    return 0
 
 
 def add_tune_parser(commands) -> None:
