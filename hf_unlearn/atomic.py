@@ -10,7 +10,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,28 @@ def atomic_path(
         raise
     if sync_dir:
         _fsync_dir(target.parent)
+
+
+def umask_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0666 less the process umask (read from /proc, where available,
+    since reading it with ``os.umask`` means setting it for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def match_umask(paths: Iterable[str | os.PathLike]) -> None:
+    """Give files that a writer created with a temporary file's 0600 (safetensors does) the mode of the files around
+    them, so that a saved model folder is readable as a whole, as ``config.json`` beside it is."""
+    mode = umask_mode()
+    for path in paths:
+        os.chmod(path, mode)
 
 
 def _fsync_dir(folder: Path) -> None:

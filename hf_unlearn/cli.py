@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_push import add_push_parser, push_command  # light: the Hub client loads when it runs
 from .environment import add_env_parser, env_command  # light: no torch until `hf-unlearn env` runs
 from .evaluate_folder import add_evaluate_parser, evaluate_command  # light: torch loads when it runs
 
@@ -130,27 +131,6 @@ def tune_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_push_parser(commands) -> None:
-    push = commands.add_parser(
-        "push",
-        help="Push one unlearned model of a finished run to the Hugging Face Hub, with a model card.",
-        description="Upload the weights (safetensors), config, image processor and a model card (metrics, method, "
-        "hyperparameters, forget-set size and commitment; never the forget samples or their indices) of one run.",
-    )
-    push.add_argument("run_dir", type=Path, help="Output folder of `hf-unlearn run` (holds report.json).")
-    push.add_argument("--repo-id", default=None, help="Hub repository OWNER/NAME (created if missing).")
-    push.add_argument("--run", default=None, help="Which run to push (default: the only unlearning run).")
-    push.add_argument("--private", action="store_true", help="Create the repository as private.")
-    push.add_argument("--token", default=None, help="Hub token (default: the one saved by `hf auth login`).")
-    push.add_argument("--commit-message", default=None, help="Commit message of the upload.")
-    push.add_argument(
-        "--export-dir",
-        type=Path,
-        default=None,
-        help="Write the upload folder here (it must be new or empty); without --repo-id, export only, no upload.",
-    )
-
-
 def add_memorization_parsers(commands) -> None:
     mem = commands.add_parser(
         "memorization",
@@ -255,32 +235,6 @@ def verify_command(args: argparse.Namespace) -> int:
         return 0
     print(f"No match: {args.ids} is not the forget set committed to by {args.run_dir} (commitment {commitment}).")
     return 1
-
-
-def push_command(args: argparse.Namespace) -> int:
-    from .hub import HubError, export_run, push_run
-
-    try:
-        if args.repo_id is None:
-            if args.export_dir is None:
-                raise HubError("give --repo-id OWNER/NAME to push (or --export-dir DIR to only write the folder)")
-            folder = export_run(args.run_dir, args.export_dir, args.run)
-            print(f"Wrote {folder} (not pushed: no --repo-id).")
-            return 0
-        url = push_run(
-            args.run_dir,
-            args.repo_id,
-            args.run,
-            private=args.private,
-            token=args.token,
-            commit_message=args.commit_message,
-            export_dir=args.export_dir,
-        )
-    except HubError as error:
-        print(f"hf-unlearn push: error: {error}", file=sys.stderr)
-        return 2
-    print(f"Pushed to https://huggingface.co/{args.repo_id} ({url})")
-    return 0
 
 
 # Set by `hf-unlearn memorization`, whose launched processes drop the launcher's variables (they become workers).

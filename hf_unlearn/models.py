@@ -11,6 +11,9 @@ and timm checkpoints through transformers' `TimmWrapperForImageClassification`.
   ``save_pretrained``; timm models in timm's own layout (``timm.models.save_for_hf``), which both
   ``timm.create_model("hf-hub:<repo>" or "local-dir:<folder>", pretrained=True)`` and
   ``AutoModelForImageClassification.from_pretrained`` load.
+* A ResNet with the CIFAR stem is `CifarResNetForImageClassification` (`hf_unlearn.remote_code`): its folders carry
+  its code, so ``from_pretrained(folder, trust_remote_code=True)`` loads them without hf_unlearn; this module
+  registers it with the Auto classes, so hf_unlearn loads them without ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
 
+from .atomic import match_umask
+from .remote_code.configuration_cifar_resnet import CifarResNetConfig
+from .remote_code.modeling_cifar_resnet import CifarResNetForImageClassification
+
 TIMM_MODEL_TYPE = "timm_wrapper"
+# In this process the CIFAR-stem ResNet loads like a built-in model; save_pretrained copies its code into the folder.
+AutoConfig.register(CifarResNetConfig.model_type, CifarResNetConfig, exist_ok=True)
+AutoModelForImageClassification.register(CifarResNetConfig, CifarResNetForImageClassification, exist_ok=True)
+CifarResNetConfig.register_for_auto_class()
+CifarResNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 
 def label_maps(class_names: list[str]) -> dict[str, dict]:
@@ -48,7 +60,8 @@ def build_model_from_config(
 ) -> PreTrainedModel:
     """A randomly initialised classifier from a config dict with a ``model_type`` (e.g. ``resnet``).
 
-    ``stem="cifar"`` (a recipe's ``model.stem``) gives a transformers ResNet the CIFAR stem (`apply_cifar_stem`).
+    ``stem="cifar"`` (a recipe's ``model.stem``) gives a transformers ResNet the CIFAR stem
+    (`CifarResNetForImageClassification`).
     """
     settings = dict(config)
     if stem not in (None, "imagenet"):
@@ -59,7 +72,8 @@ def build_model_from_config(
                 f"model.stem: cifar needs a transformers ResNet (model.config.model_type: resnet), not "
                 f"{settings.get('model_type')!r}."
             )
-        settings["stem"] = stem  # recorded in config.json, so a saved model reloads with the same layout
+        settings["model_type"] = CifarResNetConfig.model_type
+        settings["stem"] = stem  # recorded in config.json for its readers; the model type decides the layout
     model_type = settings.pop("model_type", None)
     if model_type is None:
         raise ValueError("model.config needs a 'model_type' (e.g. 'resnet', 'convnext', 'vit', 'timm_wrapper').")
@@ -74,14 +88,12 @@ def fresh_model(config: Any, seed: int, *, trust_remote_code: bool = False) -> P
     (``timm.create_model(pretrained=False)``), because TimmWrapper's ``_init_weights`` redraws timm's convolution
     and linear layers from ``normal(0, 0.02)``. The same config and seed give the same weights.
     """
-    config = copy.deepcopy(config)
+    config = cifar_config(config) if _legacy_cifar(config) else copy.deepcopy(config)
     if config.model_type == TIMM_MODEL_TYPE:
         _drop_duplicate_num_classes(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
-        if getattr(config, "stem", None) == "cifar":
-            apply_cifar_stem(model)
         if is_timm_model(model):
             import timm
 
@@ -92,18 +104,22 @@ def fresh_model(config: Any, seed: int, *, trust_remote_code: bool = False) -> P
     return model
 
 
-def apply_cifar_stem(model: PreTrainedModel) -> None:
-    """Replace a transformers ResNet's ImageNet stem (7x7 stride-2 convolution, 3x3 stride-2 max-pool) by the CIFAR
-    ResNets' stem: a 3x3 stride-1 convolution and no max-pool, so 32x32 inputs keep a 32x32 first feature map.
+def _legacy_cifar(config: Any) -> bool:
+    """A config saved before the CIFAR stem had its own model type: ``resnet`` with ``"stem": "cifar"``."""
+    return config.model_type == "resnet" and getattr(config, "stem", None) == "cifar"
 
-    The new convolution gets the model's own initialisation (``_init_weights``: Kaiming normal, fan-out).
-    """
-    embeddings = model.resnet.embedder
-    old = embeddings.embedder.convolution
-    conv = torch.nn.Conv2d(old.in_channels, old.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
-    model._init_weights(conv)
-    embeddings.embedder.convolution = conv
-    embeddings.pooler = torch.nn.Identity()
+
+def cifar_config(config: Any) -> CifarResNetConfig:
+    """The `CifarResNetConfig` of a legacy CIFAR-stem ResNet config (same settings and labels)."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures", "auto_map")}
+    return CifarResNetConfig.from_dict(settings)
+
+
+def needs_remote_code(model: torch.nn.Module) -> bool:
+    """Whether loading ``model``'s saved folder outside hf_unlearn takes ``trust_remote_code=True``: its class is
+    code saved beside the weights (the CIFAR-stem ResNet, or a remote-code model it was loaded from)."""
+    config = getattr(model, "config", None)
+    return getattr(type(model), "_auto_class", None) is not None or bool(getattr(config, "auto_map", None))
 
 
 def _fix_timm_config(config: Any, class_names: list[str]) -> None:
@@ -147,16 +163,8 @@ def load_saved_model(folder: str) -> PreTrainedModel:
     config = AutoConfig.from_pretrained(folder)
     if config.model_type == TIMM_MODEL_TYPE:
         _drop_duplicate_num_classes(config)
-    if getattr(config, "stem", None) == "cifar":
-        # transformers would build the ImageNet stem; build the saved layout and load its weights into it.
-        from safetensors.torch import load_file
-
-        weights = Path(folder) / "model.safetensors"
-        if not weights.is_file():
-            raise ValueError(f"{folder}: a model with the CIFAR stem needs its weights in model.safetensors.")
-        model = fresh_model(config, seed=0)
-        model.load_state_dict(load_file(str(weights)))
-        return model.eval()
+    if _legacy_cifar(config):  # transformers would build the ImageNet stem: build the saved layout
+        config = cifar_config(config)
     return AutoModelForImageClassification.from_pretrained(folder, config=config, use_safetensors=True)
 
 
@@ -197,6 +205,7 @@ def save_model(model: PreTrainedModel, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if not is_timm_model(model):
         model.save_pretrained(folder)  # safetensors: transformers 5's only format
+        match_umask(folder.glob("*.safetensors"))  # safetensors writes 0600 files; config.json follows the umask
         return folder
     from timm.models import save_for_hf
 
@@ -210,4 +219,5 @@ def save_model(model: PreTrainedModel, folder: str | Path) -> Path:
     if isinstance(config.get("model_args"), dict):
         config["model_args"].pop("num_classes", None)
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    match_umask(folder.glob("*.safetensors"))
     return folder

@@ -187,11 +187,12 @@ class Pipeline:
         from .hub import HubError, push_run
 
         try:
-            url = push_run(self.output_dir, hub.repo_id, hub.run, private=hub.private)
+            url = push_run(self.output_dir, hub.repo_id, hub.run, private=hub.private, license=hub.license)
         except HubError as error:
             again = f"hf-unlearn push {self.output_dir} --repo-id {hub.repo_id}"
             again += f" --run {hub.run}" if hub.run else ""
             again += " --private" if hub.private else ""
+            again += f" --license {hub.license}" if hub.license else ""
             raise PushFailedError(
                 f"hub: {error} Every stage finished and is kept; push again with `{again}`.", result
             ) from error

@@ -16,6 +16,7 @@ from typing import Any
 from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFORM_CHOICES
 from .errors import RecipeError, ValidationError, did_you_mean
 from .forgetting import early_stop_settings
+from .hub_ids import license_problem, repo_id_problem
 from .paths import safe_name
 from .recipe_schema import (
     FORGET_CHOICES,
@@ -343,6 +344,8 @@ def _check_hub(recipe: dict[str, Any]) -> None:
     """Fail before any training when ``hub.push`` cannot go ahead at the end."""
     hub = recipe["hub"]
     names = [run["name"] for run in recipe["unlearn"]["runs"]]
+    if hub["license"] is not None and (problem := license_problem(hub["license"])):
+        raise RecipeError(f"hub.license: {problem}")
     if hub["run"] is not None and hub["run"] not in names:
         hint = did_you_mean(hub["run"], names)
         raise RecipeError(f"hub.run: no unlearning run is named {hub['run']!r} (runs: {', '.join(names)}).{hint}")
@@ -353,8 +356,8 @@ def _check_hub(recipe: dict[str, Any]) -> None:
             "hub.push: the recipe has several forget sets; push one of them after the run with "
             "hf-unlearn push OUTPUT/<forget set> --repo-id OWNER/NAME"
         )
-    if not hub["repo_id"] or "/" not in hub["repo_id"]:
-        raise RecipeError("hub.repo_id: hub.push needs a Hub repo id OWNER/NAME, e.g. my-user/resnet18-unlearned")
+    if problem := repo_id_problem(hub["repo_id"]):  # huggingface_hub's own validator, and an owner
+        raise RecipeError(f"hub.repo_id: hub.push needs a Hub repo id OWNER/NAME: {problem}")
     if hub["run"] is None and len(names) > 1:
         raise RecipeError(
             f"hub.run: the recipe has {len(names)} unlearning runs; name the one to push ({', '.join(names)})"

@@ -135,13 +135,15 @@ class EvaluationSection(Section):
 
 @dataclass(frozen=True)
 class HubSection(Section):
-    """``hub``: after the report, push one unlearning run (``run``, or the only one) with a model card."""
+    """``hub``: after the report, push one unlearning run (``run``, or the only one) with a model card; ``license``
+    (a Hub license id, `hf_unlearn.hub_ids.HUB_LICENSES`) goes into the card's metadata."""
 
     key: ClassVar[str] = "hub"
     push: bool = False
     repo_id: str | None = None
     run: str | None = None
     private: bool = False
+    license: str | None = None
 
 
 @dataclass(frozen=True)

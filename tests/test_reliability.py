@@ -46,7 +46,7 @@ ALLOWED_TOP = {
     "models",
     ".hf_unlearn.lock",  # the run lock's file (docs/reliability.md); it stays, unlocked
 }
-ALLOWED_MODEL_FILES = {"config.json", "model.safetensors", "stage.json"}
+ALLOWED_MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "stage.json"}
 
 
 def weights(out: Path, stage: str) -> dict[str, torch.Tensor]:

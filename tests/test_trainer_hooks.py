@@ -9,7 +9,9 @@ hf_unlearn extends the Trainer through public hooks where transformers offers th
   nested batches, as the Trainer's own steps do).
 * ``Trainer._train_batch_size``, read by `ScrubTrainer.get_train_dataloader` (the per-device batch size the
   Trainer's own dataloader uses, which ``auto_find_batch_size`` changes).
-* ``ResNetPreTrainedModel._init_weights``, called by `hf_unlearn.models.apply_cifar_stem` (the model's own init).
+* ``PreTrainedModel.post_init`` initialising only modules not yet initialised, which
+  `CifarResNetForImageClassification` (hf_unlearn.remote_code) relies on to give its new stem convolution the ResNet's
+  own init without redrawing the rest.
 
 ``Trainer.set_initial_training_values`` is public but returns a bare 7-tuple; `ScrubTrainer` reads it by name
 (`TrainingValues`), checked here against the names the Trainer itself unpacks.
@@ -121,12 +123,27 @@ def test_train_batch_size_is_what_the_trainer_builds_its_dataloader_with() -> No
     )
 
 
-def test_resnet_init_weights_takes_a_module() -> None:
-    from transformers.models.resnet.modeling_resnet import ResNetPreTrainedModel
+def test_a_second_post_init_initialises_only_new_modules() -> None:
+    """The CIFAR-stem ResNet swaps the stem convolution after the ResNet is built and calls post_init again: the
+    new convolution gets the ResNet's Kaiming init and every other weight stays what the seed drew."""
+    from transformers import ResNetConfig, ResNetForImageClassification
 
-    assert _parameters(ResNetPreTrainedModel._init_weights) == ["self", "module"], (
-        "transformers changed ResNetPreTrainedModel._init_weights: re-check hf_unlearn.models.apply_cifar_stem, "
-        "which initialises the CIFAR stem's convolution with it."
+    from hf_unlearn.remote_code.configuration_cifar_resnet import CifarResNetConfig
+    from hf_unlearn.remote_code.modeling_cifar_resnet import CifarResNetForImageClassification
+
+    settings = {"num_channels": 3, "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "num_labels": 3}
+    torch.manual_seed(0)
+    plain = ResNetForImageClassification(ResNetConfig(**settings))
+    torch.manual_seed(0)
+    cifar = CifarResNetForImageClassification(CifarResNetConfig(**settings))
+    stem = "resnet.embedder.embedder.convolution.weight"
+    recheck = "re-check hf_unlearn/remote_code/modeling_cifar_resnet.py (its second post_init)"
+    for name, value in plain.state_dict().items():
+        if name != stem:
+            assert torch.equal(value, cifar.state_dict()[name]), f"post_init redrew {name}: {recheck}."
+    conv = cifar.state_dict()[stem]
+    assert conv.shape == (8, 3, 3, 3) and 0.7 < float(conv.std()) / (2 / (8 * 9)) ** 0.5 < 1.3, (
+        f"the new stem convolution no longer gets the ResNet's Kaiming fan-out init: {recheck}."
     )
 
 

@@ -1,5 +1,6 @@
-"""Stage folders: ``models/<stage>/`` with the weights (safetensors) and ``stage.json``, the record that marks the
-stage finished. The store finds finished stages by fingerprint and saves new ones atomically (a temporary folder,
+"""Stage folders: ``models/<stage>/`` with the weights (safetensors), the image processor of the run's input transform
+(``preprocessor_config.json``, so the folder works in ``transformers.pipeline``) and ``stage.json``, the record that
+marks the stage finished. The store finds finished stages by fingerprint and saves new ones atomically (a temporary folder,
 then a rename); it never evaluates (metrics: `hf_unlearn.steps.score`).
 
 The original model is shared by every forget set and sits at the top of the output folder; the reference and the
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_save_npy, atomic_write_json
+from ..atomic import atomic_save_npy, atomic_write_json, match_umask
 from ..distributed import barrier, is_main_process
 from ..paths import inside
 
@@ -28,16 +29,25 @@ TEMPORARY_PREFIXES = (".report.", ".manifest.", ".learning_events.", ".accuracy_
 
 class StageStore:
     """The stage folders of one output folder (``root``), for the forget set in ``folder`` (``root`` itself when
-    the recipe has one forget set). ``force`` treats every stage as unfinished."""
+    the recipe has one forget set). ``force`` treats every stage as unfinished. ``preprocessing``: the run's input
+    transform as report.json records it (`hf_unlearn.processors.save_processor`), set once the data is prepared."""
 
-    def __init__(self, root: str | Path, folder: str | Path | None = None, *, force: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        folder: str | Path | None = None,
+        *,
+        force: bool = False,
+        preprocessing: dict[str, Any] | None = None,
+    ):
         self.root = Path(root)
         self.folder = Path(folder) if folder is not None else self.root
         self.force = force
+        self.preprocessing = preprocessing
 
     def at(self, folder: Path) -> StageStore:
         """The same store for another forget set's folder."""
-        return StageStore(self.root, folder, force=self.force)
+        return StageStore(self.root, folder, force=self.force, preprocessing=self.preprocessing)
 
     def stage_dir(self, name: str) -> Path:
         """``models/<name>`` of this forget set; the shared original sits at the top of the output folder."""
@@ -96,6 +106,8 @@ class StageStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
         if model is not None:
             model.save_pretrained(tmp)
+            match_umask(tmp.glob("*.safetensors"))  # safetensors writes 0600; the folder's other files follow the umask
+            self._save_processor(name, model, tmp)
         with open(tmp / "stage.json", "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2, default=str)
         final = self.stage_dir(name)
@@ -103,6 +115,18 @@ class StageStore:
             shutil.rmtree(final)
         os.replace(tmp, final)
         barrier()  # the other processes read stage.json next
+
+    def _save_processor(self, name: str, model: Any, folder: Path) -> None:
+        """The image processor of the run's transform beside the weights; a failure costs the stage nothing else."""
+        if self.preprocessing is None:
+            return
+        from ..models import is_timm_model
+        from ..processors import save_processor
+
+        try:
+            save_processor(folder, self.preprocessing, None, timm=is_timm_model(model))
+        except ValueError as error:
+            logger.warning("Stage %s: saved without its image processor (%s)", name, error)
 
     def save_record(self, name: str, record: dict[str, Any]) -> None:
         """A stage without weights of its own (a given reference): its ``stage.json`` alone, atomically."""

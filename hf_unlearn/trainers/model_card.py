@@ -1,6 +1,6 @@
 """The model card of a trainer's model: the same unlearning card as ``hf-unlearn push`` (`hf_unlearn.hub`).
 
-`ModelCard.create_model_card` (a mixin of `UnlearnTrainer`) calls `trainer_report` and `hf_unlearn.hub.build_model_card`, so
+`ModelCard.create_model_card` (a mixin of `UnlearnTrainer`) calls `trainer_report` and `hf_unlearn.hub_card.build_model_card`, so
 ``trainer.push_to_hub()`` publishes the card the CLI would write for the same model, data and forget set: a
 model-index with EvalResults (retain / forget / test accuracy, MIA-efficacy, ToW when a reference is given), the
 method's own hyperparameters, and the forget set's size and identifier.
@@ -105,23 +105,45 @@ class ModelCard:
         **unlearning: Any,
     ) -> None:
         """Write the unlearning model card of ``hf-unlearn push`` to ``output_dir/README.md`` (so `push_to_hub`
-        publishes it). Extra keywords: ``run`` (the run's name, default method[_sharpness]) and those of
-        `trainer_report`: ``test_dataset``, ``forget_set`` ({kind, size, commitment}),
-        ``references`` (report entries), ``mia_shadow_size``, ``mia_seed``."""
+        publishes it). ``language``, ``license`` and ``tags`` go into the card's metadata; ``dataset_tags`` (the Hub
+        id of the data set), ``dataset`` (its name, or its Hub id) and ``dataset_args`` (its config) name the data
+        set of the card's results, as transformers' own cards read them. Extra keywords: ``run`` (the run's name,
+        default method[_sharpness]) and those of `trainer_report`: ``test_dataset``, ``forget_set`` ({kind, size,
+        commitment}), ``references`` (report entries), ``mia_shadow_size``, ``mia_seed``."""
         if not self.is_world_process_zero():
             return
         from pathlib import Path
 
-        from ..hub import build_model_card
-        from ..models import is_timm_model
+        from ..hub_card import build_model_card, folder_location
+        from ..hub_ids import license_problem
+        from ..models import is_timm_model, needs_remote_code
 
-        name = self.hub_model_id or self.args.hub_model_id or model_name or Path(self.args.output_dir).name
+        if license is not None and (problem := license_problem(license)):
+            raise ValueError(f"create_model_card: license: {problem}")
+        repo_id = self.hub_model_id or self.args.hub_model_id
+        name = repo_id or model_name or Path(self.args.output_dir).name
         base = finetuned_from or getattr(getattr(self.model, "config", None), "_name_or_path", None) or None
-        data = dataset[0] if isinstance(dataset, list) else dataset
         method, sharpness = self.args.method, self.args.sharpness
         run = unlearning.pop("run", None) or (method if sharpness == "none" else f"{method}_{sharpness}")
-        report = trainer_report(self, run=run, dataset=data, finetuned_from=base, **unlearning)
-        library = "timm" if is_timm_model(self.model) else "transformers"
-        stem = getattr(getattr(self.model, "config", None), "stem", None)
-        card = build_model_card(report, run, model_name=name, base_model=base, library_name=library, stem=stem)
+        report = trainer_report(self, run=run, dataset=_first(dataset), finetuned_from=base, **unlearning)
+        card = build_model_card(
+            report,
+            run,
+            model_name=name,
+            base_model=base,
+            library_name="timm" if is_timm_model(self.model) else "transformers",
+            stem=getattr(getattr(self.model, "config", None), "stem", None),
+            remote_code=needs_remote_code(self.model),
+            location=repo_id or folder_location(self.args.output_dir),
+            license=license,
+            language=language,
+            tags=[tags] if isinstance(tags, str) else tags,
+            dataset_id=_first(dataset_tags),
+            dataset_config=_first(dataset_args),
+        )
         card.save(Path(self.args.output_dir) / "README.md")
+
+
+def _first(value: str | list[str] | None) -> str | None:
+    """The first of a Trainer card argument that may be one string or a list (one data set per card here)."""
+    return value[0] if isinstance(value, list) and value else value or None
