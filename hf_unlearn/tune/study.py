@@ -296,11 +296,19 @@ def reference_free_warnings(contexts: list[Any]) -> list[str]:
 
 
 def best_recipe(recipe: dict[str, Any], run: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The user's recipe (its own data: no tuning validation split) with the run's settings replaced by ``params``."""
+    """The user's recipe (its own data: no tuning validation split) with the tuned run alone, its settings replaced
+    by ``params``, under a name of its own (``<name>-tuned-<run>``): `hf-unlearn run best.yaml` then writes to
+    ``runs/<that name>``, never over the recipe's own run, and trains no run that was not tuned."""
+    from ..registry import method_settings
+
     out = copy.deepcopy(recipe)
-    runs = out["unlearn"]["runs"]
-    index = next(i for i, r in enumerate(runs) if r["name"] == run["name"])
-    runs[index] = apply_params(runs[index], params)
+    tuned = next(r for r in out["unlearn"]["runs"] if r["name"] == run["name"])
+    out["name"] = f"{recipe['name']}-tuned-{run['name']}"[:100]
+    out["unlearn"]["runs"] = [apply_params(tuned, params)]
+    # A default only the other runs' methods read would now be refused (a setting no run reads).
+    out["unlearn"]["defaults"] = method_settings(tuned["method"], out["unlearn"].get("defaults") or {})
+    if (out.get("hub") or {}).get("run") not in (None, run["name"]):
+        out["hub"]["run"] = run["name"]
     return out
 
 
