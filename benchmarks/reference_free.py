@@ -4,6 +4,7 @@
     python benchmarks/reference_free.py --root runs/reference-free                      # the full comparison
     python benchmarks/reference_free.py --smoke --root /tmp/rf-smoke                     # a tiny end-to-end check
     python benchmarks/reference_free.py --from-json runs/reference-free/reference_free.json   # re-render the table
+    python benchmarks/reference_free.py --targets --root runs/reference-free   # the target vs the retrained model only
 
 Protocol (docs/tuning.md, "Without a reference"). Digits, the recipe of recipes/digits.yaml. Forget sets, one of
 each kind: low confidence 10% (``lowconf``), memorization band ``high`` 2%, random 10%, class-wise (all of class 3).
@@ -138,6 +139,47 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
     return out
 
 
+def targets(args: argparse.Namespace, base: dict[str, Any]) -> str:
+    """The reference-free target (with and without learning events) against the retrained model's forget accuracy,
+    per forget set, on each evaluation seed's data with the validation split a study carves (no tuning)."""
+    from transformers import set_seed
+
+    from hf_unlearn.forgetting import learning_events_of, original_target
+    from hf_unlearn.pipeline import Pipeline
+    from hf_unlearn.recipe import validate
+
+    table: dict[str, list[list[float]]] = {name: [] for name in args.sets}
+    for seed in args.eval_seeds:
+        raw = {**copy.deepcopy(base), "seed": int(seed), "forget": [dict(SETS[s]) for s in args.sets]}
+        raw["data"]["validation_size"] = 0.1
+        recipe = validate(raw)
+        pipe = Pipeline(recipe, args.root / f"targets-seed-{seed}", use_cpu=True)
+        pipe.output_dir.mkdir(parents=True, exist_ok=True)
+        set_seed(seed)
+        splits = pipe.prepare_data()
+        original = pipe.original_model(splits)
+        for spec in recipe["forget"]:
+            run = pipe.forget_set(splits, spec)
+            retrained = pipe.reference(run, original)["accuracy"]["forget"]
+            given = {"retain": run.splits.retain, "forget": run.splits.forget, "batch_size": 256}
+            given["validation"] = splits.prepared.validation
+            events = learning_events_of(pipe.store.learning_events_path, run.splits.manifest)
+            with_events = original_target(original, learning_events=events, **given)
+            without = original_target(original, **given)
+            table[spec["name"]].append([retrained, with_events.matched_accuracy, with_events.forget, without.forget])
+    lines = [
+        f"Forget accuracy, mean over seeds {args.eval_seeds}: the retrained model, the matched held-out samples' "
+        "accuracy, the target t, t without learning events.",
+        "",
+        "| forget set | retrained | matched accuracy | target t | t without learning events |",
+        "|---|---|---|---|---|",
+    ]
+    for name, values in table.items():
+        means = [statistics.fmean(column) for column in zip(*values, strict=True)]
+        lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Per (forget set, run, arm): mean and std of test ToW and mean forget accuracy over the evaluation seeds."""
     rows = []
@@ -205,9 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=None, help="Trials per study (default 30; 2 with --smoke).")
     parser.add_argument("--smoke", action="store_true", help="Tiny model, 1-2 epochs, 2 trials: minutes.")
     parser.add_argument("--from-json", type=Path, default=None, help="Re-render a finished run's table.")
+    parser.add_argument("--targets", action="store_true", help="Only the target vs the retrained model: no tuning.")
     args = parser.parse_args(argv)
     if args.from_json:
         print(markdown(json.loads(args.from_json.read_text())), end="")
+        return 0
+    if args.targets:
+        quiet_worker()
+        args.root.mkdir(parents=True, exist_ok=True)
+        text = targets(args, digits_recipe(args.smoke))
+        (args.root / "targets.md").write_text(text)
+        print(text, end="")
         return 0
     if set(args.tune_seeds) & set(args.eval_seeds):
         parser.error("--tune-seeds and --eval-seeds must differ: the evaluation seeds are the ones no study saw.")

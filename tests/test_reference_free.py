@@ -51,24 +51,24 @@ def test_worked_example_target() -> None:
     # Held-out by confidence: 0.2 (wrong), 0.4 (wrong), 0.6 (right), 0.85, 0.9, 0.95, 0.97, 0.99 (right).
     # floor(1/16 * 8) = 0 -> the 0.2 sample (wrong); floor(5/16 * 8) = 2 -> the 0.6 sample (right).
     target = worked_target()
-    assert target.forget == pytest.approx(0.5)  # (0 + 1) / 2: far below the held-out accuracy, 0.75
-    assert target.forget_confidence == pytest.approx(0.4)  # (0.2 + 0.6) / 2
+    assert target.forget == pytest.approx(0.4)  # their mean confidence (0.2 + 0.6) / 2: far below held-out's 0.75
+    assert target.matched_accuracy == pytest.approx(0.5)  # (0 + 1) / 2, recorded
     assert (target.retain, target.validation, target.forget_size) == (1.0, 0.75, 2)
 
 
 def test_worked_example_scores() -> None:
     target = worked_target()
     # A model at the target on every count scores 1.
-    at_target = {"forget": 0.5, "forget_confidence": 0.4, "retain": 1.0, "validation": 0.75}
+    at_target = {"forget": 0.4, "forget_confidence": 0.4, "retain": 1.0, "validation": 0.75}
     assert reference_free_score(at_target, target) == pytest.approx(1.0)
     # The original itself: forget 1.0, confidence 0.9; a 0.02 drop in retain; a gain in validation is not penalised:
-    # (1 - 0.5) * (1 - 0.5) * (1 - 0.02) * 1 = 0.245.
+    # (1 - 0.6) * (1 - 0.5) * (1 - 0.02) * 1 = 0.196.
     original = {"forget": 1.0, "forget_confidence": 0.9, "retain": 0.98, "validation": 0.8}
-    assert reference_free_score(original, target) == pytest.approx(0.245)
-    # Over-forgetting costs as much as under-forgetting: forget 0.0 and confidence 0.0 -> 0.5 * 0.6 = 0.3.
-    assert reference_free_score({"forget": 0.0, "forget_confidence": 0.0}, target) == pytest.approx(0.3)
+    assert reference_free_score(original, target) == pytest.approx(0.196)
+    # Over-forgetting costs as much as under-forgetting: forget 0.0 and confidence 0.0 -> 0.6 * 0.6 = 0.36.
+    assert reference_free_score({"forget": 0.0, "forget_confidence": 0.0}, target) == pytest.approx(0.36)
     # Early stopping measures no retain accuracy: its factor is left out. 0.9 * 1 * (1 - 0.05) = 0.855.
-    assert reference_free_score({"forget": 0.6, "forget_confidence": 0.4, "validation": 0.7}, target) == pytest.approx(
+    assert reference_free_score({"forget": 0.5, "forget_confidence": 0.4, "validation": 0.7}, target) == pytest.approx(
         0.855
     )
 
@@ -76,8 +76,8 @@ def test_worked_example_scores() -> None:
 def test_a_class_with_no_retain_sample_has_target_zero() -> None:
     # The second forget sample is of class 3, which retain no longer holds: a retrained model never predicts it.
     target = worked_target(forget_labels=(1, 3))
-    assert target.forget == pytest.approx(0.0)  # the first matched sample was wrong anyway
-    assert target.forget_confidence == pytest.approx(0.1)  # (0.2 + 0) / 2
+    assert target.forget == pytest.approx(0.1)  # (0.2 + 0) / 2
+    assert target.matched_accuracy == pytest.approx(0.0)  # the first matched sample was wrong anyway
 
 
 def test_a_random_forget_set_targets_the_held_out_accuracy() -> None:
@@ -85,8 +85,8 @@ def test_a_random_forget_set_targets_the_held_out_accuracy() -> None:
     scores = rng.uniform(size=2000)
     forget = rng.choice(2000, 200, replace=False)
     retain = np.setdiff1d(np.arange(2000), forget)
-    held = rng.uniform(size=1000)
-    correct = held > 0.1  # 90% held-out accuracy, the errors among the least confident
+    held = rng.uniform(0.5, 1.0, size=1000)
+    correct = rng.uniform(size=1000) < held  # a calibrated original: right as often as it is confident
     target = forget_target(
         forget_scores=scores[forget],
         retain_scores=scores[retain],
@@ -98,7 +98,7 @@ def test_a_random_forget_set_targets_the_held_out_accuracy() -> None:
         original_validation=float(correct.mean()),
     )
     assert target.forget == pytest.approx(correct.mean(), abs=0.04)
-    # ... while the hardest 10% of the training samples match the least confident 10% of held-out, mostly errors.
+    # ... while the hardest 10% of the training samples match the least confident 10% of held-out.
     hardest = np.argsort(scores)[:200]
     rest = np.argsort(scores)[200:]
     hard = forget_target(
@@ -111,11 +111,12 @@ def test_a_random_forget_set_targets_the_held_out_accuracy() -> None:
         original_retain=1.0,
         original_validation=float(correct.mean()),
     )
-    assert hard.forget == pytest.approx(correct[np.argsort(held)[:100]].mean(), abs=0.01) and hard.forget < 0.2
+    assert hard.forget == pytest.approx(np.sort(held)[:100].mean(), abs=0.01) and hard.forget < 0.6
+    assert hard.matched_accuracy == pytest.approx(correct[np.argsort(held)[:100]].mean(), abs=0.01)
 
 
 def test_forgotten_within_one_standard_error() -> None:
-    target = ForgetTarget(forget=0.8, forget_confidence=0.7, retain=1.0, validation=0.9, forget_size=100)
+    target = ForgetTarget(forget=0.8, matched_accuracy=0.7, retain=1.0, validation=0.9, forget_size=100)
     assert tolerance(target) == pytest.approx(math.sqrt(0.8 * 0.2 / 100))  # 0.04
     assert forgotten({"forget": 0.83}, target) and forgotten({"forget": 0.5}, target)
     assert not forgotten({"forget": 0.85}, target)
@@ -156,7 +157,7 @@ def stopping_trainer(tmp_path: Path, target_forget: float, every="epoch", epochs
     from hf_unlearn.trainers import get_trainer_class
 
     retain, forget, validation = make_dataset(16, seed=1), make_dataset(8, seed=2), make_dataset(8, seed=3)
-    target = ForgetTarget(forget=target_forget, forget_confidence=0.3, retain=1.0, validation=0.5, forget_size=8)
+    target = ForgetTarget(forget=target_forget, matched_accuracy=0.3, retain=1.0, validation=0.5, forget_size=8)
     stop = StopWhenForgotten(
         target, forget=forget, validation=validation, settings={"every": every, "patience": 0}, batch_size=8
     )
@@ -209,7 +210,7 @@ def test_patience_stops_after_checks_without_a_better_score(monkeypatch) -> None
     import hf_unlearn.metrics.reference_free as reference_free
     from hf_unlearn.callbacks import StopWhenForgotten
 
-    target = ForgetTarget(forget=0.0, forget_confidence=0.0, retain=1.0, validation=1.0, forget_size=4)
+    target = ForgetTarget(forget=0.0, matched_accuracy=0.0, retain=1.0, validation=1.0, forget_size=4)
     stop = StopWhenForgotten(target, forget=None, validation=None, settings={"every": "epoch", "patience": 2})
     scores = iter([0.5, 0.7, 0.6, 0.7, 0.9])  # best 0.7 at check 2; checks 3 and 4 are no better
     monkeypatch.setattr(forgetting, "measure", lambda *args, **kwargs: {"forget": 0.5})  # never at target 0
