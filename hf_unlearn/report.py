@@ -162,10 +162,14 @@ def provenance(name: str, entry: dict[str, Any]) -> list[str]:
     if stop:
         target = stop["target"]["forget"]
         if stop["stopped"]:
-            why = "the forget set reached" if stop["reason"] == "forgotten" else "no better score near"
+            why = (
+                f"the forget accuracy reached the reference-free target {target:.3f}"
+                if stop["reason"] == "forgotten"
+                else f"{stop['settings']['patience']} checks without a better reference-free score (target {target:.3f})"
+            )
             lines.append(
                 f"{name}: stopped early at epoch {stop['epoch']:g} (step {stop['step']} of {stop['budget_steps']}): "
-                f"{why} the reference-free target forget accuracy {target:.3f}."
+                f"{why}."
             )
         else:
             last = (stop["checks"] or [{}])[-1].get("forget")
