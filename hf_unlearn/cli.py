@@ -110,6 +110,7 @@ def tune_command(args: argparse.Namespace) -> int:
     from .lock import run_lock
     from .pipeline import Pipeline
     from .recipe import load_recipe
+    from .tidy import removing_empty_folders
     from .tune.study import plan_study, run_study
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -118,8 +119,7 @@ def tune_command(args: argparse.Namespace) -> int:
     for _, one_seed in tuned:
         Pipeline(one_seed, output_dir, use_cpu=args.cpu).check()
     start = time.perf_counter()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(output_dir, use_cpu=args.cpu, what="hf-unlearn tune"):
+    with removing_empty_folders(output_dir), run_lock(output_dir, use_cpu=args.cpu, what="hf-unlearn tune"):
         result = run_study(recipe, args.run, args.trials, output_dir, storage=args.storage, use_cpu=args.cpu)
     label = "ToW" if result["objective"]["name"] == "tow" else result["objective"]["name"]
     for trial in result["trials"]:
@@ -253,13 +253,14 @@ def run_command(args: argparse.Namespace) -> int:
     from .lock import run_lock
     from .pipeline import Pipeline
     from .recipe import load_recipe
+    from .tidy import removing_empty_folders
 
     recipe = load_recipe(args.recipe, args.overrides)
     output_dir = args.output_dir or Path("runs") / recipe["name"]
     start = time.perf_counter()
     Pipeline(recipe, output_dir, use_cpu=args.cpu).check()  # before the folder (and its lock) exists
     push_failed = None
-    with run_lock(output_dir, use_cpu=args.cpu):  # one run per output folder (docs/reliability.md)
+    with removing_empty_folders(output_dir), run_lock(output_dir, use_cpu=args.cpu):  # one run per folder
         try:
             result = _run(recipe, output_dir, args)
         except PushFailedError as error:  # the run finished: print its table, then say how to push again

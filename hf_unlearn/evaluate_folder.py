@@ -305,12 +305,14 @@ def add_evaluate_parser(commands: Any, add_recipe_options: Any) -> None:
 def evaluate_command(args: argparse.Namespace) -> int:
     from .recipe import load_recipe
     from .report import format_table, plain_summary
+    from .tidy import removing_empty_folders
 
     recipe = load_recipe(args.recipe, args.overrides)
     output_dir = args.output_dir or Path("runs") / f"{recipe['name']}-evaluate"
-    report = evaluate_folder(
-        recipe, args.model, output_dir, reference=args.reference, run_dir=args.run_dir, use_cpu=args.cpu
-    )
+    with removing_empty_folders(output_dir):  # a failed load leaves no empty folder behind
+        report = evaluate_folder(
+            recipe, args.model, output_dir, reference=args.reference, run_dir=args.run_dir, use_cpu=args.cpu
+        )
     if report[EVALUATION_KEY]["run_dir"]:
         print(f"Forget set, original and reference of the run in {report[EVALUATION_KEY]['run_dir']}.")
     print(format_table(report))

@@ -155,6 +155,7 @@ def test_study_outputs_trial_zero_and_best(study) -> None:
     assert {k: run[k] for k in last["best"]["params"]} == last["best"]["params"]
     assert best["data"]["validation_size"] is None  # the user's data, not the tuning split
     assert "study.db" in {p.name for p in out.iterdir()}
+    assert not (out / "checkpoints").exists()  # the trials' checkpoints go, and the empty folder with them
 
 
 def test_second_call_resumes_the_study(study) -> None:
