@@ -12,8 +12,11 @@ import pytest
 from conftest import TINY_RECIPE, copy_of, tiny_recipe, write_recipe
 
 from hf_unlearn.cli import main
+from hf_unlearn.errors import ValidationError
+from hf_unlearn.evaluate_folder import find_source_run, recipe_for_run
+from hf_unlearn.recipe import validate
 
-pytestmark = pytest.mark.slow  # the shared baseline run trains the tiny recipe once per session
+# Tests with the shared `baseline` run are slow (conftest marks them); the layout tests below build folders only.
 
 
 def _evaluate(recipe: Path, model: Path, out: Path, *extra: str) -> int:
@@ -78,3 +81,30 @@ def test_a_recipe_with_seeds_takes_the_runs_seed(baseline, tmp_path):
     assert _evaluate(recipe, baseline / "models" / "neggrad_sam", tmp_path / "eval") == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["seed"] == 0 and "retrain" in report["models"]
+
+
+def _layout(root: Path, *files: str) -> None:
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("{}")
+
+
+def test_a_run_with_several_forget_sets_and_seeds_is_found_from_the_models_folder(tmp_path):
+    """OUTPUT/seed-1/<set>/models/<run>: the set's folder, the seed's root (shared original, learning events)."""
+    root = tmp_path / "out" / "seed-1"
+    _layout(root, "learning_events.npy", "models/original/config.json", "high/manifest.json")
+    _layout(root, "high/models/retrain/config.json", "high/models/neggrad/config.json", "mid/manifest.json")
+    source = find_source_run(root / "high" / "models" / "neggrad")
+    assert source.folder == (root / "high").resolve() and source.root == root.resolve()
+    assert source.seed == 1 and source.forget_name == "high"
+    assert source.model("original") == source.root / "models" / "original"
+    assert source.model("retrain") == source.folder / "models" / "retrain"
+    bands = [{"kind": "low_confidence", "band": b, "size": 0.05} for b in ("high", "mid")]
+    recipe = validate(tiny_recipe(forget=bands, seeds=[0, 1]))
+    chosen = recipe_for_run(recipe, source)
+    assert chosen["seed"] == 1 and "seeds" not in chosen and chosen["forget"]["name"] == "high"
+    with pytest.raises(ValidationError, match=r"evaluate takes one: pass a model \(or --run-dir\) inside"):
+        recipe_for_run(validate(tiny_recipe(forget=bands)), None)
+    assert find_source_run(tmp_path / "elsewhere" / "model") is None
+    with pytest.raises(ValidationError, match=r"--run-dir .*: no manifest\.json there"):
+        find_source_run(tmp_path / "m", tmp_path)
