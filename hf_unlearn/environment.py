@@ -99,7 +99,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_cores": usable_cores(),
         "gpu": gpus(),
-        "cuda": torch.version.cuda,
+        "cuda_build": torch.version.cuda,  # the CUDA torch was built for (set on CPU-only machines too)
         "torch_threads": torch.get_num_threads(),
         "thread_variables": {name: os.environ.get(name) for name in THREAD_VARIABLES},
         "libraries": library_versions(),
@@ -110,8 +110,8 @@ def describe(info: dict[str, Any]) -> str:
     """``info`` as the lines of a bug report (``hf-unlearn env``)."""
     variables = ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in info["thread_variables"].items())
     gpu = ", ".join(info["gpu"]) if info["gpu"] else "none"
-    if info["gpu"] and info.get("cuda"):
-        gpu += f" (CUDA {info['cuda']})"
+    if info["gpu"] and info.get("cuda_build"):
+        gpu += f" (CUDA {info['cuda_build']})"
     lines = [
         f"- Platform: {info['platform']}",
         f"- Python version: {info['python']}",

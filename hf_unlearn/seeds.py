@@ -133,12 +133,18 @@ def aggregate_reports(name: str, reports: dict[int, dict[str, dict[str, Any]]]) 
     return out
 
 
-def _cell(stat: dict[str, Any] | None) -> str:
-    """``mean [low, high]``: the mean over seeds and its 95% t-interval."""
+def _cell(stat: dict[str, Any] | None, bounds: tuple[float, float] | None = None) -> str:
+    """``mean [low, high]``: the mean over seeds and its 95% t-interval, clipped to ``bounds`` (the metric's range:
+    with three seeds a t-interval of an accuracy may reach past 1; report.json keeps it unclipped)."""
     if not stat or stat.get("mean") is None:
         return "—"
     low, high = stat["ci95"]
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return f"{stat['mean']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+UNIT = (0.0, 1.0)  # the range of the accuracies, ToW and MIA-efficacy
 
 
 # Table columns: header -> metric (the order of the single-seed table of hf_unlearn.report).
@@ -157,8 +163,8 @@ def aggregate_markdown(agg: dict[str, Any], plots: dict[str, str]) -> str:
     lines = [
         f"# hf_unlearn report: {agg['name']} over {len(agg['seeds'])} seeds ({', '.join(map(str, agg['seeds']))})",
         "",
-        "Each cell: mean [95% t-interval] over seeds (report.json also has the standard deviation and each seed's "
-        "value). Every seed reruns the whole recipe (data split, original, forget set, retrain, runs) in its own "
+        "Each cell: mean [95% t-interval] over seeds, the interval clipped to the metric's range [0, 1] (report.json "
+        "has it unclipped, the standard deviation and each seed's value). Every seed reruns the whole recipe (data split, original, forget set, retrain, runs) in its own "
         "folder `seed-<s>/`; ToW compares each run with the retrained model of the same seed.",
         "",
         f"Environment: {one_line(agg.get('environment'))}.",
@@ -175,7 +181,9 @@ def aggregate_markdown(agg: dict[str, Any], plots: dict[str, str]) -> str:
         for run, m in block["models"].items():
             lines.append(
                 "| "
-                + " | ".join([run, str(m["method"]), str(m["sharpness"]), *(_cell(m.get(k)) for k in COLUMNS.values())])
+                + " | ".join(
+                    [run, str(m["method"]), str(m["sharpness"]), *(_cell(m.get(k), UNIT) for k in COLUMNS.values())]
+                )
                 + " |"
             )
         extra = [
@@ -218,11 +226,11 @@ def format_aggregate(agg: dict[str, Any]) -> str:
     for set_name, block in agg["forget_sets"].items():
         width = max(len("run"), *(len(run) for run in block["models"])) + 2
         lines += [
-            f"Forget set {set_name} ({len(agg['seeds'])} seeds {agg['seeds']}; mean [95% t-interval]):",
+            f"Forget set {set_name} ({len(agg['seeds'])} seeds {agg['seeds']}; mean [95% t-interval, within 0-1]):",
             "run".ljust(width) + "".join(h.ljust(22) for h in COLUMNS).rstrip(),
         ]
         for run, m in block["models"].items():
-            lines.append(run.ljust(width) + "".join(_cell(m.get(k)).ljust(22) for k in COLUMNS.values()).rstrip())
+            lines.append(run.ljust(width) + "".join(_cell(m.get(k), UNIT).ljust(22) for k in COLUMNS.values()).rstrip())
     return "\n".join(lines)
 
 
