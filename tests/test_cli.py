@@ -57,6 +57,10 @@ def test_cli_writes_a_valid_report(tiny_run):
     assert report["models"]["original"]["hyperparameters"]["num_train_epochs"] == 2  # pretraining keeps its own
     assert "| run |" in (out / "report.md").read_text()
     assert (out / "accuracy_tow.png").read_bytes()[:4] == b"\x89PNG"
+    environment = report["environment"]  # what the numbers came from (hf_unlearn.environment)
+    assert environment["torch_threads"] == torch.get_num_threads() and environment["cpu"]
+    assert {"hf_unlearn", "torch", "transformers", "accelerate", "datasets"} <= set(environment["libraries"])
+    assert "- environment: " in (out / "report.md").read_text()
 
 
 def test_forget_and_retain_partition_the_training_set(tiny_run):

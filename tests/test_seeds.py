@@ -54,6 +54,11 @@ def test_aggregate_matches_a_hand_computation(two_seeds):
     assert block["models"]["retrain"]["tow"]["mean"] is None  # retrain has no ToW against itself
     md = (two_seeds / "report.md").read_text()
     assert "over 2 seeds" in md and "](tow.png)" in md and "| neggrad_sam |" in md
+    assert agg["environment"]["libraries"]["torch"] and "Environment: " in md
+    stat = block["models"]["neggrad_sam"]["test_accuracy"]  # cells: mean [interval clipped to 0-1]
+    low, high = max(stat["ci95"][0], 0.0), min(stat["ci95"][1], 1.0)
+    assert f"{stat['mean']:.3f} [{low:.3f}, {high:.3f}]" in md
+    assert "mia_entropy" in block["models"]["neggrad_sam"]
     assert (two_seeds / "tow.png").read_bytes()[:4] == b"\x89PNG"
 
 
