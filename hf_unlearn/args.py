@@ -218,6 +218,10 @@ class UnlearnArguments(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._validate_unlearning_fields()
+        import torch
+
+        if self.dataloader_pin_memory and not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for: torch would warn at every data loader
 
     def hyperparameters(self) -> dict[str, Any]:
         """What a run's record (stage.json, report.json, model card) keeps: the `RECORDED` settings this config has,

@@ -121,10 +121,12 @@ def tune_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with removing_empty_folders(output_dir), run_lock(output_dir, use_cpu=args.cpu, what="hf-unlearn tune"):
         result = run_study(recipe, args.run, args.trials, output_dir, storage=args.storage, use_cpu=args.cpu)
+    from .console import format_settings
+
     label = "ToW" if result["objective"]["name"] == "tow" else result["objective"]["name"]
-    for trial in result["trials"]:
+    for trial in result["trials"]:  # 4 significant digits on screen; tuning.json keeps the exact values
         value = "—" if trial["value"] is None else f"{trial['value']:.4f}"
-        print(f"trial {trial['number']:3d}  {trial['state']:8s}  {label} {value}  {trial['params']}")
+        print(f"trial {trial['number']:3d}  {trial['state']:8s}  {label} {value}  {format_settings(trial['params'])}")
     if result["best"] is not None:
         print(f"\nBest: trial {result['best']['number']}, validation {label} {result['best']['value']:.4f}")
     print(f"Wrote {output_dir}/tuning.json, best.yaml and the plots in {time.perf_counter() - start:.1f} s.")
@@ -323,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # hf_unlearn's lines ("Stage ...") from one process of a launch; the others keep their warnings and errors.
+    logging.getLogger("hf_unlearn").setLevel(logging.NOTSET if is_main_process() else logging.WARNING)
     if args.command in ("run", "evaluate", "push", "tune"):
         from .console import quiet_library_bars
 
@@ -351,15 +355,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         hint = "" if isinstance(error, HfUnlearnError) else " (set HF_UNLEARN_DEBUG=1 to see the traceback)"
         if is_main_process():  # every process of a launch reaches the same refusal; one says it
+            _close_bars()
             print(f"hf-unlearn: error: {error}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if os.environ.get("HF_UNLEARN_DEBUG"):
             raise
         if is_main_process():
+            _close_bars()
             print(f"hf-unlearn: interrupted. {RESUME_HINT.get(args.command, '')}".rstrip(), file=sys.stderr)
         return 130
     return 1
+
+
+def _close_bars() -> None:
+    """Close the progress bars an exception left open (each stays on screen, ended by a newline), so that the
+    message after it starts on a line of its own."""
+    std = sys.modules.get("tqdm.std")  # not imported: no bar was ever opened
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

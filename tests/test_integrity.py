@@ -311,6 +311,7 @@ def test_readme_two_process_command_runs_the_default_recipe_to_the_end(tmp_path,
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert "Traceback" not in proc.stderr
     assert proc.stdout.count("Wrote ") == 1  # the table and "Wrote ..." come from process 0 only
+    assert proc.stderr.count("Stage original:") == 1  # so do the stage lines
     report = json.loads((out / "report.json").read_text())
     expected = len(load_recipe(recipe or "digits")["unlearn"]["runs"])
     assert len(report["models"]) == 2 + expected and report["sizes"]["forget"] == report["forget_set"]["size"]
