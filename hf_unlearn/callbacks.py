@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from torch.utils.data import Dataset
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 from .metrics.inference import predict_probabilities
 
@@ -32,6 +32,17 @@ class ConfidenceRecorder(TrainerCallback):
         if not self.history:
             raise RuntimeError("No epoch was recorded; attach the callback to a Trainer and train first.")
         return np.mean(np.stack(self.history), axis=0)
+
+
+class BestMetricStopping(EarlyStoppingCallback):
+    """transformers' `EarlyStoppingCallback` (a run's ``early_stopping_patience`` / ``early_stopping_threshold``) over
+    a dict of evaluation sets: each set's evaluation reaches ``on_evaluate`` on its own, and only the one holding
+    ``metric_for_best_model`` counts (the others would log that early stopping is disabled)."""
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        metric = args.metric_for_best_model
+        if (metric if metric.startswith("eval_") else f"eval_{metric}") in metrics:
+            super().on_evaluate(args, state, control, metrics, **kwargs)
 
 
 class StopWhenForgotten(TrainerCallback):

@@ -165,11 +165,23 @@ class StageCheckpoints:
         return None
 
     # --------------------------------------------------------------- actions
+    def best_of(self, checkpoint: Path) -> Path | None:
+        """The best checkpoint so far that ``checkpoint``'s trainer state names (``load_best_model_at_end``), when
+        it is in this folder: resuming keeps it, since the end of training loads it."""
+        try:
+            state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+            best = state.get("best_model_checkpoint")
+        except (OSError, ValueError, AttributeError):
+            return None
+        path = self.folder / Path(best).name if isinstance(best, str) and best else None
+        return path if path is not None and _CHECKPOINT_RE.match(path.name) and path.is_dir() else None
+
     def prepare(self, *, force: bool = False) -> Path | None:
         """Before training: the checkpoint to resume from (or None), after removing everything unusable."""
         resume = None if force else self.latest()
+        keep = set() if resume is None else {resume, self.best_of(resume)}
         for checkpoint in self.checkpoints():
-            if checkpoint != resume:
+            if checkpoint not in keep:
                 why = "--force" if force else ("incomplete or older" if self.owned() else "not made for these settings")
                 logger.info("Stage %s: removing checkpoint %s (%s)", self.stage, checkpoint.name, why)
                 shutil.rmtree(checkpoint, ignore_errors=True)

@@ -44,6 +44,9 @@ class StageProgress(ProgressCallback):
         if self.training_bar is not None:
             super().on_step_end(args, state, control, **kwargs)
 
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass  # one bar per stage, none per evaluation set (the Trainer evaluates retain, forget, validation in turn)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if args.log_level not in VERBOSE_LEVELS or not state.is_world_process_zero:
             return

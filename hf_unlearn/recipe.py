@@ -32,7 +32,7 @@ from .recipe_schema import (
     default_run_name,
     reference_kind,
 )
-from .recipe_training import REFUSED_TRAINING_KEYS, shown_training_keys, training_keys
+from .recipe_training import REFUSED_TRAINING_KEYS, UNLEARNING_ONLY_KEYS, shown_training_keys, training_keys
 from .recipe_yaml import apply_overrides, read_recipe
 from .registry import method_choices, method_fields, unknown_method_message, unused_field_message, uses
 
@@ -88,7 +88,10 @@ def _check_training(section: Any, where: str) -> None:
         if key in REFUSED_TRAINING_KEYS or key.startswith("hub_"):
             reason = REFUSED_TRAINING_KEYS.get(key, REFUSED_TRAINING_KEYS["push_to_hub"])
             raise RecipeError(f"{where}{key}: not accepted in a training section: {reason}")
-        known = training_keys()
+        unlearning = where.startswith("unlearn")  # unlearn.defaults, unlearn.runs[i]
+        if key in UNLEARNING_ONLY_KEYS and not unlearning:
+            raise RecipeError(f"{where}{key}: not accepted here: {UNLEARNING_ONLY_KEYS[key]}")
+        known = training_keys(unlearning)
         if key not in known:
             raise _unknown(key, where, known, shown_training_keys(known))
 

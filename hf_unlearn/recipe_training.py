@@ -17,6 +17,7 @@ from .args import UnlearnArguments
 from .errors import RecipeError
 from .recipe_schema import TRAINING_ALIASES
 from .registry import REGISTRY, all_fields, method_choices, method_settings
+from .stage_evaluation import EARLY_STOPPING_KEYS, SELECTION_KEYS, UNLEARNING_ONLY
 
 # Set by the pipeline for every stage; a recipe must not set them.
 MANAGED_FIELDS = {"output_dir", "method"}
@@ -43,21 +44,19 @@ USUAL_TRAINER_KEYS = {
 REFUSED_TRAINING_KEYS: dict[str, str] = {
     "push_to_hub": "a training stage must not publish itself (the original still knows the forget set); publishing "
     "goes through `hf-unlearn push` or the recipe's hub: section",
-    "eval_strategy": "stages have no evaluation set during training; hf_unlearn evaluates every finished stage on "
-    "retain, forget and test itself (report.json)",
     "resume_from_checkpoint": "hf_unlearn resumes an interrupted stage from its own checkpoints on a rerun of the "
     "same output folder (docs/reliability.md)",
     "label_smoothing_factor": "hf_unlearn computes each method's losses itself, so the Trainer's label smoothing "
     "would never be applied",
-    "load_best_model_at_end": "stages have no evaluation set during training, so there is no best checkpoint",
-    "metric_for_best_model": "stages have no evaluation set during training, so there is no best checkpoint",
-    "eval_steps": "stages have no evaluation set during training",
     "per_device_eval_batch_size": "evaluation batches are set by evaluation.batch_size",
     "use_cpu": "give --cpu on the command line (it applies to every stage)",
     "local_rank": "the launcher (accelerate launch / torchrun) sets it",
     "average_tokens_across_devices": "hf_unlearn's losses are per-batch means, never token counts",
 }
-_NO_EVALUATION = "stages have no evaluation set during training; hf_unlearn evaluates every finished stage itself"
+_NO_EVALUATION = (
+    "a stage's evaluation is set by eval_strategy (eval_steps, eval_delay, eval_on_start): its eval_dataset dict "
+    "(retain, forget, validation) and its accuracy metric are hf_unlearn's (docs/design.md, Tracking)"
+)
 _TEXT_ONLY = "it applies to language models only, not to image classifiers"
 REFUSED_TRAINING_KEYS.update(
     {
@@ -65,17 +64,11 @@ REFUSED_TRAINING_KEYS.update(
         for key in (
             "do_eval",
             "do_predict",
-            "eval_accumulation_steps",
-            "eval_delay",
             "eval_do_concat_batches",
-            "eval_on_start",
             "eval_use_gather_object",
             "batch_eval_metrics",
             "include_for_metrics",
             "prediction_loss_only",
-            "bf16_full_eval",
-            "fp16_full_eval",
-            "greater_is_better",
         )
     }
 )
@@ -95,10 +88,16 @@ REFUSED_TRAINING_KEYS.update(
 )
 
 
-def training_keys() -> set[str]:
+# Keys only an unlearning section (unlearn.defaults, unlearn.runs) accepts, with the reason the others refuse them.
+UNLEARNING_ONLY_KEYS: dict[str, str] = {key: UNLEARNING_ONLY for key in (*sorted(SELECTION_KEYS), *EARLY_STOPPING_KEYS)}
+
+
+def training_keys(unlearning: bool = False) -> set[str]:
     """The keys a training section accepts: every registered method's config field (read when asked, so a method
-    registered after import counts) and the recipe's aliases, less the fields the pipeline sets."""
-    return (all_fields() - MANAGED_FIELDS) | set(TRAINING_ALIASES)
+    registered after import counts) and the recipe's aliases, less the fields the pipeline sets; an unlearning
+    section also takes transformers' early-stopping arguments (`hf_unlearn.stage_evaluation`)."""
+    keys = (all_fields() - MANAGED_FIELDS) | set(TRAINING_ALIASES)
+    return keys | set(EARLY_STOPPING_KEYS) if unlearning else keys
 
 
 def shown_training_keys(known: set[str]) -> set[str]:

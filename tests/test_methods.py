@@ -132,7 +132,6 @@ def test_scrub_runs_exactly_msteps_max_epochs_and_keeps_the_teacher_frozen(args_
         lr_scheduler_type="linear",
         logging_strategy="epoch",
     )
-    trainer.log_forget_accuracy = False  # its evaluation reads at logging steps are not training passes
     seen = _record_phases(trainer)
     trainer.train()
 

@@ -25,7 +25,7 @@ def _refused(capsys, *overrides: str) -> str:
         ("unlearn.defaults.hub_model_id=me/x", "unlearn.defaults.hub_model_id", "hub: section"),
         ("unlearn.runs.0.hub_strategy=end", "unlearn.runs[0].hub_strategy", "hf-unlearn push"),
         ("retrain.push_to_hub=true", "retrain.push_to_hub", "hf-unlearn push"),
-        ("unlearn.defaults.eval_strategy=epoch", "unlearn.defaults.eval_strategy", "evaluates every finished stage"),
+        ("pretrain.load_best_model_at_end=true", "pretrain.load_best_model_at_end", "whole budget"),
         ("pretrain.resume_from_checkpoint=true", "pretrain.resume_from_checkpoint", "resumes an interrupted stage"),
         ("unlearn.defaults.label_smoothing_factor=0.1", "unlearn.defaults.label_smoothing_factor", "losses itself"),
     ],
@@ -92,7 +92,7 @@ def test_report_to_and_log_level_are_the_recipes(tmp_path):
     [
         ("unlearn.defaults.neftune_noise_alpha=5", "language models only"),
         ("pretrain.use_cpu=true", "--cpu"),
-        ("unlearn.runs.0.eval_on_start=true", "evaluates every finished stage"),
+        ("unlearn.runs.0.prediction_loss_only=true", "eval_dataset dict"),
     ],
 )
 def test_keys_that_would_be_ignored_are_refused_with_the_reason(capsys, override, reason):

@@ -42,6 +42,7 @@ ALLOWED_TOP = {
     "report.json",
     "report.md",
     "scores.json",  # every stage's metrics, keyed by the evaluation settings (hf_unlearn.steps.score)
+    "logs",  # each stage's tracking: event files and *_results.json (hf_unlearn.tracking)
     "accuracy_tow.png",
     "models",
     ".hf_unlearn.lock",  # the run lock's file (docs/reliability.md); it stays, unlocked

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..forgetting import early_stop_settings
-from ..recipe_schema import REFERENCE_DEFAULTS, TRACKING_KEYS, UNLEARN_DEFAULTS
+from ..recipe_schema import REFERENCE_DEFAULTS, UNLEARN_DEFAULTS
 from ..recipe_schema import TRAINING_ALIASES as _ALIASES
 from ..registry import own_settings
+from ..stage_evaluation import argument_defaults, pop_early_stopping, untracked_keys
 
 # Bumped when a stage's result changes for the same settings, so old outputs are redone, not reused.
 # 2: retrain starts from the model's own initialisation; random_label / salun train on one shuffled union; forget
@@ -38,6 +39,8 @@ class StagePlan:
     settings: dict[str, Any]
     layers: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     early_stop: dict[str, Any] | None = None  # a run's `early_stop` (hf_unlearn.forgetting): not an argument
+    # early_stopping_patience / _threshold: arguments of transformers' EarlyStoppingCallback (stage_evaluation)
+    early_stopping: dict[str, Any] | None = None
 
     def locate(self, key: str) -> str:
         """``unlearn.runs[1].alpha`` when the run sets alpha, ``unlearn.defaults.alpha`` when the defaults do."""
@@ -72,7 +75,9 @@ def unlearn_plan(recipe: dict[str, Any], run: Mapping[str, Any], index: int | No
     where = f"{prefix} ({name})" if index is not None else prefix
     early_stop = early_stop_settings(settings.pop("early_stop", None), f"{prefix}.early_stop")
     layers = [(prefix, run), ("unlearn.defaults", defaults)]
-    return StagePlan(name, where, run["method"], settings, layers, early_stop)
+    plan = StagePlan(name, where, run["method"], settings, layers, early_stop)
+    plan.early_stopping = pop_early_stopping(plan)
+    return plan
 
 
 def stage_plans(recipe: dict[str, Any]) -> list[StagePlan]:
@@ -87,15 +92,24 @@ def stage_plans(recipe: dict[str, Any]) -> list[StagePlan]:
     return plans
 
 
-def arguments_for(plan: StagePlan, *, output_dir: str | Path, use_cpu: bool, seed: int):
+def arguments_for(
+    plan: StagePlan,
+    *,
+    output_dir: str | Path,
+    use_cpu: bool,
+    seed: int,
+    defaults: Mapping[str, Any] | None = None,
+):
     """The stage's `UnlearnArguments`: a checkpoint per epoch (to resume after a crash), and ``report_to`` /
     ``log_level`` from the recipe when it sets them (tracking: tensorboard, trackio, wandb ... when installed),
-    else no tracking and quiet logs."""
+    else no tracking and quiet logs. ``defaults``: what the stage runner knows (run name, evaluation schedule and
+    batch size), below the recipe's own settings."""
     from ..checkpoints import CHECKPOINT_SETTINGS
     from ..recipe_training import training_arguments
 
+    base = {**CHECKPOINT_SETTINGS, "report_to": "none", "log_level": "warning"}
     return training_arguments(
-        {**CHECKPOINT_SETTINGS, "report_to": "none", "log_level": "warning", **plan.settings},
+        {**base, **argument_defaults(plan.settings, plan.early_stopping), **(defaults or {}), **plan.settings},
         method=plan.method,
         output_dir=str(output_dir),
         use_cpu=use_cpu,
@@ -110,12 +124,13 @@ def fingerprint(
     settings are left out (changing them reuses finished stages), and so is the ``evaluation`` section: metrics
     are cached on their own (`hf_unlearn.steps.score`). ``split``: `split_key` of the data, when a validation
     carve kept forget samples in training (the training split then depends on the forget sets too)."""
+    untracked = untracked_keys(plan.settings, plan.early_stopping)
     inputs = {
         "semantics": SEMANTICS,
         "stage": plan.stage,
         "method": plan.method,
         # Nor do other methods' settings (unlearn.defaults.kd_T for a NegGrad run) or SAM's without sharpness.
-        "settings": {k: v for k, v in own_settings(plan.method, plan.settings).items() if k not in TRACKING_KEYS},
+        "settings": {k: v for k, v in own_settings(plan.method, plan.settings).items() if k not in untracked},
         "seed": int(recipe["seed"]),
         "data": recipe["data"],
         "model": recipe["model"],
@@ -128,6 +143,8 @@ def fingerprint(
         inputs["split"] = split
     if plan.early_stop is not None:
         inputs["early_stop"] = plan.early_stop
+    if plan.early_stopping is not None:
+        inputs["early_stopping"] = plan.early_stopping
     return digest(inputs)
 
 

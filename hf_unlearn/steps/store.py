@@ -59,6 +59,11 @@ class StageStore:
             return inside(self.root / "checkpoints" / "pretrain", self.root)
         return inside(self.folder / "checkpoints" / stage, self.root)
 
+    def logs_dir(self, stage: str) -> Path:
+        """``logs/<stage>``: the stage's tracking files (TensorBoard event files, ``*_results.json``:
+        `hf_unlearn.tracking`), beside ``models/`` and kept when its checkpoints are deleted."""
+        return inside((self.root if stage == "original" else self.folder) / "logs" / stage, self.root)
+
     @property
     def learning_events_path(self) -> Path:
         """Per-sample confidence over pretraining. It ranks the training samples (it picks low_confidence forget

@@ -19,15 +19,17 @@ from ..console import use_stage_progress
 from ..errors import DivergenceError, located
 from ..models import build_model_from_config, fresh_model, load_reference_model, load_saved_model
 from ..recipe import recipe_augmentation
+from ..stage_evaluation import selection_record
 from .forget import ForgetSetRun, Splits
-from .plan import StagePlan, arguments_for, fingerprint, given_reference_fingerprint, original_plan, split_key
+from .plan import StagePlan, fingerprint, given_reference_fingerprint, original_plan, split_key
 from .score import NO_METRICS, Evaluator
 from .store import StageStore
+from .tracked import TrackedStages
 
 logger = logging.getLogger(__name__)
 
 
-class StageRunner:
+class StageRunner(TrackedStages):
     """Runs the stages of one recipe: trains (or reuses) each into ``store``'s output folder, scoring them with
     ``evaluator``."""
 
@@ -39,9 +41,7 @@ class StageRunner:
         self.use_cpu = use_cpu
         self.seed = int(recipe["seed"])
         self.augmentation = recipe_augmentation(recipe)  # training inputs only (data.augmentation)
-
-    def arguments(self, plan: StagePlan, store: StageStore):
-        return arguments_for(plan, output_dir=store.checkpoint_dir(plan.stage), use_cpu=self.use_cpu, seed=self.seed)
+        self._start_tracking()
 
     # ---------------------------------------------------------------------------------------------- original
     def new_model(self, splits: Splits) -> Any:
@@ -78,8 +78,11 @@ class StageRunner:
         start = time.perf_counter()
         model = self.new_model(splits)
         recorder = ConfidenceRecorder(splits.train, batch_size=self.recipe["evaluation"]["batch_size"])
-        args = self.arguments(plan, self.store)
-        trainer = self._trainer("pretrain", model, args, retain_dataset=splits.train, callbacks=[recorder])
+        evaluated = self.evaluated("original", splits)
+        args = self.arguments(plan, self.store, evaluates=evaluated is not None)
+        trainer = self._trainer(
+            "pretrain", model, args, retain_dataset=splits.train, callbacks=[recorder], eval_dataset=evaluated
+        )
         use_stage_progress(trainer, "original")
         if trainer.args.num_train_epochs or trainer.args.max_steps > 0:
             logger.info("Stage original: pretraining on %d samples", len(splits.train))
@@ -87,6 +90,8 @@ class StageRunner:
             logger.info("Stage original: the given model as it is (pretrain.epochs: 0)")
         history = HistoryCheckpoint(recorder)
         checkpoints = StageCheckpoints(args.output_dir, "original", key, extra_files=(history.filename,))
+        # Its run ends with pretraining: its numbers on a forget set come much later (`original_entry`).
+        logs = self.start_tracking(trainer, self.store.logs_dir("original"), checkpoints, defer=False)
         diverged = train_resumable(trainer, checkpoints, force=self.force, history=history)
         if diverged is not None:
             checkpoints.remove()
@@ -105,6 +110,7 @@ class StageRunner:
                 "pretrain: the pretrained model's predictions are not finite (its weights or BatchNorm statistics "
                 "overflow); the run diverged. Every later stage starts from it: lower pretrain.learning_rate."
             )
+        self.keep_original(trainer, logs)
         record = _record(args, time.perf_counter() - start, key, log_history=trainer.state.log_history)
         self.store.save("original", model, record, extra_arrays=extra)
         checkpoints.remove()
@@ -115,6 +121,7 @@ class StageRunner:
         record = self.store.record("original")
         folder = str(self.store.stage_dir("original"))
         metrics = self.evaluator.scores(run, "original", record["fingerprint"], lambda: load_saved_model(folder))
+        self.log_original(run, metrics)
         return {**record, **metrics}
 
     # -------------------------------------------------------------------------------------------- reference
@@ -145,8 +152,10 @@ class StageRunner:
             }
             store.save_record("retrain", record)
             self.evaluator.remember(run, "retrain", key, metrics)
-            return {**record, **metrics}
-        return {**record, **self.evaluator.scores(run, "retrain", key, load)}
+        else:
+            metrics = self.evaluator.scores(run, "retrain", key, load)
+        self.remember_reference(run, "retrain", metrics)
+        return {**record, **metrics}
 
     def initial_reference(self, original: Any, splits: Splits, seed: int) -> Any:
         """The retrained reference's starting weights: never the original's.
@@ -171,24 +180,27 @@ class StageRunner:
         record = store.finished(name, key)
         if record is not None:
             load = (lambda: load_saved_model(str(store.stage_dir(name)))) if store.has_weights(name) else (lambda: None)
-            return {**record, **self.evaluator.scores(run, name, key, load)}
+            metrics = self.evaluator.scores(run, name, key, load)
+            self.remember_reference(run, plan.method, metrics)
+            return {**record, **metrics}
         start = time.perf_counter()
-        args = self.arguments(plan, store)
-        extra: dict[str, Any] = {}
+        evaluated = self.evaluated(name, run.splits)
+        args = self.arguments(plan, store, evaluates=evaluated is not None, run=run)
+        extra: dict[str, Any] = {"eval_dataset": evaluated}
         if plan.method == "retrain":
             model = self.initial_reference(original, run.splits, args.seed)
             extra["reinit"] = False
         else:
             model = copy.deepcopy(original)
         stopper = self._stopper(plan, run, original)
-        if stopper is not None:
-            extra["callbacks"] = [stopper]
+        extra["callbacks"] = [*([] if stopper is None else [stopper]), *self.early_stopping(plan)]
         trainer = self._trainer(
             plan.method, model, args, retain_dataset=run.splits.retain, forget_dataset=run.splits.forget, **extra
         )
         use_stage_progress(trainer, name)
         logger.info("Stage %s: %s (sharpness=%s)", name, plan.method, args.sharpness)
         checkpoints = StageCheckpoints(args.output_dir, name, key)
+        logs = self.start_tracking(trainer, store.logs_dir(name), checkpoints)
         diverged = train_resumable(trainer, checkpoints, force=self.force)
         metrics: dict[str, Any] = {}
         if diverged is None:
@@ -197,10 +209,12 @@ class StageRunner:
             except DivergenceError as error:  # finite losses, but the predictions overflow (e.g. BatchNorm stats)
                 diverged = error
         details: dict[str, Any] = {"log_history": trainer.state.log_history}
+        details.update(selection_record(trainer, plan.early_stopping))
         if stopper is not None:
             details["early_stop"] = stopper.record(trainer.state.max_steps)
         if diverged is not None:
             model, metrics, details = self._last_good(name, run, checkpoints, diverged)
+        self.finish_stage(trainer, logs, run, plan.method, metrics)
         record = _record(
             args,
             time.perf_counter() - start,

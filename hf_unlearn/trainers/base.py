@@ -37,6 +37,7 @@ from ..sharpness import (
 )
 from .branch_logs import BranchLogs
 from .collective import CollectiveSteps
+from .evaluation import Evaluation
 from .masking import ParameterMask, Partition
 from .model_card import ModelCard
 
@@ -78,7 +79,7 @@ def retain_cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
     return cross_entropy(model, batch["retain"])
 
 
-class UnlearnTrainer(CollectiveSteps, ParameterMask, BranchLogs, ModelCard, Trainer):
+class UnlearnTrainer(CollectiveSteps, ParameterMask, BranchLogs, Evaluation, ModelCard, Trainer):
     """Base class of every hf_unlearn method.
 
     A method's trainer implements `branches`; what it trains on and its name come from its config
@@ -94,8 +95,6 @@ class UnlearnTrainer(CollectiveSteps, ParameterMask, BranchLogs, ModelCard, Trai
     # Losses are per-batch means computed by hf_unlearn; the Trainer must not treat them as already
     # normalised for gradient accumulation (HF image models accept **kwargs, which fools its heuristic).
     loss_is_scaled_for_ga = False
-    # Measure the forget set's accuracy at every logging step (one evaluation pass over it; off: set False).
-    log_forget_accuracy: bool = True
 
     def __init__(
         self,

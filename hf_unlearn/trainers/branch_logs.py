@@ -1,4 +1,8 @@
-"""What an `UnlearnTrainer` adds to its training logs: each branch's mean loss and the forget set's accuracy."""
+"""What an `UnlearnTrainer` adds to its training logs: each branch's mean loss.
+
+Accuracies (on retain, forget, validation) come from the Trainer's own evaluation (`hf_unlearn.trainers.evaluation`,
+``eval_dataset`` and ``eval_strategy``) as ``eval_<name>_accuracy``, not from the training logs.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +21,10 @@ class BranchLogs:
         sums[name] = (total + loss.detach().float(), count + 1)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Training logs get each branch's mean loss since the last log (``loss_retain``, ``loss_forget`` ...) and
-        the accuracy on the forget set (``forget_accuracy``), for ``report_to`` and ``log_history``."""
+        """Training logs get each branch's mean loss since the last log (``loss_retain``, ``loss_forget`` ...), for
+        ``report_to`` and ``log_history``."""
         if "loss" in logs:
             sums = self.__dict__.pop("_branch_losses", {})
             for name, (total, count) in sums.items():
                 logs[f"loss_{name}"] = round(float(total) / max(count, 1), 4)
-            if self.log_forget_accuracy and self.forget_dataset is not None and len(self.forget_dataset):
-                from ..metrics import accuracy, predict_probabilities
-
-                with torch.random.fork_rng(devices=[]):  # the loader draws a seed: leave training's stream alone
-                    probs = predict_probabilities(
-                        self.model, self.forget_dataset, batch_size=self.args.per_device_eval_batch_size
-                    )
-                logs["forget_accuracy"] = round(accuracy(*probs), 4)
         super().log(logs, *args, **kwargs)

@@ -112,13 +112,17 @@ def trial_trainer(shared: SharedStages, settings: dict[str, Any], callbacks: lis
     from transformers import PrinterCallback
 
     from ..checkpoints import DivergenceGuard
+    from ..stage_evaluation import EVALUATION_KEYS, SELECTION_KEYS
     from ..steps.plan import StagePlan, arguments_for
     from ..trainers import get_trainer_class
 
     settings = dict(settings)
     method = settings.pop("method")
     name = settings.pop("name")
-    # Trials keep no checkpoint and log nothing: the objective reads the model itself at each epoch's end.
+    # Trials keep no checkpoint and log nothing: the objective reads the model itself at each epoch's end, and
+    # scores the last epoch's weights (no Trainer evaluation choosing a checkpoint).
+    for key in (*EVALUATION_KEYS, *SELECTION_KEYS):
+        settings.pop(key, None)
     settings.update(save_strategy="no", logging_strategy="no", disable_tqdm=True, report_to="none")
     plan = StagePlan(f"tune-{name}", f"tune ({name})", method, settings)
     pipeline = shared.pipeline
