@@ -71,7 +71,7 @@ class Pipeline:
         from transformers import set_seed
 
         from .forgetting import check_early_stop
-        from .stage_evaluation import check_stage_evaluation
+        from .monitoring import check_monitoring
         from .validation import check_forget_sizes, check_labels, diagnose_source
 
         self.check()  # every stage's settings, before anything is written or trained
@@ -84,7 +84,7 @@ class Pipeline:
         check_forget_sizes(self.recipe["forget"], len(splits.train))  # empty / whole-set forget sets fail now
         self.check_forget_sets(splits)  # bad index files etc. fail before pretraining, not after it
         check_early_stop(self.recipe, splits.prepared.validation)  # early_stop needs held-out samples
-        check_stage_evaluation(self.plans(), splits.prepared.validation)  # so do best checkpoints, early stopping
+        check_monitoring(self.plans(), splits.prepared.validation)  # so do best checkpoints, early stopping
         original = self.original_model(splits)
         reports: dict[str, dict[str, Any]] = {}
         for spec in forget_sets(self.recipe):

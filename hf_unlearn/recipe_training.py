@@ -15,9 +15,9 @@ from transformers import TrainingArguments
 
 from .args import UnlearnArguments
 from .errors import RecipeError
+from .monitoring import EARLY_STOPPING_KEYS, SELECTION_KEYS, UNLEARNING_ONLY
 from .recipe_schema import TRAINING_ALIASES
 from .registry import REGISTRY, all_fields, method_choices, method_settings
-from .stage_evaluation import EARLY_STOPPING_KEYS, SELECTION_KEYS, UNLEARNING_ONLY
 
 # Set by the pipeline for every stage; a recipe must not set them.
 MANAGED_FIELDS = {"output_dir", "method"}
@@ -95,7 +95,7 @@ UNLEARNING_ONLY_KEYS: dict[str, str] = {key: UNLEARNING_ONLY for key in (*sorted
 def training_keys(unlearning: bool = False) -> set[str]:
     """The keys a training section accepts: every registered method's config field (read when asked, so a method
     registered after import counts) and the recipe's aliases, less the fields the pipeline sets; an unlearning
-    section also takes transformers' early-stopping arguments (`hf_unlearn.stage_evaluation`)."""
+    section also takes transformers' early-stopping arguments (`hf_unlearn.monitoring`)."""
     keys = (all_fields() - MANAGED_FIELDS) | set(TRAINING_ALIASES)
     return keys | set(EARLY_STOPPING_KEYS) if unlearning else keys
 

@@ -17,8 +17,8 @@ from torch import nn
 
 from hf_unlearn import get_trainer_class, tracking
 from hf_unlearn.errors import RecipeError, ValidationError
+from hf_unlearn.monitoring import check_monitoring
 from hf_unlearn.recipe import load_recipe
-from hf_unlearn.stage_evaluation import check_stage_evaluation
 from hf_unlearn.steps.plan import arguments_for, fingerprint, original_plan, stage_plans, unlearn_plan
 
 
@@ -75,9 +75,9 @@ def test_evaluation_inside_training_changes_no_weight_or_batchnorm_statistic(arg
     # Without the fork, the eval DataLoader's seed draw shifts dropout's masks and the weights differ: the check bites.
     import contextlib
 
-    from hf_unlearn.trainers import evaluation
+    from hf_unlearn.trainers import eval_loop
 
-    monkeypatch.setattr(evaluation.torch.random, "fork_rng", lambda **kwargs: contextlib.nullcontext())
+    monkeypatch.setattr(eval_loop.torch.random, "fork_rng", lambda **kwargs: contextlib.nullcontext())
     unforked, _, _ = _trainer(args_factory, evaluate=True)
     unforked.train()
     assert any(not torch.equal(expected[k], v) for k, v in _state(unforked.model).items())
@@ -150,8 +150,8 @@ def test_unlearning_runs_take_best_checkpoints_and_early_stopping_with_checked_v
     finetune = arguments_for(plans["finetune"], output_dir=tmp_path, use_cpu=True, seed=0)
     assert finetune.metric_for_best_model == "validation_loss" and finetune.greater_is_better is False
     with pytest.raises(ValidationError, match=r"data\.validation_size"):
-        check_stage_evaluation(list(plans.values()), validation=None)
-    check_stage_evaluation(list(plans.values()), validation=make_dataset(4, seed=0))
+        check_monitoring(list(plans.values()), validation=None)
+    check_monitoring(list(plans.values()), validation=make_dataset(4, seed=0))
     for override, message in [
         ("unlearn.runs.0.early_stopping_patience=0", r"unlearn.runs\[0\].early_stopping_patience: expected a whole"),
         ("unlearn.runs.0.early_stopping_threshold=0.1", "needs early_stopping_patience"),
@@ -161,13 +161,13 @@ def test_unlearning_runs_take_best_checkpoints_and_early_stopping_with_checked_v
     wrong = load_recipe("digits", ["seeds=null", "unlearn.runs.0.load_best_model_at_end=true"])
     wrong["unlearn"]["runs"][0]["metric_for_best_model"] = "test_accuracy"
     with pytest.raises(ValidationError, match="never evaluated while a stage trains"):
-        check_stage_evaluation(stage_plans(wrong), validation=make_dataset(4, seed=0))
+        check_monitoring(stage_plans(wrong), validation=make_dataset(4, seed=0))
 
 
 def test_the_original_is_evaluated_on_a_validation_split_only():
     recipe = load_recipe("digits", ["seeds=null", "pretrain.eval_strategy=epoch"])
     with pytest.raises(ValidationError, match=r"pretrain.eval_strategy: the original is evaluated on the validation"):
-        check_stage_evaluation([original_plan(recipe)], validation=None)
+        check_monitoring([original_plan(recipe)], validation=None)
 
 
 def test_the_evaluation_schedule_changes_a_fingerprint_only_when_it_decides():
@@ -301,7 +301,7 @@ def test_a_best_checkpoint_without_a_validation_split_is_refused_before_training
 
 
 def test_the_python_api_evaluates_only_when_asked_with_accuracy_by_default(args_factory):
-    from hf_unlearn.trainers.evaluation import accuracy_metrics, predicted_classes
+    from hf_unlearn.trainers.eval_loop import accuracy_metrics, predicted_classes
 
     trainer = get_trainer_class("finetune")(
         model=make_model(seed=0), args=args_factory(method="finetune"), retain_dataset=make_dataset(8, seed=1)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..forgetting import early_stop_settings
+from ..monitoring import argument_defaults, pop_early_stopping, untracked_keys
 from ..recipe_schema import REFERENCE_DEFAULTS, UNLEARN_DEFAULTS
 from ..recipe_schema import TRAINING_ALIASES as _ALIASES
 from ..registry import own_settings
-from ..stage_evaluation import argument_defaults, pop_early_stopping, untracked_keys
 
 # Bumped when a stage's result changes for the same settings, so old outputs are redone, not reused.
 # 2: retrain starts from the model's own initialisation; random_label / salun train on one shuffled union; forget
@@ -39,7 +39,7 @@ class StagePlan:
     settings: dict[str, Any]
     layers: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     early_stop: dict[str, Any] | None = None  # a run's `early_stop` (hf_unlearn.forgetting): not an argument
-    # early_stopping_patience / _threshold: arguments of transformers' EarlyStoppingCallback (stage_evaluation)
+    # early_stopping_patience / _threshold: arguments of transformers' EarlyStoppingCallback (monitoring)
     early_stopping: dict[str, Any] | None = None
 
     def locate(self, key: str) -> str:

@@ -1,4 +1,4 @@
-"""What a stage runner adds for tracking and evaluation (`hf_unlearn.tracking`, `hf_unlearn.stage_evaluation`): a
+"""What a stage runner adds for tracking and evaluation (`hf_unlearn.tracking`, `hf_unlearn.monitoring`): a
 stage's run name, evaluation sets and schedule, its early-stopping callback, and its final numbers with ToW against
 the reference of its forget set, logged into its run."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tracking
-from ..stage_evaluation import eval_datasets
+from ..monitoring import eval_datasets
 from .forget import ForgetSetRun, Splits
 from .plan import StagePlan, arguments_for
 from .store import StageStore

@@ -18,8 +18,8 @@ from ..checkpoints import HistoryCheckpoint, StageCheckpoints, train_resumable
 from ..console import use_stage_progress
 from ..errors import DivergenceError, located
 from ..models import build_model_from_config, fresh_model, load_reference_model, load_saved_model
+from ..monitoring import selection_record
 from ..recipe import recipe_augmentation
-from ..stage_evaluation import selection_record
 from .forget import ForgetSetRun, Splits
 from .plan import StagePlan, fingerprint, given_reference_fingerprint, original_plan, split_key
 from .score import NO_METRICS, Evaluator

@@ -37,7 +37,7 @@ from ..sharpness import (
 )
 from .branch_logs import BranchLogs
 from .collective import CollectiveSteps
-from .evaluation import Evaluation
+from .eval_loop import Evaluation
 from .masking import ParameterMask, Partition
 from .model_card import ModelCard
 

@@ -1,6 +1,6 @@
 """What an `UnlearnTrainer` adds to its training logs: each branch's mean loss.
 
-Accuracies (on retain, forget, validation) come from the Trainer's own evaluation (`hf_unlearn.trainers.evaluation`,
+Accuracies (on retain, forget, validation) come from the Trainer's own evaluation (`hf_unlearn.trainers.eval_loop`,
 ``eval_dataset`` and ``eval_strategy``) as ``eval_<name>_accuracy``, not from the training logs.
 """
 

@@ -112,7 +112,7 @@ def trial_trainer(shared: SharedStages, settings: dict[str, Any], callbacks: lis
     from transformers import PrinterCallback
 
     from ..checkpoints import DivergenceGuard
-    from ..stage_evaluation import EVALUATION_KEYS, SELECTION_KEYS
+    from ..monitoring import EVALUATION_KEYS, SELECTION_KEYS
     from ..steps.plan import StagePlan, arguments_for
     from ..trainers import get_trainer_class
 

@@ -1,4 +1,4 @@
-"""What a pipeline stage evaluates while it trains, and what that evaluation may decide.
+"""What a pipeline stage watches while it trains (its evaluation sets and schedule), and what that may decide.
 
 Every stage gives its Trainer an ``eval_dataset`` dict (`eval_datasets`): the original ``{"validation"}`` when the
 data has a validation split, the reference and every unlearning run ``{"retain", "forget", "validation"}``. Never the
@@ -85,7 +85,7 @@ def eval_datasets(stage: str, *, validation: Any, retain: Any = None, forget: An
     return out or None
 
 
-def check_stage_evaluation(plans: list[Any], validation: Any) -> None:
+def check_monitoring(plans: list[Any], validation: Any) -> None:
     """Before anything trains (the data is known): a stage's evaluation reads only what exists, and one that decides
     reads a validation split and names one of its own metrics."""
     held_out = validation is not None and len(validation) > 0
