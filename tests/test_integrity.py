@@ -305,13 +305,17 @@ def test_readme_two_process_command_runs_the_default_recipe_to_the_end(tmp_path,
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     accelerate = Path(sys.executable).parent / "accelerate"
-    chosen = [] if recipe is None else [recipe]  # README's command runs the default recipe
+    # README's command runs the default recipe; of its three seeds one (the seeds path, seed-0/, the aggregate)
+    chosen = ["--set", "seeds=[0]"] if recipe is None else [recipe]
     command = [str(accelerate), *README_TWO_PROCESSES, *chosen, "--output-dir", str(out), *SHORT]
     proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert "Traceback" not in proc.stderr
     assert proc.stdout.count("Wrote ") == 1  # the table and "Wrote ..." come from process 0 only
     assert proc.stderr.count("Stage original:") == 1  # so do the stage lines
+    if recipe is None:
+        assert json.loads((out / "report.json").read_text())["seeds"] == [0]  # the aggregate
+        out = out / "seed-0"
     report = json.loads((out / "report.json").read_text())
     expected = len(load_recipe(recipe or "digits")["unlearn"]["runs"])
     assert len(report["models"]) == 2 + expected and report["sizes"]["forget"] == report["forget_set"]["size"]
