@@ -3,7 +3,7 @@
 
     python benchmarks/claims.py --workers 3 --write-docs            # full protocol (see docs/results.md)
     python benchmarks/claims.py --sets lowconf high --write-docs    # fewer forget sets
-    python benchmarks/claims.py --smoke --root /tmp/claims-smoke    # a tiny end-to-end check, ~1.5 min (tests use it)
+    python benchmarks/claims.py --smoke --root /tmp/claims-smoke    # a tiny end-to-end check, 1.5-2 min (tests use it)
     python benchmarks/claims.py --trials 50 --workers 2 --write-docs  # more tuning trials per group and forget set
     python benchmarks/claims.py --from-json RUN/claims.json --previous OLD/claims.json --write-docs  # re-render, compared
 
@@ -40,7 +40,7 @@ from benchmarks.claims_analysis import claims, evaluate_table, select, tuned_sel
 from benchmarks.claims_report import markdown, previous_run
 from benchmarks.claims_setup import SETS, configurations, groups
 from benchmarks.claims_tuning import prepare_tuning, tune_group
-from benchmarks.claims_workers import worker
+from benchmarks.claims_workers import start_pool_worker, worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="Tiny model, 1 epoch, 4 groups, 2 trials per study, every forget set and seed: about 1.5 min with 2 "
-        "workers on 2 CPU cores (--sets lowconf --tune-seeds 100 --eval-seeds 0 --workers 1 runs a fraction of it).",
+        help="Tiny model, 1 epoch, 4 groups, 2 trials per study, every forget set and seed: 1.5-2 min with 2 "
+        "workers on an idle 2-core CPU (--sets lowconf --tune-seeds 100 --eval-seeds 0 --workers 1 runs a fraction of it).",
     )
     parser.add_argument(
         "--search",
@@ -193,12 +193,8 @@ def _map(tasks: list[dict[str, Any]], workers: int, function=None) -> list[dict[
         return [function(t) for t in tasks]
     import multiprocessing as mp
 
-    from tqdm import tqdm
-
-    # The workers share one tqdm lock made here: each would otherwise make its own (a named semaphore, for the first
-    # bar of a library it calls) and, killed by the pool's exit, leak it ("leaked semaphore objects" at shutdown).
-    context = mp.get_context("spawn")
-    with context.Pool(workers, initializer=tqdm.set_lock, initargs=(context.RLock(),)) as pool:
+    context = mp.get_context("spawn")  # the workers share one tqdm lock, made here (start_pool_worker)
+    with context.Pool(workers, initializer=start_pool_worker, initargs=(context.RLock(),)) as pool:
         results = list(pool.imap_unordered(function, tasks))
         pool.close()
         pool.join()  # the workers exit by themselves, cleaning up, before the pool's exit would kill them

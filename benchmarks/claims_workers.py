@@ -13,6 +13,16 @@ from benchmarks.claims_analysis import number
 from benchmarks.claims_setup import PRETRAIN_SAM, base_recipe
 
 
+def start_pool_worker(tqdm_lock: Any) -> None:
+    """A pool worker's initializer: no bars (set before tqdm is imported, which reads TQDM_DISABLE once) and the
+    parent's tqdm lock (a worker's own would be a named semaphore that the pool's exit leaks, and the resource tracker
+    warns about it at shutdown)."""
+    os.environ["TQDM_DISABLE"] = "1"
+    from tqdm import tqdm
+
+    tqdm.set_lock(tqdm_lock)
+
+
 def quiet_worker() -> None:
     """One torch thread per worker process, and no progress bars or log lines."""
     os.environ["TQDM_DISABLE"] = "1"  # the safetensors writer's progress bar
