@@ -51,4 +51,7 @@ DATA_TYPES: dict[str, Any] = {
     "std": list,
     "on_bad_image": str,
     "augmentation": object,  # none | flip_crop | a list of torchvision v2 transforms; checked in validate
+    # Only the first N rows of train_split form the pool (row ids unchanged); unset: all of them. Not in
+    # DATA_DEFAULTS, so that recipes without it keep their stage fingerprints (finished stages are reused).
+    "first_train_rows": int,
 }

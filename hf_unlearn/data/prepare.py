@@ -137,7 +137,7 @@ def load_pool(data: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset], dict[s
             f"data.train_split {spec['train_split']!r} is not a split of {spec['source']!r}; it has "
             f"{sorted(splits)}. Set data.train_split."
         )
-    pool = splits.pop(spec["train_split"])
+    pool = first_rows(splits.pop(spec["train_split"]), spec.get("first_train_rows"))
     if len(pool) < 2:
         raise ValueError(f"The training split of {spec['source']!r} has {len(pool)} rows; at least 2 are needed.")
     pool = pool.add_column(ROW_COLUMN, np.arange(len(pool), dtype=np.int64))
@@ -153,6 +153,18 @@ def load_pool(data: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset], dict[s
     description["pool_fingerprint"] = labels_fingerprint(labels)
     description["pool_size"] = len(pool)
     return pool, splits, description
+
+
+def first_rows(split: Dataset, count: int | None) -> Dataset:
+    """The first ``count`` rows of the training split (``data.first_train_rows``; None: all), e.g. a class-balanced
+    prefix of CIFAR-10; a prefix keeps every row id, so index and score files of the source still line up."""
+    if count is None:
+        return split
+    if count < 2 or count > len(split):
+        raise ValueError(
+            f"data.first_train_rows: {count} is not between 2 and the {len(split)} rows of the training split."
+        )
+    return split.select(range(count))
 
 
 def drop_undecodable(dataset: Dataset, column: str = "image", chunk: int = 1024) -> tuple[Dataset, list[int]]:
