@@ -140,6 +140,12 @@ def run_summary(report: dict[str, Any], name: str) -> list[str]:
                 + (" and ToW tell" if entry.get("tow") is not None else " and a reference model (retrain.from) tell")
                 + " more. Otherwise train longer, with a higher learning rate, or with another method."
             )
+        elif after > before:
+            lines.append(
+                f"Warning: {name} raised the forget set's accuracy ({before} -> {after} of {size} samples right): "
+                "it learned these samples instead of forgetting them. Check the method's settings (for NegGrad and "
+                "Sharp MinMax, a lower alpha weighs the forget term more)."
+            )
         elif test is not None and test_before is not None and forget_before - forget <= max(test_before - test, 0):
             lines.append(
                 f"Note: {name} lowered forget accuracy by {forget_before - forget:.3f}, no more than test accuracy "

@@ -229,3 +229,21 @@ def test_predict_probabilities_on_a_torch_formatted_hf_dataset():
     assert probs.shape == (6, 3) and model.training
     np.testing.assert_array_equal(labels, [0, 1, 2, 2, 1, 0])
     assert accuracy(probs, labels) == pytest.approx(np.mean(probs.argmax(1) == labels))
+
+
+def _report(forget: float, test: float) -> dict:
+    original = {"accuracy": {"retain": 1.0, "forget": 0.5, "test": 0.9}}
+    run = {"accuracy": {"retain": 1.0, "forget": forget, "test": test}}
+    return {"sizes": {"forget": 20}, "models": {"original": original, "run": run}}
+
+
+def test_the_plain_summary_names_a_rise_a_general_loss_and_real_forgetting_apart():
+    from hf_unlearn.report import run_summary
+
+    risen = run_summary(_report(forget=0.7, test=0.95), "run")
+    assert any("raised the forget set's accuracy (10 -> 14 of 20" in line for line in risen)
+    assert not any("lowered forget accuracy" in line for line in risen)
+    general = run_summary(_report(forget=0.45, test=0.8), "run")  # forget -0.05, test -0.10
+    assert any(line.startswith("Note: run lowered forget accuracy by 0.050") for line in general)
+    forgotten = run_summary(_report(forget=0.2, test=0.89), "run")
+    assert not any(line.startswith(("Note:", "Warning:")) for line in forgotten)
