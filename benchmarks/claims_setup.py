@@ -57,21 +57,25 @@ def configurations(group_table: dict[str, Any]) -> dict[str, tuple[str, float, d
     return out
 
 
+# A tiny model and one or two epochs per stage: checks the plumbing in minutes (--smoke).
+SMOKE_OVERRIDES = [
+    "model.config={model_type: resnet, num_channels: 1, embedding_size: 8, hidden_sizes: [8, 16], depths: [1, 1], "
+    "layer_type: basic}",
+    "data.image_size=8",
+    "pretrain.epochs=2",
+    "pretrain.batch_size=128",
+    "retrain.epochs=1",
+    "unlearn.defaults.epochs=1",
+    "unlearn.defaults.batch_size=128",
+]
+
+
 def base_recipe(seed: int, sets: list[str], smoke: bool, pretrain_extra: dict[str, Any] | None = None):
     from hf_unlearn.recipe import load_recipe, validate
 
     overrides = []
     if smoke:
-        overrides = [
-            "model.config={model_type: resnet, num_channels: 1, embedding_size: 8, hidden_sizes: [8, 16], "
-            "depths: [1, 1], layer_type: basic}",
-            "data.image_size=8",
-            "pretrain.epochs=2",
-            "pretrain.batch_size=128",
-            "retrain.epochs=1",
-            "unlearn.defaults.epochs=1",
-            "unlearn.defaults.batch_size=128",
-        ]
+        overrides = list(SMOKE_OVERRIDES)
     recipe = load_recipe("digits-memorization", overrides)
     raw = {k: copy.deepcopy(v) for k, v in recipe.items() if k not in ("hub",)}
     raw["seed"] = int(seed)

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/reference_free.py`: m
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.claims_setup import SETS as CLAIM_SETS
+from benchmarks.claims_setup import SMOKE_OVERRIDES
 from benchmarks.claims_workers import metrics_of, quiet_worker
 
 SETS: dict[str, dict[str, Any]] = {
@@ -45,23 +46,13 @@ SETS: dict[str, dict[str, Any]] = {
 }
 RUNS = ("neggrad", "neggrad_sam", "sharp_minmax_sam")
 ARMS = ("defaults", "reference", "reference_free")
-SMOKE = [
-    "model.config={model_type: resnet, num_channels: 1, embedding_size: 8, hidden_sizes: [8, 16], depths: [1, 1], "
-    "layer_type: basic}",
-    "data.image_size=8",
-    "pretrain.epochs=2",
-    "pretrain.batch_size=128",
-    "retrain.epochs=1",
-    "unlearn.defaults.epochs=1",
-    "unlearn.defaults.batch_size=128",
-]
 
 
 def digits_recipe(smoke: bool) -> dict[str, Any]:
     """recipes/digits.yaml (tiny model and epochs with ``smoke``), quiet, with its neggrad and SAM runs only."""
     from hf_unlearn.recipe import load_recipe
 
-    recipe = load_recipe("digits", SMOKE if smoke else [])
+    recipe = load_recipe("digits", list(SMOKE_OVERRIDES) if smoke else [])
     recipe["unlearn"]["runs"] = [r for r in recipe["unlearn"]["runs"] if r["name"] in RUNS]
     quiet = {"disable_tqdm": True, "logging_strategy": "no"}
     recipe["pretrain"] = {**recipe["pretrain"], **quiet}
