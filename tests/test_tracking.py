@@ -136,7 +136,7 @@ def test_unlearning_runs_take_best_checkpoints_and_early_stopping_with_checked_v
         "digits",
         [
             "seeds=null",
-            "unlearn.defaults.eval_strategy=epoch",  # the digits recipe turns per-epoch evaluation off
+            "unlearn.defaults.eval_strategy=epoch",  # explicit: this test must not depend on the recipe default
             "unlearn.defaults.early_stopping_patience=2",
             "unlearn.runs.neggrad.load_best_model_at_end=true",
             "unlearn.runs.neggrad.metric_for_best_model=validation_accuracy",
