@@ -20,7 +20,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 def _cifar10_like(folder: Path, n_train: int = 60, n_test: int = 20) -> Path:
     """train.parquet / test.parquet with `img` (32x32 RGB) and `label` (ClassLabel), row i of class i % 10, as
-    /work/shared/data/cifar10 holds them."""
+    the Hub's uoft-cs/cifar10 parquet files hold them (the test builds its own; it reads no local copy)."""
     rng = np.random.default_rng(0)
     features = Features({"img": Image(), "label": ClassLabel(names=CLASSES)})
     folder.mkdir()
