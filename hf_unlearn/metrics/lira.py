@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_EPS = 1e-30
+# Clamp before log so that a probability that underflowed to 0 gives a finite statistic.
+_TINY = np.finfo(np.float64).tiny
 # A per-sample standard deviation below this (shadows that agree to float precision) is floored, so that the
 # ratio stays finite.
 MIN_STD = 1e-4
@@ -25,21 +26,27 @@ MIN_STD = 1e-4
 def logit_confidence(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``log p_y - log(sum_{i != y} p_i)`` per sample: the logit-scaled true-class confidence.
 
-    ``1 - p_y`` is taken as the sum of the other probabilities, which keeps precision when ``p_y`` is near 1.
+    ``1 - p_y`` is taken as the sum of the other probabilities, never as a difference: near ``p_y = 1`` the
+    difference cancels to 0 (or to rounding noise) while the sum of the small probabilities keeps their precision.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    rows = np.arange(len(labels))
-    p_true = probs[rows, labels]
-    rest = probs.sum(axis=1) - p_true
-    return np.log(np.clip(p_true, _EPS, None)) - np.log(np.clip(rest, _EPS, None))
+    if len(labels) != len(probs):
+        raise ValueError(f"{len(probs)} probability rows but {len(labels)} labels.")
+    true_class = np.arange(probs.shape[1]) == labels[:, None]
+    p_true = probs[true_class]
+    rest = np.where(true_class, 0.0, probs).sum(axis=1)
+    return np.log(np.clip(p_true, _TINY, None)) - np.log(np.clip(rest, _TINY, None))
 
 
 def gaussian_fit(shadow_stats: np.ndarray, mask: np.ndarray, *, fixed_variance: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample mean and std over the shadows where ``mask`` [K, N] holds; ``shadow_stats`` is [K, N] or [K, N, V].
 
-    Returns arrays of shape [N, V]. With ``fixed_variance`` the std is one value per view, pooled over all samples'
-    deviations from their own means. A sample no masked shadow covers gets NaN (the caller decides).
+    Returns arrays of shape [N, V]; the std is the sample std (``ddof=1``). With ``fixed_variance`` the std is one
+    value per view, pooled: every sample's squared deviations from its own mean, summed, over the summed
+    ``count - 1``. Without it, a sample with one masked shadow has no spread of its own and takes the pooled std. A
+    sample no masked shadow covers gets NaN mean and std, as does every std when no sample has two (the caller
+    decides).
     """
     stats = np.asarray(shadow_stats, dtype=np.float64)
     if stats.ndim == 2:
@@ -47,16 +54,16 @@ def gaussian_fit(shadow_stats: np.ndarray, mask: np.ndarray, *, fixed_variance: 
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != stats.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match the shadows' [K, N] = {stats.shape[:2]}.")
-    weights = mask[..., None].astype(np.float64)
-    counts = weights.sum(axis=0)
+    weights = np.broadcast_to(mask[..., None], stats.shape)
+    counts = weights.sum(axis=0).astype(np.float64)
+    dof = np.maximum(counts - 1, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (stats * weights).sum(axis=0) / counts
-        squares = ((stats - mean) ** 2 * weights).sum(axis=0)
-        if fixed_variance:
-            pooled = squares.sum(axis=0) / np.maximum(counts.sum(axis=0) - 1, 1)
-            std = np.broadcast_to(np.sqrt(pooled), mean.shape).copy()
-        else:
-            std = np.sqrt(squares / np.maximum(counts - 1, 1))
+        mean = np.where(weights, stats, 0.0).sum(axis=0) / counts
+        # Masked out before squaring: an uncovered sample's NaN mean must not reach the pooled sum.
+        squares = np.where(weights, (stats - mean) ** 2, 0.0).sum(axis=0)
+        pooled = np.sqrt(squares.sum(axis=0) / dof.sum(axis=0))  # [V]; NaN when no sample has two shadows
+        std = np.broadcast_to(pooled, mean.shape) if fixed_variance else np.sqrt(squares / dof)
+        std = np.where(dof > 0, std, pooled)
     std = np.where(counts > 0, np.maximum(std, MIN_STD), np.nan)
     return mean, std
 
@@ -89,13 +96,23 @@ def lira_scores(
     ``shadow_stats`` [K, N] or [K, N, V] are the shadows' statistics on the same samples and ``shadow_in`` [K, N]
     says which shadows trained on which sample. Online needs in and out shadows for every sample, offline only out.
     """
+    x = _as_views(target_stats)
+    stats = np.asarray(shadow_stats, dtype=np.float64)
+    if (stats if stats.ndim == 3 else stats[..., None]).shape[1:] != x.shape:
+        raise ValueError(f"the shadows' statistics {stats.shape} do not match the target's {x.shape} ([K, N(, V)]).")
     shadow_in = np.asarray(shadow_in, dtype=bool)
-    fit_out = gaussian_fit(shadow_stats, ~shadow_in, fixed_variance=fixed_variance)
-    if np.isnan(fit_out[0]).any():
-        raise ValueError("some samples have no shadow model that left them out; train more shadows.")
+    fit_out = gaussian_fit(stats, ~shadow_in, fixed_variance=fixed_variance)
+    _check_fit(fit_out, "left them out")
     if not online:
-        return ((_as_views(target_stats) - fit_out[0]) / fit_out[1]).sum(axis=1)
-    fit_in = gaussian_fit(shadow_stats, shadow_in, fixed_variance=fixed_variance)
-    if np.isnan(fit_in[0]).any():
-        raise ValueError("some samples have no shadow model that trained on them; train more shadows.")
-    return gaussian_log_ratio(target_stats, fit_in, fit_out)
+        return ((x - fit_out[0]) / fit_out[1]).sum(axis=1)
+    fit_in = gaussian_fit(stats, shadow_in, fixed_variance=fixed_variance)
+    _check_fit(fit_in, "trained on them")
+    return gaussian_log_ratio(x, fit_in, fit_out)
+
+
+def _check_fit(fit: tuple[np.ndarray, np.ndarray], which: str) -> None:
+    mean, std = fit
+    if np.isnan(mean).any():
+        raise ValueError(f"some samples have no shadow model that {which}; train more shadows.")
+    if np.isnan(std).any():
+        raise ValueError(f"no sample has two shadow models that {which}: their spread is unknown; train more shadows.")
