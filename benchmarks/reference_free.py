@@ -46,6 +46,16 @@ SETS: dict[str, dict[str, Any]] = {
 }
 RUNS = ("neggrad", "neggrad_sam", "sharp_minmax_sam")
 ARMS = ("defaults", "reference", "reference_free")
+# With --stop: the same settings plus two that stop by the reference-free criterion (`early_stop`) within a budget of
+# --stop-epochs epochs, on evaluation data with a validation split carved from retain (early_stop needs one).
+STOP_ARMS = ("defaults_stop", "reference_free_stop")
+ARM_TITLES = {
+    "defaults": "defaults",
+    "reference": "reference tune",
+    "reference_free": "reference-free tune",
+    "defaults_stop": "defaults + stop",
+    "reference_free_stop": "reference-free tune + stop",
+}
 
 
 def digits_recipe(smoke: bool) -> dict[str, Any]:
@@ -105,6 +115,8 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
     from hf_unlearn.tune.space import apply_params
 
     raw = {**copy.deepcopy(base), "seed": int(seed), "forget": [dict(SETS[s]) for s in args.sets]}
+    if args.stop:
+        raw["data"]["validation_size"] = 0.1  # what early_stop checks, carved from retain as `tune` carves it
     recipe = validate(raw)
     pipe = Pipeline(recipe, args.root / f"eval-seed-{seed}", use_cpu=True)
     pipe.output_dir.mkdir(parents=True, exist_ok=True)
@@ -118,11 +130,20 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
         reference = pipe.reference(forget_run, original)
         out[f"{spec['name']}/retrain"] = metrics_of(reference)
         for run in args.runs:
-            for arm in ARMS:
-                params = {} if arm == "defaults" else chosen[f"{spec['name']}/{run}/{arm}"]["params"]
+            for arm in arms_of(args):
+                tuned = arm.removesuffix("_stop")
+                params = {} if tuned == "defaults" else chosen[f"{spec['name']}/{run}/{tuned}"]["params"]
                 settings = {**apply_params(runs[run], params), "name": f"{run}__{arm}"}
+                if arm.endswith("_stop"):
+                    settings.update(
+                        epochs=args.stop_epochs, early_stop={"every": "epoch", "patience": args.stop_patience}
+                    )
                 record = pipe.unlearn(forget_run, original, settings)
                 metrics = metrics_of(record)
+                stop = record.get("early_stop")
+                if stop:  # where it stopped, and the target it stopped at
+                    metrics["stop"] = {k: stop.get(k) for k in ("stopped", "reason", "epoch", "step", "budget_steps")}
+                    metrics["stop"]["target"] = stop["target"]["forget"]
                 ok = record.get("accuracy") is not None and reference.get("accuracy") is not None
                 metrics["tow"] = tug_of_war(record["accuracy"], reference["accuracy"]) if ok else None
                 out[f"{spec['name']}/{run}/{arm}"] = metrics
@@ -171,6 +192,11 @@ def targets(args: argparse.Namespace, base: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def arms_of(args: argparse.Namespace | dict[str, Any]) -> tuple[str, ...]:
+    stop = args.get("stop") if isinstance(args, dict) else args.stop
+    return ARMS + STOP_ARMS if stop else ARMS
+
+
 def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Per (forget set, run, arm): mean and std of test ToW and mean forget accuracy over the evaluation seeds."""
     rows = []
@@ -178,7 +204,7 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
     for set_name in result["sets"]:
         retrain = [seeds[s][f"{set_name}/retrain"]["accuracy"]["forget"] for s in seeds]
         for run in result["runs"]:
-            for arm in ARMS:
+            for arm in arms_of(result):
                 cells = [seeds[s][f"{set_name}/{run}/{arm}"] for s in seeds]
                 tows = [c["tow"] for c in cells if c["tow"] is not None]
                 rows.append(
@@ -208,14 +234,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"over seeds; forget accuracy mean in brackets). {'SMOKE configuration: tiny model, not a result. ' if result['smoke'] else ''}"
         f"Wall time {result['seconds'] / 60:.1f} min.",
         "",
-        "| forget set | run | retrain forget | defaults | reference tune | reference-free tune |",
-        "|---|---|---|---|---|---|",
+        "| forget set | run | retrain forget | " + " | ".join(ARM_TITLES[a] for a in arms_of(result)) + " |",
+        "|---|---|---|" + "---|" * len(arms_of(result)),
     ]
     rows = {(r["set"], r["run"], r["arm"]): r for r in summary(result)}
     for set_name in result["sets"]:
         for run in result["runs"]:
             cells = []
-            for arm in ARMS:
+            for arm in arms_of(result):
                 row = rows[(set_name, run, arm)]
                 spread = f" ± {row['tow_std']:.3f}" if row["tow_std"] is not None else ""
                 cells.append(f"{num(row['tow_mean'])}{spread} ({num(row['forget_mean'])})")
@@ -239,6 +265,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="Tiny model, 1-2 epochs, 2 trials: minutes.")
     parser.add_argument("--from-json", type=Path, default=None, help="Re-render a finished run's table.")
     parser.add_argument("--targets", action="store_true", help="Only the target vs the retrained model: no tuning.")
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="Also evaluate the defaults and the reference-free choice with early_stop (budget --stop-epochs), on "
+        "evaluation data with a validation split.",
+    )
+    parser.add_argument("--stop-epochs", type=int, default=15, help="The epoch budget of the --stop arms.")
+    parser.add_argument(
+        "--stop-patience",
+        type=int,
+        default=3,
+        help="The --stop arms also stop after this many epochs without a better reference-free score (a target "
+        "never reached must not spend the whole budget).",
+    )
+    parser.add_argument(
+        "--chosen-from",
+        type=Path,
+        default=None,
+        help="Take the chosen settings from a finished run's JSON instead of tuning again (evaluation only).",
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         print(markdown(json.loads(args.from_json.read_text())), end="")
@@ -257,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
     base = digits_recipe(args.smoke)
-    chosen = tune_all(args, base)
+    chosen = json.loads(args.chosen_from.read_text())["chosen"] if args.chosen_from else tune_all(args, base)
     evaluation = {str(seed): evaluate_seed(args, base, seed, chosen) for seed in args.eval_seeds}
     result = {
         "sets": args.sets,
@@ -265,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         "tune_seeds": args.tune_seeds,
         "trials": args.trials,
         "smoke": args.smoke,
+        "stop": args.stop,
+        "stop_epochs": args.stop_epochs if args.stop else None,
+        "stop_patience": args.stop_patience if args.stop else None,
+        "chosen_from": str(args.chosen_from) if args.chosen_from else None,
         "chosen": chosen,
         "eval": evaluation,
         "seconds": time.perf_counter() - start,
