@@ -15,6 +15,7 @@ from .atomic import atomic_write_text
 from .environment import environment, one_line
 from .metrics.tow import tug_of_war
 from .recipe_schema import reference_kind
+from .report_attacks import attacks_markdown, loss_auc
 
 if TYPE_CHECKING:
     from .steps.forget import ForgetSetRun
@@ -124,6 +125,13 @@ def run_summary(report: dict[str, Any], name: str) -> list[str]:
             + (f" (original {before:.3f})" if before is not None else "")
             + ": the fraction of forget samples a membership-inference attack calls unseen."
         )
+    auc, auc_before = loss_auc(entry), loss_auc(original)
+    if auc is not None:
+        lines.append(
+            f"{name}: loss-attack AUC {auc:.3f}"
+            + (f" (original {auc_before:.3f})" if auc_before is not None else "")
+            + ": how well the loss tells forget samples from test samples (0.5 = not at all)."
+        )
     if entry.get("tow") is not None:
         lines.append(f"{name}: ToW {entry['tow']:.3f} against the reference model (1 = the same accuracies).")
     lines += provenance(name, entry)
@@ -226,13 +234,26 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 fmt(m["tow"]),
                 fmt(mia.get("confidence")),
                 fmt(mia.get("entropy")),
+                fmt(loss_auc(m)),
                 fmt(m.get("wall_seconds"), 1),
             ]
         )
     return rows
 
 
-HEADER = ["run", "method", "sharpness", "retain acc", "forget acc", "test acc", "ToW", "MIA conf", "MIA ent", "wall s"]
+HEADER = [
+    "run",
+    "method",
+    "sharpness",
+    "retain acc",
+    "forget acc",
+    "test acc",
+    "ToW",
+    "MIA conf",
+    "MIA ent",
+    "loss AUC",
+    "wall s",
+]
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -265,7 +286,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{forget['size']} samples, commitment `{forget['commitment']}`",
         tow_line(report),
         "- MIA: MIA-efficacy on the forget set (fraction predicted non-member by an SVC trained on retain vs test "
-        "confidence / entropy).",
+        "confidence / entropy); loss AUC: the loss attack on forget vs test samples (0.5 = chance; all attacks "
+        "below).",
         f"- environment: {one_line(report.get('environment'))}",
         "",
         "## What happened",
@@ -279,7 +301,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
     lines += ["", f"![accuracy and ToW]({PLOT_NAME})", ""]
-    return "\n".join(lines) + analysis_markdown(report)
+    return "\n".join(lines) + attacks_markdown(report) + analysis_markdown(report)
 
 
 def analysis_markdown(report: dict[str, Any]) -> str:
@@ -388,6 +410,8 @@ def combined_markdown(name: str, reports: dict[str, dict[str, Any]]) -> str:
         ]
         lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
         lines += ["", f"![accuracy and ToW, {set_name}]({set_name}/{PLOT_NAME})"]
+        attacks = attacks_markdown(report, heading="###")
+        lines += attacks.rstrip("\n").split("\n") if attacks else []
     return "\n".join(lines) + "\n"
 
 

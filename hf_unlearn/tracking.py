@@ -35,10 +35,15 @@ def run_name(recipe: Mapping[str, Any], stage: str, forget_set: str | None = Non
 
 
 def final_metrics(metrics: Mapping[str, Any], tow: float | None = None, prefix: str = FINAL) -> dict[str, float]:
-    """A stage's report entry metrics (``{"accuracy": {...}, "mia": {...}}``) and ToW as flat ``<prefix>_*`` numbers;
-    missing ones (a diverged stage without weights, no reference) are left out."""
+    """A stage's report entry metrics (``{"accuracy": {...}, "mia": {...}, "attacks": {...}}``, of each attack its
+    AUC) and ToW as flat ``<prefix>_*`` numbers; missing ones (a diverged stage without weights, no reference) are
+    left out."""
     out = {f"{prefix}_{split}_accuracy": v for split, v in (metrics.get("accuracy") or {}).items() if v is not None}
     out.update({f"{prefix}_mia_{feature}": v for feature, v in (metrics.get("mia") or {}).items() if v is not None})
+    attacks = metrics.get("attacks") or {}
+    out.update(
+        {f"{prefix}_attack_{name}_auc": a["auc"] for name, a in attacks.items() if a and a.get("auc") is not None}
+    )
     if tow is not None:
         out[f"{prefix}_tow"] = tow
     return {key: float(value) for key, value in out.items()}

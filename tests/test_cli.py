@@ -49,6 +49,10 @@ def test_cli_writes_a_valid_report(tiny_run):
         assert set(entry["accuracy"]) == {"retain", "forget", "test"}
         assert all(0.0 <= v <= 1.0 for v in entry["accuracy"].values())
         assert 0.0 <= entry["mia"]["confidence"] <= 1.0
+        for attack in ("loss", "confidence", "entropy"):  # forget against test (docs/privacy.md)
+            summary = entry["attacks"][attack]
+            assert set(summary) == {"auc", "tpr_at_fpr"} and set(summary["tpr_at_fpr"]) == {"0.01", "0.001"}
+            assert 0.0 <= summary["auc"] <= 1.0 and all(0.0 <= v <= 1.0 for v in summary["tpr_at_fpr"].values())
         assert entry["wall_seconds"] > 0.0  # every stage trained in this run
         assert (entry["tow"] is None) == (name == "retrain")
     assert report["models"]["neggrad_sam"]["sharpness"] == "sam"
@@ -56,6 +60,7 @@ def test_cli_writes_a_valid_report(tiny_run):
         assert report["models"][name]["hyperparameters"]["num_train_epochs"] == 1, name
     assert report["models"]["original"]["hyperparameters"]["num_train_epochs"] == 2  # pretraining keeps its own
     assert "| run |" in (out / "report.md").read_text()
+    assert "| original | loss |" in (out / "report.md").read_text()  # the attacks' table
     assert (out / "accuracy_tow.png").read_bytes()[:4] == b"\x89PNG"
     environment = report["environment"]  # what the numbers came from (hf_unlearn.environment)
     assert environment["torch_threads"] == torch.get_num_threads() and environment["cpu"]
@@ -108,8 +113,10 @@ def _split_rows(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.nda
 @pytest.mark.slow
 def test_report_accuracies_equal_a_plain_transformers_evaluation_of_the_saved_folders(tiny_run):
     """Each saved model folder, loaded with `AutoModelForImageClassification`, scores exactly the report's
-    retain / forget / test accuracies on the manifest's samples of the source read directly. Nothing here goes
-    through hf_unlearn's data or evaluation code, so a mix-up there (e.g. forget and test swapped) fails it."""
+    retain / forget / test accuracies on the manifest's samples of the source read directly, and the loss attack's
+    AUC (forget = members, test = non-members: scikit-learn on the cross-entropy). Nothing here goes through
+    hf_unlearn's data or evaluation code, so a mix-up there (e.g. forget and test swapped) fails it."""
+    from sklearn.metrics import roc_auc_score
     from transformers import AutoModelForImageClassification
 
     out, code = tiny_run
@@ -125,17 +132,31 @@ def test_report_accuracies_equal_a_plain_transformers_evaluation_of_the_saved_fo
         "test": test_rows,
     }
     assert {name: len(r) for name, r in rows.items()} == {k: report["sizes"][k] for k in rows}
-    recomputed = {}
+    recomputed, aucs = {}, {}
     for name, entry in report["models"].items():
         model = AutoModelForImageClassification.from_pretrained(out / "models" / name).eval()
         with torch.no_grad():
-            recomputed[name] = {
-                split: float(np.mean(model(pixel_values=pixels[r]).logits.argmax(-1).numpy() == labels[r]))
-                for split, r in rows.items()
-            }
+            logits = {split: model(pixel_values=pixels[r]).logits.double() for split, r in rows.items()}
+        recomputed[name] = {
+            split: float(np.mean(z.argmax(-1).numpy() == labels[rows[split]])) for split, z in logits.items()
+        }
         assert recomputed[name] == entry["accuracy"], name
+        # The loss attack: a lower cross-entropy says "member"; forget samples are members, test samples are not.
+        losses = {
+            split: torch.nn.functional.cross_entropy(
+                logits[split], torch.from_numpy(labels[rows[split]]), reduction="none"
+            )
+            for split in ("forget", "test")
+        }
+        is_member = np.r_[np.ones(len(rows["forget"])), np.zeros(len(rows["test"]))]
+        aucs[name] = roc_auc_score(is_member, -torch.cat([losses["forget"], losses["test"]]).numpy())
+        # Batches of other sizes may move a logit in its last float32 bit: allow one pair of near-tied losses
+        # to order differently (1 / pairs), no more.
+        pairs = len(rows["forget"]) * len(rows["test"])
+        assert entry["attacks"]["loss"]["auc"] == pytest.approx(aucs[name], abs=1.01 / pairs), name
     # The check can tell the splits apart: some model scores differently on each of them.
     assert any(len(set(acc.values())) == 3 for acc in recomputed.values()), recomputed
+    assert any(abs(auc - 0.5) > 0.1 for auc in aucs.values()), aucs  # and it is no coin flip for some model
 
 
 def test_rerun_reuses_finished_stages(tiny_run, capsys):

@@ -16,18 +16,20 @@ import pytest
 from conftest import copy_of, make_dataset, make_model
 
 from hf_unlearn.metrics import (
+    THRESHOLD_ATTACKS,
     accuracy,
     metric_path,
     mia_efficacy,
     predict_probabilities,
     sample_shadow_members,
     sampled_mia_efficacy,
+    threshold_attacks,
     tug_of_war,
 )
 from hf_unlearn.metrics.evaluate_modules import available_metrics
 from hf_unlearn.metrics.unlearning import unlearning_metrics
 
-MODULES = ("accuracy", "mia", "tow")
+MODULES = ("accuracy", "attacks", "mia", "tow")
 SPLITS = ("retain", "forget", "test")
 RETRAINED = {"retain": 0.99, "forget": 0.40, "test": 0.92}
 # The sections of evaluate's metric cards.
@@ -162,6 +164,19 @@ def test_evaluate_mia_matches_plain_function(modules):
     assert every == mia_efficacy(*groups["member"], *groups["nonmember"], *groups["target"], seed=5)
 
 
+def test_evaluate_attacks_matches_plain_function(modules):
+    rng = np.random.default_rng(3)
+    groups = {
+        "member": _two_class_probs(rng.uniform(0.4, 1.0, 30)),
+        "nonmember": _two_class_probs(rng.uniform(0.2, 1.0, 50)),
+    }
+    result = modules["attacks"].compute(**_mia_inputs(groups))
+    assert result == threshold_attacks(*groups["member"], *groups["nonmember"])
+    assert list(result) == list(THRESHOLD_ATTACKS) and result["loss"]["auc"] > 0.5
+    with pytest.raises(ValueError, match="unknown groups"):
+        modules["attacks"].compute(**_mia_inputs({**groups, "target": groups["member"]}))
+
+
 def test_the_modules_give_unlearning_metrics_numbers(modules):
     """What `Evaluator.metrics` (steps/score.py) stores for a model equals the modules fed its predictions."""
     model = make_model(3)
@@ -175,12 +190,14 @@ def test_the_modules_give_unlearning_metrics_numbers(modules):
         )
     groups = {"member": probs["retain"], "nonmember": probs["test"], "target": probs["forget"]}
     assert modules["mia"].compute(**_mia_inputs(groups), shadow_size=30, seed=4) == stored["mia"]
+    members = {"member": probs["forget"], "nonmember": probs["test"]}
+    assert modules["attacks"].compute(**_mia_inputs(members)) == stored["attacks"]
 
 
 # ------------------------------------------------------------------------------------- a finished run's report
 def test_report_json_equals_the_evaluate_modules(baseline, tmp_path, modules):
     """Every model of a finished run, loaded from its folder and scored through the modules alone, gives the
-    accuracies, MIA and ToW its report.json holds."""
+    accuracies, MIA, threshold attacks and ToW its report.json holds."""
     from hf_unlearn.models import load_reference_model
     from hf_unlearn.pipeline import Pipeline
     from hf_unlearn.recipe import load_recipe
@@ -207,6 +224,8 @@ def test_report_json_equals_the_evaluate_modules(baseline, tmp_path, modules):
             **_mia_inputs(groups), shadow_size=settings.mia_shadow_size, seed=settings.mia_seed
         )
         assert mia == entry["mia"], name
+        attacks = modules["attacks"].compute(**_mia_inputs({"member": probs["forget"], "nonmember": probs["test"]}))
+        assert attacks == {attack: entry["attacks"][attack] for attack in THRESHOLD_ATTACKS}, name  # (LiRA aside)
         if name != "retrain":
             tow = modules["tow"].compute(**_tow_inputs(measured, report["models"]["retrain"]["accuracy"]))["tow"]
             assert tow == entry["tow"], name

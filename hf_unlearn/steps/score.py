@@ -1,9 +1,10 @@
 """Metrics of a model on a forget set's splits, cached apart from the trained weights.
 
-Every stage's metrics (accuracy on retain / forget / test, MIA-efficacy) are kept in the forget set's
-``scores.json``, keyed by the ``evaluation`` settings that change a number, the stage's fingerprint and the forget
-set. A stage's fingerprint leaves ``evaluation`` out, so changing, say, ``evaluation.mia_seed`` re-scores the saved
-models without retraining any of them.
+Every stage's metrics (accuracy on retain / forget / test, MIA-efficacy, the attacks' error rates) are kept in the
+forget set's ``scores.json``, keyed by the ``evaluation`` settings that change a number, the stage's fingerprint and
+the forget set. A stage's fingerprint leaves ``evaluation`` out, so changing, say, ``evaluation.mia_seed`` re-scores
+the saved models without retraining any of them. An entry that lacks a metric of `NO_METRICS` (written by an older
+hf_unlearn, before the attacks) is scored again too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .forget import ForgetSetRun, Splits
 from .plan import digest
 
 SCORES = "scores.json"
-NO_METRICS: dict[str, Any] = {"accuracy": None, "mia": None}  # a model without weights (diverged early)
+# The metrics of a model without weights (diverged early); every scored entry has these keys.
+NO_METRICS: dict[str, Any] = {"accuracy": None, "mia": None, "attacks": None}
 
 
 class Evaluator:
@@ -30,8 +32,8 @@ class Evaluator:
         self.settings = EvaluationSection.of(recipe)
 
     def metrics(self, model: Any, splits: Splits) -> dict[str, Any]:
-        """``{"accuracy": {retain, forget, test}, "mia": {...}}`` of ``model`` on a forget set's splits. Raises
-        `DivergenceError` when its predictions are not finite."""
+        """``{"accuracy": {retain, forget, test}, "mia": {...}, "attacks": {...}}`` of ``model`` on a forget set's
+        splits. Raises `DivergenceError` when its predictions are not finite."""
         from ..metrics.unlearning import unlearning_metrics
 
         return unlearning_metrics(
@@ -69,6 +71,8 @@ class Evaluator:
     def cached(self, run: ForgetSetRun, name: str, fingerprint: str) -> dict[str, Any] | None:
         entry = _read(run).get(name)
         if entry is None or entry.get("key") != self.key(fingerprint, run):
+            return None
+        if any(metric not in entry for metric in NO_METRICS):  # cached before that metric existed: score again
             return None
         return {k: v for k, v in entry.items() if k != "key"}
 

@@ -1,7 +1,8 @@
 """``evaluate`` wrappers of the plain metric functions; load one with ``evaluate.load(metric_path("tow"))``.
 
-Each module's ``_compute`` calls the function report.json's numbers come from (``accuracy``, ``sampled_mia_efficacy``,
-``tug_of_war``), so there is one implementation; each folder's README.md is its metric card.
+Each module's ``_compute`` calls the function report.json's numbers come from (``accuracy``, ``threshold_attacks``,
+``sampled_mia_efficacy``, ``tug_of_war``), so there is one implementation; each folder's README.md is its metric
+card.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def available_metrics() -> list[str]:
 
 
 def metric_path(name: str) -> str:
-    """Absolute folder of the ``evaluate`` module ``name`` ("accuracy", "mia" or "tow")."""
+    """Absolute folder of the ``evaluate`` module ``name`` ("accuracy", "attacks", "mia" or "tow")."""
     if name not in available_metrics():
         raise ValueError(f"unknown metric {name!r}; available: {available_metrics()}")
     return str(_HERE / name)
