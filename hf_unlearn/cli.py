@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .cli_push import add_push_parser, push_command  # light: the Hub client loads when it runs
+from .cli_ulira import add_ulira_parser, ulira_command  # light: torch loads when it runs
 from .environment import add_env_parser, env_command  # light: no torch until `hf-unlearn env` runs
 from .evaluate_folder import add_evaluate_parser, evaluate_command  # light: torch loads when it runs
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune_parser(commands)
     add_push_parser(commands)
     add_memorization_parsers(commands)
+    add_ulira_parser(commands, add_recipe_options)
     verify = commands.add_parser(
         "verify",
         help="Check that a list of samples is the forget set a run's report and model card committed to.",
@@ -348,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             return memorization_merge_command(args)
         if args.command == "verify":
             return verify_command(args)
+        if args.command == "ulira":
+            return ulira_command(args)
         if args.command == "env":
             return env_command(args)
     except (HfUnlearnError, ValueError) as error:  # bad input (RecipeError, ValidationError ...), divergence
