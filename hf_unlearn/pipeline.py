@@ -38,8 +38,8 @@ from .paths import inside
 from .recipe_schema import HubSection, forget_sets, reference_kind
 from .report import assemble_report, write_combined_markdown, write_report
 from .steps.forget import ForgetSetRun, Splits, build_forget_set, make_manifest, prepare_data
+from .steps.lira import make_evaluator
 from .steps.plan import StagePlan, retrain_plan, stage_plans, unlearn_plan
-from .steps.score import Evaluator
 from .steps.store import StageStore
 from .steps.train import StageRunner
 from .validation import check_plans
@@ -62,7 +62,7 @@ class Pipeline:
         self.seed = int(recipe["seed"])
         self.several = isinstance(recipe["forget"], list)
         self.store = StageStore(self.output_dir, force=force)
-        self.evaluator = Evaluator(recipe)
+        self.evaluator = make_evaluator(recipe, self.output_dir, use_cpu=self.use_cpu)  # with LiRA when asked
         self.runner = StageRunner(recipe, self.store, self.evaluator, force=force, use_cpu=self.use_cpu)
 
     # ------------------------------------------------------------------------------------------------- run

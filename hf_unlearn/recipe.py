@@ -28,6 +28,7 @@ from .recipe_schema import (
     AnalysisSection,
     EvaluationSection,
     HubSection,
+    LiraSection,
     ModelSection,
     default_run_name,
     reference_kind,
@@ -45,7 +46,7 @@ SCHEMA: dict[str, Any] = {
     "pretrain": "training",
     "retrain": "reference",  # training settings, false (no reference) or {from: PATH_OR_HUB_ID}
     "unlearn": {"defaults": "training", "runs": "runs"},
-    "evaluation": EvaluationSection.types(),
+    "evaluation": {**EvaluationSection.types(), "lira": LiraSection.types()},
     "hub": HubSection.types(),
     # hf-unlearn tune (hf_unlearn.tune): search-space overrides and the validation split it carves; run ignores it.
     "tune": {"space": dict, "validation_size": float, "chosen": dict},  # chosen: what best.yaml's runs came from
@@ -271,7 +272,26 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     _check_seeds(merged)
     _check_augmentation(merged)
     _check_stem(merged["model"])
+    _check_lira(merged["evaluation"]["lira"])
     return merged
+
+
+def _check_lira(lira: dict[str, Any] | None) -> None:
+    """``evaluation.lira`` names its number of shadows (`hf_unlearn.shadows.ShadowModels` checks it against the
+    data: at least one shadow per fold)."""
+    if lira is None:
+        return
+    shadows = lira.get("shadows")
+    if shadows is None:
+        raise RecipeError(
+            "evaluation.lira.shadows: LiRA needs the number of shadow models, e.g. evaluation.lira: {shadows: 16} "
+            "(64 or more for per-sample variances; docs/privacy.md)"
+        )
+    if shadows < 2:
+        raise RecipeError(
+            f"evaluation.lira.shadows: {shadows} shadow models; LiRA needs shadows that trained on each sample and "
+            "shadows that did not: give at least 2 (on digits at least 5, a shadow per fold), e.g. 16"
+        )
 
 
 def _check_method_settings(recipe: dict[str, Any]) -> None:

@@ -118,19 +118,51 @@ class ModelSection(Section):
 
 
 @dataclass(frozen=True)
+class LiraSection(Section):
+    """``evaluation.lira``: LiRA against ``shadows`` shadow models (at least one per fold), trained by the run into
+    ``OUTPUT/shadows/`` or read from ``path`` (`hf-unlearn shadows`); ``fixed_variance`` (default: below
+    `LIRA_PER_SAMPLE_VARIANCE_FROM` shadows) pools one variance over all samples (`hf_unlearn.shadows`)."""
+
+    key: ClassVar[str] = "lira"
+    shadows: int | None = None
+    path: str | None = None
+    fixed_variance: bool | None = None
+
+    @property
+    def use_fixed_variance(self) -> bool:
+        return self.fixed_variance if self.fixed_variance is not None else self.shadows < LIRA_PER_SAMPLE_VARIANCE_FROM
+
+
+# Carlini et al. (2022) fit per-sample variances from 64 shadows on; with fewer, one variance pooled over all samples
+# is steadier (their fixed-variance variant), so that is the default below 64.
+LIRA_PER_SAMPLE_VARIANCE_FROM = 64
+
+
+@dataclass(frozen=True)
 class EvaluationSection(Section):
-    """``evaluation``: batch size, the MIA shadow sample (size: the test split's by default; seed) and the
-    DataLoader workers of evaluation (under DDP each process predicts a shard: docs/distributed.md)."""
+    """``evaluation``: batch size, the MIA shadow sample (size: the test split's by default; seed), the
+    DataLoader workers of evaluation (under DDP each process predicts a shard: docs/distributed.md) and LiRA
+    (``lira``: `LiraSection`; none by default)."""
 
     key: ClassVar[str] = "evaluation"
     batch_size: int = 256
     mia_shadow_size: int | None = None
     mia_seed: int = 0
     num_workers: int = 0
+    lira: dict[str, Any] | None = None
+
+    @property
+    def lira_settings(self) -> LiraSection | None:
+        return None if self.lira is None else LiraSection(**{**LiraSection.defaults(), **self.lira})
 
     def scored(self) -> dict[str, Any]:
-        """The settings that change a metric (DataLoader workers change none): what the score cache keys on."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "num_workers"}
+        """The settings that change a metric (DataLoader workers change none): what the score cache keys on. LiRA's
+        appear only when set, so that recipes without it keep their cached scores."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("num_workers", "lira")}
+        lira = self.lira_settings
+        if lira is not None:
+            out["lira"] = {**dataclasses.asdict(lira), "fixed_variance": lira.use_fixed_variance}
+        return out
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ class PreparedData:
     # The training split before a validation carve (None when none was carved): forget sets known before training
     # are resolved on it, so that a carve does not change them.
     raw_before_carve: Dataset | None = field(default=None, repr=False)
+    # Row id of each test sample: its pool row when the test split is carved from the pool, else ``-1 - j`` for
+    # sample j of the source's own test split (`test_row_ids`); shadow models are keyed by both kinds.
+    test_rows: np.ndarray | None = field(default=None, repr=False)
 
     def train_column(self, name: str) -> list[Any]:
         """Values of a source column (e.g. an id or a file name) for every training sample, in train order."""
@@ -211,6 +214,43 @@ def prepare_pool(data: dict[str, Any], model: dict[str, Any] | None = None) -> P
     )
 
 
+def test_row_ids(count: int) -> np.ndarray:
+    """Row ids of the samples of a source's own test split: ``-1 - j`` for sample j (pool rows are >= 0)."""
+    return -1 - np.arange(count, dtype=np.int64)
+
+
+def prepare_population(data: dict[str, Any], model: dict[str, Any] | None = None) -> PreparedData:
+    """Model inputs of every sample a recipe trains or tests on: the pool, then the source's own test split when it
+    has one (a carved test split is part of the pool already). ``train_rows`` are their row ids (`test_row_ids` for
+    the test split's samples). Shadow models (`hf_unlearn.shadows`) train on halves of it."""
+    from datasets import concatenate_datasets
+
+    spec = {**DATA_DEFAULTS, **data}
+    pool, others, description = load_pool(spec)
+    names = class_names_of(pool)
+    population = pool.select_columns(["image", "label", ROW_COLUMN])
+    test_name = spec["test_split"]
+    if test_name is not None and test_name in others:
+        test = _aligned_labels(others[test_name], names, test_name).select_columns(["image", "label"])
+        test = test.add_column(ROW_COLUMN, test_row_ids(len(test))).cast(population.features)
+        population = concatenate_datasets([population, test])
+        labels = np.asarray(test.with_format("numpy")["label"])
+        description["test_split"] = {"name": test_name, "size": len(test), "fingerprint": labels_fingerprint(labels)}
+    transform = resolve_transform(spec, model)
+    precompute = _decide_precompute(spec, pool, transform)
+    description["transform"] = getattr(transform, "description", {})
+    return PreparedData(
+        train=_to_inputs(population, transform, precompute, names),
+        test=None,
+        class_names=names,
+        train_rows=np.asarray(population.with_format("numpy")[ROW_COLUMN], dtype=np.int64),
+        pool_size=len(pool),
+        pool_fingerprint=description["pool_fingerprint"],
+        description=description,
+        raw_train=population,
+    )
+
+
 def prepare_splits(
     data: dict[str, Any],
     seed: int,
@@ -238,9 +278,11 @@ def prepare_splits(
     if spec["test_split"] is not None and spec["test_split"] in others:
         rest, test = pool, _aligned_labels(others[spec["test_split"]], names, spec["test_split"])
         description["test"] = f"split {spec['test_split']!r}"
+        test_rows = test_row_ids(len(test))
     else:
         rest, test = stratified_split(pool, test_size=spec["test_size"], seed=seed)
         description["test"] = f"carved from the training split (test_size {spec['test_size']}, seed {seed})"
+        test_rows = np.asarray(test.with_format("numpy")[ROW_COLUMN], dtype=np.int64)
     validation = None
     if spec["validation_split"] is not None and spec["validation_split"] in others:
         validation = _aligned_labels(others[spec["validation_split"]], names, spec["validation_split"])
@@ -262,6 +304,7 @@ def prepare_splits(
         class_names=names,
         train_rows=np.asarray(train.with_format("numpy")[ROW_COLUMN], dtype=np.int64),
         raw_before_carve=rest if len(rest) != len(train) else None,
+        test_rows=test_rows,
         pool_size=len(pool),
         pool_fingerprint=description["pool_fingerprint"],
         description=description,
