@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .cli_push import add_push_parser, push_command  # light: the Hub client loads when it runs
+from .cli_shadows import add_shadows_parsers, shadows_command  # light: torch loads when they run
 from .cli_ulira import add_ulira_parser, ulira_command  # light: torch loads when it runs
 from .environment import add_env_parser, env_command  # light: no torch until `hf-unlearn env` runs
 from .evaluate_folder import add_evaluate_parser, evaluate_command  # light: torch loads when it runs
@@ -19,6 +20,7 @@ DEFAULT_RECIPE = "digits"
 RESUME_HINT = {
     "run": "Finished stages are kept: rerun the same command to resume from the last checkpoint.",
     "memorization": "Finished models are kept: rerun the same command to resume.",
+    "shadows": "Finished shadows are kept: rerun the same command to resume.",
     "tune": "Finished trials are kept in the study: rerun the same command to resume it.",
 }
 
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="Redo finished stages instead of reusing them.")
     add_evaluate_parser(commands, add_recipe_options)
     add_tune_parser(commands)
+    add_shadows_parsers(commands, add_recipe_options)
     add_push_parser(commands)
     add_memorization_parsers(commands)
     add_ulira_parser(commands, add_recipe_options)
@@ -348,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             return memorization_command(args)
         if args.command == "memorization-merge":
             return memorization_merge_command(args)
+        if args.command in ("shadows", "shadows-merge"):
+            return shadows_command(args)
         if args.command == "verify":
             return verify_command(args)
         if args.command == "ulira":
