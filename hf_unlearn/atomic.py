@@ -22,9 +22,10 @@ def atomic_path(
 ) -> Iterator[str]:
     """Yield a temporary path next to ``path``; when the block succeeds it replaces ``path``, else it is removed.
 
-    The parent folder is created. The temporary file is created with mkstemp's mode (0600, owner only); ``mode``
-    changes it before the rename. ``sync_dir`` also fsyncs the folder afterwards, so that the rename itself
-    survives a crash (best effort).
+    The parent folder is created. The file gets ``mode``, by default the one ``open()`` would give it (0666 less
+    the umask), not mkstemp's owner-only 0600: reports and models are meant to be read by others. A writer of a
+    secret (the manifest's commitment key) passes ``mode=0o600``. ``sync_dir`` also fsyncs the folder afterwards,
+    so that the rename itself survives a crash (best effort).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -32,8 +33,7 @@ def atomic_path(
     os.close(fd)
     try:
         yield tmp
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, umask_mode() if mode is None else mode)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

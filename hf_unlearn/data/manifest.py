@@ -188,12 +188,15 @@ class SplitManifest:
         """Write the manifest atomically: a temporary file in the same folder, fsync, then `os.replace`.
 
         A crash mid-write therefore leaves either the old file or the new one, never a truncated manifest.
-        The file is readable by its owner only (mkstemp's mode), since it names the samples to forget.
+        The file is readable by its owner only (mode 0600): it names the samples to forget and holds the key.
         """
         target = Path(path)
         # Serialise first, so an unserialisable `details` fails before anything touches the disk.
         text = json.dumps(asdict(self), indent=2, default=json_default) + "\n"
-        with atomic_path(target, sync_dir=True) as tmp_name, open(tmp_name, "w", encoding="utf-8") as handle:
+        with (
+            atomic_path(target, sync_dir=True, mode=0o600) as tmp_name,
+            open(tmp_name, "w", encoding="utf-8") as handle,
+        ):
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
