@@ -39,6 +39,13 @@ METRICS: dict[str, tuple[str, ...]] = {
     "basin_ratio_test": ("analysis", "landscape", "test", "basin_ratio"),
     "basin_ratio_forget": ("analysis", "landscape", "forget", "basin_ratio"),
 }
+# Membership-inference attacks (hf_unlearn.metrics.attacks; LiRA with evaluation.lira): AUC and TPR at 1% FPR.
+ATTACKS = ("loss", "confidence", "entropy", "lira", "lira_offline")
+ATTACK_METRICS: dict[str, tuple[str, ...]] = {
+    **{f"{name}_attack_auc": ("attacks", name, "auc") for name in ATTACKS},
+    **{f"{name}_attack_tpr_at_1pct_fpr": ("attacks", name, "tpr_at_fpr", "0.01") for name in ATTACKS},
+}
+METRICS.update(ATTACK_METRICS)
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -195,6 +202,22 @@ def aggregate_markdown(agg: dict[str, Any], plots: dict[str, str]) -> str:
             lines += ["", "| run | " + " | ".join(extra) + " |", "|---|" + "---|" * len(extra)]
             for run, m in block["models"].items():
                 lines.append(f"| {run} | " + " | ".join(_cell(m.get(k)) for k in extra) + " |")
+        attacks = [name for name in ATTACKS if any(f"{name}_attack_auc" in m for m in block["models"].values())]
+        if attacks:
+            lines += [
+                "",
+                "Membership-inference attacks, forget (members) against test (non-members): AUC / TPR at 1% FPR "
+                "(docs/privacy.md).",
+                "",
+                "| run | " + " | ".join(attacks) + " |",
+                "|---|" + "---|" * len(attacks),
+            ]
+            for run, m in block["models"].items():
+                cells = [
+                    f"{_cell(m.get(f'{a}_attack_auc'), UNIT)} / {_cell(m.get(f'{a}_attack_tpr_at_1pct_fpr'), UNIT)}"
+                    for a in attacks
+                ]
+                lines.append(f"| {run} | " + " | ".join(cells) + " |")
         if set_name in plots:
             lines += ["", f"![ToW over seeds, {set_name}]({plots[set_name]})"]
     return "\n".join(lines) + "\n"

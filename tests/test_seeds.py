@@ -43,6 +43,8 @@ def test_aggregate_matches_a_hand_computation(two_seeds):
             ("test_accuracy", lambda m: m["accuracy"]["test"]),
             ("forget_accuracy", lambda m: m["accuracy"]["forget"]),
             ("entanglement", lambda m: m["analysis"]["entanglement"]["global"]),
+            ("loss_attack_auc", lambda m: m["attacks"]["loss"]["auc"]),
+            ("entropy_attack_tpr_at_1pct_fpr", lambda m: m["attacks"]["entropy"]["tpr_at_fpr"]["0.01"]),
         ):
             a, b = (get(r["models"][run]) for r in per_seed)
             stat = block["models"][run][metric]
@@ -59,6 +61,10 @@ def test_aggregate_matches_a_hand_computation(two_seeds):
     low, high = max(stat["ci95"][0], 0.0), min(stat["ci95"][1], 1.0)
     assert f"{stat['mean']:.3f} [{low:.3f}, {high:.3f}]" in md
     assert "mia_entropy" in block["models"]["neggrad_sam"]
+    assert "lira_attack_auc" not in block["models"]["neggrad_sam"]  # no evaluation.lira: no LiRA summary
+    auc = block["models"]["neggrad_sam"]["loss_attack_auc"]
+    assert "| run | loss | confidence | entropy |" in md
+    assert f"| neggrad_sam | {auc['mean']:.3f} [" in md
     assert (two_seeds / "tow.png").read_bytes()[:4] == b"\x89PNG"
 
 
