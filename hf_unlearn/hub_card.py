@@ -70,6 +70,9 @@ def build_model_card(
     for attack, value in (entry.get("mia") or {}).items():
         if value is not None:
             eval_results.append(result("mia_efficacy", value, f"MIA-efficacy ({attack})", "forget", attack))
+    for attack, value in (entry.get("attacks") or {}).items():
+        if value is not None:
+            eval_results.append(result("roc_auc", value["auc"], f"Membership attack AUC ({attack})", "forget", attack))
 
     card_tags = ["hf_unlearn", "machine-unlearning", "image-classification", f"unlearning-{entry['method']}"]
     if entry.get("sharpness", "none") != "none":
@@ -105,6 +108,7 @@ def build_model_card(
             "accuracy": entry["accuracy"],
             "tow": entry.get("tow"),
             "mia": entry.get("mia"),
+            "attacks": entry.get("attacks"),  # AUC and TPR at low FPR, forget vs test (docs/privacy.md)
             "references": references,
         },
     )

@@ -181,6 +181,7 @@ def _report(dataset: str = "digits", runs: tuple[str, ...] = ("sharp_minmax_asam
             "accuracy": {"retain": acc, "forget": acc - 0.1, "test": acc - 0.05},
             "tow": tow,
             "mia": {"confidence": 0.61, "entropy": 0.58},
+            "attacks": {"loss": {"auc": 0.57, "tpr_at_fpr": {"0.01": 0.02, "0.001": 0.0}}},
             "wall_seconds": 1.0,
         }
 
@@ -208,6 +209,7 @@ def _assert_card_holds_report(card, report: dict, run: str) -> None:
     meta = card.data.to_dict()["hf_unlearn"]
     assert meta["accuracy"] == pytest.approx(entry["accuracy"]) and meta["tow"] == pytest.approx(entry["tow"])
     assert meta["mia"] == pytest.approx(entry["mia"])
+    assert meta["attacks"] == entry["attacks"]
     if "/" not in report["dataset"]:
         assert not card.data.eval_results and card.data.datasets is None
     else:
@@ -217,6 +219,7 @@ def _assert_card_holds_report(card, report: dict, run: str) -> None:
         assert results[("tow", None, None)] == pytest.approx(entry["tow"])
         for attack, value in entry["mia"].items():
             assert results[("mia_efficacy", "forget", attack)] == pytest.approx(value)
+        assert results[("roc_auc", "forget", "loss")] == pytest.approx(entry["attacks"]["loss"]["auc"])
     assert meta["method"] == entry["method"] and meta["sharpness"] == entry["sharpness"]
     assert meta["hyperparameters"] == json.loads(json.dumps(entry["hyperparameters"]))
     assert meta["forget_set"] == report["forget_set"]
