@@ -86,7 +86,8 @@ def shadows_command(args: argparse.Namespace) -> int:
     state = (
         "all of them"
         if description["trained"] == models.num_models
-        else f"{description['trained']} of {models.num_models} (train the other shards, then shadows-merge)"
+        else f"{description['trained']} of {models.num_models} so far (the other shards train the rest; gather "
+        "shards from other machines with shadows-merge)"
     )
     print(
         f"Shadows in {models.model_dir}: {state}, {trained} trained in {time.perf_counter() - start:.1f} s; "

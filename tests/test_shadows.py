@@ -146,7 +146,7 @@ def test_cli_trains_shards_and_merges_them(recipe, small_digits, tmp_path, capsy
     for i in range(2):
         assert main(["shadows", str(path), "-K", "5", "--shard", f"{i}/2", "--cpu", "--no-progress",
                      "--output-dir", str(tmp_path / f"s{i}")]) == 0  # fmt: skip
-    assert "2 of 5 (train the other shards" in capsys.readouterr().out
+    assert "2 of 5 so far (the other shards" in capsys.readouterr().out
     assert (
         main(["shadows-merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--output-dir", str(tmp_path / "all")]) == 0
     )
