@@ -303,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
     base = digits_recipe(args.smoke)
-    chosen = json.loads(args.chosen_from.read_text())["chosen"] if args.chosen_from else tune_all(args, base)
+    if args.chosen_from:  # the settings (and the trial count they came from) of a finished run
+        source = json.loads(args.chosen_from.read_text())
+        chosen, args.trials = source["chosen"], source["trials"]
+    else:
+        chosen = tune_all(args, base)
     evaluation = {str(seed): evaluate_seed(args, base, seed, chosen) for seed in args.eval_seeds}
     result = {
         "sets": args.sets,
