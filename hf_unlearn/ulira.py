@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from .errors import ValidationError, did_you_mean
-from .memorization import model_seed, shard_models, subset_indices
-from .metrics.lira import gaussian_fit, gaussian_log_ratio, logit_confidence
+from .metrics.lira import gaussian_fit, gaussian_log_ratio
+from .shadows import flips_horizontally, view_statistics
+from .subsets import model_seed, shard_models, subset_indices
 
 logger = logging.getLogger(__name__)
 
@@ -153,42 +154,6 @@ def attack_result(
 
 
 # --------------------------------------------------------------------------------------- the shadow pairs
-def augmentation_flips(recipe: dict[str, Any]) -> bool:
-    """Whether the recipe's training augmentation mirrors images (then the mirror is a second view)."""
-    spec = (recipe.get("data") or {}).get("augmentation") or "none"
-    if isinstance(spec, str):
-        return spec in ("flip_crop", "timm")  # timm's training transform flips by default
-    return any(isinstance(step, dict) and any("HorizontalFlip" in str(name) for name in step) for step in spec)
-
-
-class _Mirrored:
-    """A dataset's items with ``pixel_values`` flipped left to right."""
-
-    def __init__(self, data: Any) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-
-        item = dict(self.data[i])
-        item["pixel_values"] = torch.flip(torch.as_tensor(item["pixel_values"]), dims=[-1])
-        return item
-
-
-def target_statistics(model: Any, targets: Any, *, batch_size: int, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
-    """([N, V] logit-scaled true-class confidence per view, [N] correctness of the plain view) of ``model``."""
-    from .metrics.inference import predict_probabilities
-
-    probs, labels = predict_probabilities(model, targets, batch_size=batch_size)
-    views = [logit_confidence(probs, labels)]
-    if mirror:
-        views.append(logit_confidence(*predict_probabilities(model, _Mirrored(targets), batch_size=batch_size)))
-    return np.stack(views, axis=1), probs.argmax(axis=1) == labels
-
-
 def find_run(recipe: dict[str, Any], name: str) -> dict[str, Any]:
     """The unlearning run named ``name``; an error listing the recipe's runs otherwise."""
     names = [run["name"] for run in recipe["unlearn"]["runs"]]
@@ -261,7 +226,7 @@ class ShadowPairs:
             "retrain": (retrain_plan if reference_kind(recipe) == "retrain" else original_plan)(recipe).settings,
             "unlearn": plan.settings,
         }
-        self.mirror = augmentation_flips(recipe)
+        self.mirror = flips_horizontally((recipe.get("data") or {}).get("augmentation") or "none")
         self.batch_size = int(recipe["evaluation"]["batch_size"])
         self.config = {
             "format": FORMAT,
@@ -347,9 +312,8 @@ class ShadowPairs:
         targets = self.pool.select(self.targets)
         out: dict[str, np.ndarray] = {"forgotten": np.isin(self.targets, forget)}
         for name, model in (("original", original), ("unlearned", unlearned), ("retrained", reference)):
-            out[name], out[f"{name}_correct"] = target_statistics(
-                model, targets, batch_size=self.batch_size, mirror=self.mirror
-            )
+            correct, stats = view_statistics(model, targets, views=2 if self.mirror else 1, batch_size=self.batch_size)
+            out[name], out[f"{name}_correct"] = stats.astype(np.float64), correct
         out["wall_seconds"] = np.array(time.perf_counter() - start)
         return out
 
