@@ -183,6 +183,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
     for c in result["claims"]:
         lines.append(f"| {c['claim']} | **{c['verdict']}** | " + "<br>".join(c["evidence"]) + " |")
+    lines += ["", "The MIA claim judged by the per-example attacks (LiRA, U-LiRA) as well: docs/results-privacy.md."]
     for s in result["sets"]:
         lines += [
             "",
