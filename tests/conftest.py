@@ -8,7 +8,7 @@ HF_HOME or a missing HF_HUB_OFFLINE must never leak into the tests. OMP_NUM_THRE
 the tests start (the CLI under SIGKILL, torchrun); `torch.set_num_threads(1)` below covers this process.
 
 End-to-end tests (a whole recipe, a subprocess, a DDP launch) carry the ``slow`` marker (pyproject.toml):
-``pytest -q`` runs everything, as CI does; ``pytest -q -m "not slow"`` is the quick loop.
+``pytest -q -n 2`` runs everything in two processes, as CI does; ``pytest -q -m "not slow"`` is the quick loop.
 """
 
 from __future__ import annotations
@@ -72,6 +72,47 @@ def tiny_resnet_config() -> dict[str, Any]:
         "depths": [1, 1],
         "layer_type": "basic",
     }
+
+
+# A one-stage ResNet of width 8 on 120 digits images: the subset-model tests (memorization, shadows) train tens of them.
+SUBSET_MODEL: dict[str, Any] = {
+    "model_type": "resnet",
+    "num_channels": 1,
+    "embedding_size": 4,
+    "hidden_sizes": [8],
+    "depths": [1],
+    "layer_type": "basic",
+}
+
+
+def subset_settings(epochs: int) -> dict[str, Any]:
+    return {"epochs": epochs, "batch_size": 32, "learning_rate": 0.1, "optim": "sgd", "optim_args": "momentum=0.9"}
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory) -> Path:
+    """120 digits images as a save_to_disk folder (one split: the test split is carved from it), a source subset
+    models train on in seconds."""
+    from hf_unlearn.data import load_digits_dataset
+
+    folder = tmp_path_factory.mktemp("small-digits") / "digits120"
+    load_digits_dataset().select(range(120)).save_to_disk(str(folder))
+    return folder
+
+
+def small_digits_recipe(source: Path, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A validated recipe of `small_digits` with `SUBSET_MODEL` pretrained with ``settings``."""
+    from hf_unlearn.recipe import validate
+
+    return validate(
+        {
+            "name": name,
+            "data": {"source": str(source), "image_size": 8},
+            "model": {"config": SUBSET_MODEL},
+            "pretrain": settings,
+            "unlearn": {"runs": [{"method": "finetune"}]},
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------- the tiny recipe

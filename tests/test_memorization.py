@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SUBSET_MODEL, small_digits_recipe, subset_settings
 
 from hf_unlearn.callbacks import ConfidenceRecorder
 from hf_unlearn.cli import main
@@ -21,40 +22,14 @@ from hf_unlearn.memorization import (
     shard_models,
     subset_indices,
 )
-from hf_unlearn.recipe import validate
 
-TINY_MODEL = {
-    "model_type": "resnet",
-    "num_channels": 1,
-    "embedding_size": 4,
-    "hidden_sizes": [8],
-    "depths": [1],
-    "layer_type": "basic",
-}
-SETTINGS = {"epochs": 2, "batch_size": 32, "learning_rate": 0.1, "optim": "sgd", "optim_args": "momentum=0.9"}
-
-
-@pytest.fixture(scope="module")
-def small_digits(tmp_path_factory):
-    """120 digits images as a save_to_disk folder: a source the estimator trains on in seconds."""
-    from hf_unlearn.data import load_digits_dataset
-
-    folder = tmp_path_factory.mktemp("mem") / "digits120"
-    load_digits_dataset().select(range(120)).save_to_disk(str(folder))
-    return folder
+TINY_MODEL = SUBSET_MODEL
+SETTINGS = subset_settings(2)
 
 
 @pytest.fixture(scope="module")
 def recipe(small_digits):
-    return validate(
-        {
-            "name": "mem",
-            "data": {"source": str(small_digits), "image_size": 8},
-            "model": {"config": TINY_MODEL},
-            "pretrain": SETTINGS,
-            "unlearn": {"runs": [{"method": "finetune"}]},
-        }
-    )
+    return small_digits_recipe(small_digits, "mem", SETTINGS)
 
 
 def test_subsets_and_seeds_are_functions_of_seed_and_k():

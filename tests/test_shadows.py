@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_recipe, write_recipe
+from conftest import SUBSET_MODEL, small_digits_recipe, subset_settings, tiny_recipe, write_recipe
 
 from hf_unlearn.cli import main
 from hf_unlearn.errors import RecipeError
@@ -16,38 +16,13 @@ from hf_unlearn.shadows import ShadowModels, flips_horizontally
 from hf_unlearn.steps.plan import original_plan
 from hf_unlearn.subsets import fold_indices
 
-TINY_MODEL = {
-    "model_type": "resnet",
-    "num_channels": 1,
-    "embedding_size": 4,
-    "hidden_sizes": [8],
-    "depths": [1],
-    "layer_type": "basic",
-}
-SETTINGS = {"epochs": 1, "batch_size": 32, "learning_rate": 0.1, "optim": "sgd", "optim_args": "momentum=0.9"}
-
-
-@pytest.fixture(scope="module")
-def small_digits(tmp_path_factory):
-    """120 digits images as a save_to_disk folder (one split: the test split is carved from it)."""
-    from hf_unlearn.data import load_digits_dataset
-
-    folder = tmp_path_factory.mktemp("shadows") / "digits120"
-    load_digits_dataset().select(range(120)).save_to_disk(str(folder))
-    return folder
+TINY_MODEL = SUBSET_MODEL
+SETTINGS = subset_settings(1)
 
 
 @pytest.fixture(scope="module")
 def recipe(small_digits):
-    return validate(
-        {
-            "name": "shadows",
-            "data": {"source": str(small_digits), "image_size": 8},
-            "model": {"config": TINY_MODEL},
-            "pretrain": SETTINGS,
-            "unlearn": {"runs": [{"method": "finetune"}]},
-        }
-    )
+    return small_digits_recipe(small_digits, "shadows", SETTINGS)
 
 
 def test_each_group_of_shadows_leaves_every_sample_out_once_from_seed_and_k():
