@@ -90,7 +90,7 @@ def tune_all(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     chosen: dict[str, Any] = {}
     for set_name in args.sets:
         for run in args.runs:
-            for arm in ("reference", "reference_free"):
+            for arm in args.tune_arms:
                 recipe = study_recipe(base, set_name, arm, args.tune_seeds)
                 start = time.perf_counter()
                 result = run_study(recipe, run, args.trials, args.root / "tune" / set_name, use_cpu=True)
@@ -193,8 +193,11 @@ def targets(args: argparse.Namespace, base: dict[str, Any]) -> str:
 
 
 def arms_of(args: argparse.Namespace | dict[str, Any]) -> tuple[str, ...]:
-    stop = args.get("stop") if isinstance(args, dict) else args.stop
-    return ARMS + STOP_ARMS if stop else ARMS
+    """The evaluated settings: the defaults and the tuned arms (with --stop, their stopped variants too)."""
+    get = args.get if isinstance(args, dict) else lambda key, default=None: getattr(args, key, default)
+    tuned = tuple(get("tune_arms") or ("reference", "reference_free"))
+    arms = tuple(arm for arm in ARMS if arm == "defaults" or arm in tuned)
+    return arms + tuple(arm for arm in STOP_ARMS if arm.removesuffix("_stop") in arms) if get("stop") else arms
 
 
 def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -266,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, default=None, help="Re-render a finished run's table.")
     parser.add_argument("--targets", action="store_true", help="Only the target vs the retrained model: no tuning.")
     parser.add_argument(
+        "--tune-arms",
+        nargs="+",
+        default=["reference", "reference_free"],
+        choices=["reference", "reference_free"],
+        help="Which studies to run (and evaluate beside the defaults).",
+    )
+    parser.add_argument(
         "--stop",
         action="store_true",
         help="Also evaluate the defaults and the reference-free choice with early_stop (budget --stop-epochs), on "
@@ -315,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune_seeds": args.tune_seeds,
         "trials": args.trials,
         "smoke": args.smoke,
+        "tune_arms": args.tune_arms,
         "stop": args.stop,
         "stop_epochs": args.stop_epochs if args.stop else None,
         "stop_patience": args.stop_patience if args.stop else None,
