@@ -130,7 +130,7 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
         reference = pipe.reference(forget_run, original)
         out[f"{spec['name']}/retrain"] = metrics_of(reference)
         for run in args.runs:
-            for arm in arms_of(args):
+            for arm in arms_of(vars(args)):
                 tuned = arm.removesuffix("_stop")
                 params = {} if tuned == "defaults" else chosen[f"{spec['name']}/{run}/{tuned}"]["params"]
                 settings = {**apply_params(runs[run], params), "name": f"{run}__{arm}"}
@@ -192,12 +192,13 @@ def targets(args: argparse.Namespace, base: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def arms_of(args: argparse.Namespace | dict[str, Any]) -> tuple[str, ...]:
-    """The evaluated settings: the defaults and the tuned arms (with --stop, their stopped variants too)."""
-    get = args.get if isinstance(args, dict) else lambda key, default=None: getattr(args, key, default)
-    tuned = tuple(get("tune_arms") or ("reference", "reference_free"))
+def arms_of(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The evaluated settings of a run's ``settings`` (its arguments or its result): the defaults and the tuned
+    arms, and with ``stop`` their stopped variants too."""
+    tuned = settings.get("tune_arms") or ("reference", "reference_free")
     arms = tuple(arm for arm in ARMS if arm == "defaults" or arm in tuned)
-    return arms + tuple(arm for arm in STOP_ARMS if arm.removesuffix("_stop") in arms) if get("stop") else arms
+    stopped = tuple(arm for arm in STOP_ARMS if arm.removesuffix("_stop") in arms)
+    return arms + stopped if settings.get("stop") else arms
 
 
 def summary(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -79,7 +79,8 @@ def check_output_dir(output_dir: Path) -> None:
     if taken or any(output_dir.glob("seed-*/report.json")):
         raise ValidationError(
             f"--output-dir {output_dir}: it holds the outputs of another command ({', '.join(taken) or 'seed-<s>/'}); "
-            "ulira writes ulira.json, ulira.md, target/ and shadows/: choose another folder, e.g. runs/<name>-ulira."
+            "ulira writes DIR/ulira.json, DIR/ulira.md, DIR/target/ and DIR/shadows/: choose another folder, e.g. "
+            "runs/<name>-ulira."
         )
 
 
