@@ -2,7 +2,8 @@
 
 Nothing here checks what the keys mean: `hf_unlearn.recipe.validate` does, after the overrides. One reading differs
 from PyYAML's YAML 1.1: ``1e-3`` (an exponent without a dot or sign) is a number, as in YAML 1.2, in every ``--set``
-value and in a recipe file's float training settings (``learning_rate: 1e-3``); YAML 1.1 reads it as text.
+value and in a recipe file's float training settings (``learning_rate: 1e-3``); YAML 1.1 reads it as text. And
+an unquoted ``no`` stays the text ``"no"`` where a Trainer ``*_strategy`` setting expects it (YAML 1.1: false).
 """
 
 from __future__ import annotations
@@ -61,7 +62,14 @@ def read_exponents(raw: dict[str, Any]) -> dict[str, Any]:
             for key, value in section.items():
                 if isinstance(value, str) and float_setting(key):
                     section[key] = exponent_number(value)
+                section[key] = strategy_text(key, section[key])
     return raw
+
+
+def strategy_text(key: str, value: Any) -> Any:
+    """``eval_strategy: no`` -> ``"no"``: YAML 1.1 reads an unquoted ``no`` (or ``off``) as false, and the Trainer's
+    ``*_strategy`` settings want the text ``"no"``."""
+    return "no" if value is False and key.endswith("_strategy") else value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -69,7 +77,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. --set pretrain.epochs=5")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), exponent_number(safe_load_yaml(raw, f"--set {key.strip()}"))
+    path = key.strip().split(".")
+    return path, strategy_text(path[-1], exponent_number(safe_load_yaml(raw, f"--set {key.strip()}")))
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -53,3 +53,19 @@ def test_recipe_file_reads_exponents_in_float_training_settings(tmp_path):
     assert recipe["unlearn"]["defaults"]["learning_rate"] == 0.02
     assert recipe["unlearn"]["runs"][0]["alpha"] == 0.95
     assert recipe["data"]["revision"] == "1e5"  # text where the schema expects text
+
+
+def test_unquoted_no_is_a_strategy_not_false(tmp_path):
+    """YAML 1.1 reads ``no`` as false; a Trainer ``*_strategy`` setting gets the text "no", from --set and files."""
+    _, value = parse_override("unlearn.defaults.eval_strategy=no")
+    assert value == "no"
+    assert parse_override("retrain=no")[1] is False  # other keys keep YAML's reading (retrain: false)
+    path = tmp_path / "strategy.yaml"
+    path.write_text(
+        "name: strategy\ndata: {source: digits}\nmodel: {config: {model_type: resnet}}\n"
+        "pretrain: {save_strategy: no}\nunlearn:\n  runs: [{method: neggrad, eval_strategy: no}]\n"
+    )
+    recipe = load_recipe(str(path), ["unlearn.defaults.eval_strategy=no"])
+    assert recipe["pretrain"]["save_strategy"] == "no"
+    assert recipe["unlearn"]["runs"][0]["eval_strategy"] == "no"
+    assert recipe["unlearn"]["defaults"]["eval_strategy"] == "no"
