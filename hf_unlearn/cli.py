@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -324,6 +325,10 @@ def _print_results(result: dict, output_dir: Path, seconds: float) -> None:
                 )
 
 
+# OSErrors that name a path the user chose (or its disk), not a bug: said in one line, like bad input.
+_PATH_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EEXIST}
+
+
 def main(argv: list[str] | None = None) -> int:
     global _DETACHED_RANK
     _DETACHED_RANK = None  # (main may run several times in one process: the tests)
@@ -366,6 +371,17 @@ def main(argv: list[str] | None = None) -> int:
         if is_main_process():  # every process of a launch reaches the same refusal; one says it
             _close_bars()
             print(f"hf-unlearn: error: {error}{hint}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the machine refused a path: a file where a folder goes, no permission, a full disk
+        if os.environ.get("HF_UNLEARN_DEBUG") or error.errno not in _PATH_ERRNOS:
+            raise
+        if is_main_process():
+            _close_bars()
+            print(
+                f"hf-unlearn: error: {error.strerror}: {error.filename}. Choose a path you can write to (--output-dir) "
+                "or free the one named (set HF_UNLEARN_DEBUG=1 to see the traceback).",
+                file=sys.stderr,
+            )
         return 2
     except KeyboardInterrupt:
         if os.environ.get("HF_UNLEARN_DEBUG"):

@@ -176,6 +176,14 @@ def test_unknown_recipe_key_is_an_error_with_a_suggestion(tmp_path, capsys):
     assert "alpah" in err and "Did you mean 'alpha'" in err
 
 
+def test_an_output_dir_that_cannot_be_a_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["run", "digits", "--output-dir", str(blocker / "out"), "--cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hf-unlearn: error: Not a directory:") and str(blocker) in err and "\n" not in err
+
+
 def test_set_overrides_and_unknown_method():
     recipe = load_recipe("digits", ["unlearn.runs.neggrad.alpha=0.9", "pretrain.epochs=3"])
     assert next(r for r in recipe["unlearn"]["runs"] if r["name"] == "neggrad")["alpha"] == 0.9

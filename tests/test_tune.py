@@ -124,6 +124,21 @@ def test_missing_optuna_names_the_extra(tmp_path, capsys, monkeypatch) -> None:
     assert err.startswith("hf-unlearn: error:") and "pip install 'hf_unlearn[tune]'" in err and "\n" not in err
 
 
+def test_storage_without_its_driver_names_the_driver_and_hides_the_password(tmp_path, capsys, monkeypatch) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = "postgresql://user:s3cret@localhost/db"
+
+    def no_driver(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'psycopg'")
+
+    monkeypatch.setattr(make_url(url).get_dialect(), "import_dbapi", classmethod(no_driver))  # as if not installed
+    assert tune(tmp_path, tmp_path / "out", 2, "--storage", url) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hf-unlearn: error: tune --storage:") and "pip install 'psycopg[binary]'" in err
+    assert "s3cret" not in err and "\n" not in err
+
+
 # ------------------------------------------------------------------------------------------------- studies
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, dict[str, Any], dict[str, Any]]:

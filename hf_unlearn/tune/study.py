@@ -147,7 +147,15 @@ def open_study(name: str, storage: str, identity: str, *, seed: int, space: dict
     whether it is new; a study started with another recipe, run or space (``identity``) is refused."""
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    probe = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    try:
+        probe = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    except ImportError as error:  # optuna's RDB storage without the database's driver
+        scheme = storage.split(":", 1)[0]  # not the URL: it may hold a password
+        raise ValidationError(
+            f"tune --storage: optuna cannot open a {scheme!r} database here ({error}). Install its driver (for "
+            "PostgreSQL `pip install 'psycopg[binary]'`, for MySQL `pip install pymysql` with mysql+pymysql://) or "
+            "leave --storage out for SQLite in the output folder."
+        ) from error
     known = probe.user_attrs.get("identity")
     if known is None:
         probe.set_user_attr("identity", identity)
