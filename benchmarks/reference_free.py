@@ -5,8 +5,15 @@
     python benchmarks/reference_free.py --smoke --root /tmp/rf-smoke                     # a tiny end-to-end check
     python benchmarks/reference_free.py --from-json runs/reference-free/reference_free.json   # re-render the table
     python benchmarks/reference_free.py --targets --root runs/reference-free   # the target vs the retrained model only
+    python benchmarks/reference_free.py --recipe cifar10-cpu --data DIR --sets random --trials 4 \
+        --tune-seeds 100 --root runs/rf-cifar10            # real data: the random 10% set of recipes/cifar10-cpu.yaml
 
-Protocol (docs/tuning.md, "Without a reference"). Digits, the recipe of recipes/digits.yaml. Forget sets, one of
+A long comparison can run as parallel processes on one ``--root``: ``--tune-only`` runs the studies and writes
+ROOT/chosen.json, ``--defaults-only`` meanwhile trains the evaluation seeds' originals, references and default runs,
+and ``--chosen-from ROOT/chosen.json`` then evaluates the chosen settings (finished stages are reused).
+
+Protocol (docs/tuning.md, "Without a reference"). Digits, the recipe of recipes/digits.yaml (``--recipe
+cifar10-cpu``: recipes/cifar10-cpu.yaml with its own epochs and settings, forget set ``random`` only). Forget sets, one of
 each kind: low confidence 10% (``lowconf``), memorization band ``high`` 2%, random 10%, class-wise (all of class 3).
 Runs: neggrad, neggrad+SAM and Sharp MinMax+SAM of recipes/digits.yaml. Three settings per (forget set, run):
 - ``defaults``: the recipe's own (tuned across kinds with a reference on seeds 100 / 101: docs/tuning.md);
@@ -44,6 +51,7 @@ SETS: dict[str, dict[str, Any]] = {
     "random": {"name": "random", "kind": "random", "size": 0.1},
     "classwise": {"name": "classwise", "kind": "classwise", "classes": [3]},
 }
+RECIPES = ("digits", "cifar10-cpu")
 RUNS = ("neggrad", "neggrad_sam", "sharp_minmax_sam")
 ARMS = ("defaults", "reference", "reference_free")
 # With --stop: the same settings plus two that stop by the reference-free criterion (`early_stop`) within a budget of
@@ -58,11 +66,15 @@ ARM_TITLES = {
 }
 
 
-def digits_recipe(smoke: bool) -> dict[str, Any]:
-    """recipes/digits.yaml (tiny model and epochs with ``smoke``), quiet, with its neggrad and SAM runs only."""
+def digits_recipe(smoke: bool, name: str = "digits", data: str | None = None) -> dict[str, Any]:
+    """The shipped recipe ``name`` (tiny model and epochs with ``smoke``; ``data`` as its data.source), quiet, with
+    its neggrad and SAM runs only."""
     from hf_unlearn.recipe import load_recipe
 
-    recipe = load_recipe("digits", list(SMOKE_OVERRIDES) if smoke else [])
+    overrides = list(SMOKE_OVERRIDES) if smoke else []
+    if data is not None:
+        overrides.append(f"data.source={data}")
+    recipe = load_recipe(name, overrides)
     recipe["unlearn"]["runs"] = [r for r in recipe["unlearn"]["runs"] if r["name"] in RUNS]
     quiet = {"disable_tqdm": True, "logging_strategy": "no"}
     recipe["pretrain"] = {**recipe["pretrain"], **quiet}
@@ -109,7 +121,6 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
     """One evaluation seed: its original, per forget set the retrained reference and every (run, arm) setting."""
     from transformers import set_seed
 
-    from hf_unlearn.metrics import tug_of_war
     from hf_unlearn.pipeline import Pipeline
     from hf_unlearn.recipe import validate
     from hf_unlearn.tune.space import apply_params
@@ -129,6 +140,8 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
         forget_run = pipe.forget_set(splits, spec)
         reference = pipe.reference(forget_run, original)
         out[f"{spec['name']}/retrain"] = metrics_of(reference)
+        unchanged = pipe.runner.original_entry(forget_run)  # doing nothing: the floor every setting must beat
+        out[f"{spec['name']}/original"] = {**metrics_of(unchanged), "tow": _tow(unchanged, reference)}
         for run in args.runs:
             for arm in arms_of(vars(args)):
                 tuned = arm.removesuffix("_stop")
@@ -144,11 +157,19 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
                 if stop:  # where it stopped, and the target it stopped at
                     metrics["stop"] = {k: stop.get(k) for k in ("stopped", "reason", "epoch", "step", "budget_steps")}
                     metrics["stop"]["target"] = stop["target"]["forget"]
-                ok = record.get("accuracy") is not None and reference.get("accuracy") is not None
-                metrics["tow"] = tug_of_war(record["accuracy"], reference["accuracy"]) if ok else None
+                metrics["tow"] = _tow(record, reference)
                 out[f"{spec['name']}/{run}/{arm}"] = metrics
         print(f"  seed {seed} {spec['name']:9s} done", flush=True)
     return out
+
+
+def _tow(record: dict[str, Any], reference: dict[str, Any]) -> float | None:
+    """ToW of a run record against the retrained reference's, or None when either has no accuracies."""
+    from hf_unlearn.metrics import tug_of_war
+
+    if record.get("accuracy") is None or reference.get("accuracy") is None:
+        return None
+    return tug_of_war(record["accuracy"], reference["accuracy"])
 
 
 def targets(args: argparse.Namespace, base: dict[str, Any]) -> str:
@@ -195,7 +216,8 @@ def targets(args: argparse.Namespace, base: dict[str, Any]) -> str:
 def arms_of(settings: dict[str, Any]) -> tuple[str, ...]:
     """The evaluated settings of a run's ``settings`` (its arguments or its result): the defaults and the tuned
     arms, and with ``stop`` their stopped variants too."""
-    tuned = settings.get("tune_arms") or ("reference", "reference_free")
+    tuned = settings.get("tune_arms")
+    tuned = ("reference", "reference_free") if tuned is None else tuned
     arms = tuple(arm for arm in ARMS if arm == "defaults" or arm in tuned)
     stopped = tuple(arm for arm in STOP_ARMS if arm.removesuffix("_stop") in arms)
     return arms + stopped if settings.get("stop") else arms
@@ -231,7 +253,7 @@ def markdown(result: dict[str, Any]) -> str:
         return "—" if value is None else f"{value:.3f}"
 
     lines = [
-        "# Reference-free vs reference-based tuning on digits",
+        f"# Reference-free vs reference-based tuning on {result.get('recipe', 'digits')}",
         "",
         f"Tuning seeds {result['tune_seeds']}, {result['trials']} trials per study; evaluation seeds "
         f"{list(result['eval'])}; ToW against each seed's retrained reference on retain, forget and test (mean ± std "
@@ -261,6 +283,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("runs") / "reference-free")
+    parser.add_argument("--recipe", choices=RECIPES, default="digits", help="The shipped recipe compared on.")
+    parser.add_argument("--data", default=None, help="The recipe's data.source (cifar10-cpu: a local copy's folder).")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--tune-seeds", nargs="+", type=int, default=[100, 101])
@@ -269,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="Tiny model, 1-2 epochs, 2 trials: minutes.")
     parser.add_argument("--from-json", type=Path, default=None, help="Re-render a finished run's table.")
     parser.add_argument("--targets", action="store_true", help="Only the target vs the retrained model: no tuning.")
+    phase = parser.add_mutually_exclusive_group()
+    phase.add_argument("--tune-only", action="store_true", help="Run the studies, write ROOT/chosen.json, stop.")
+    phase.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="Evaluate the defaults only (no tuning): the evaluation seeds' stages, ready for --chosen-from.",
+    )
     parser.add_argument(
         "--tune-arms",
         nargs="+",
@@ -300,10 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         print(markdown(json.loads(args.from_json.read_text())), end="")
         return 0
+    if args.recipe != "digits" and set(args.sets) - {"random"}:
+        parser.error(f"--recipe {args.recipe}: only --sets random (its own forget set) is compared.")
     if args.targets:
         quiet_worker()
         args.root.mkdir(parents=True, exist_ok=True)
-        text = targets(args, digits_recipe(args.smoke))
+        text = targets(args, digits_recipe(args.smoke, args.recipe, args.data))
         (args.root / "targets.md").write_text(text)
         print(text, end="")
         return 0
@@ -313,14 +346,24 @@ def main(argv: list[str] | None = None) -> int:
     quiet_worker()
     start = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
-    base = digits_recipe(args.smoke)
-    if args.chosen_from:  # the settings (and the trial count they came from) of a finished run
+    base = digits_recipe(args.smoke, args.recipe, args.data)
+    if args.defaults_only:
+        chosen, args.tune_arms = {}, []
+    elif args.chosen_from:  # the settings (and the trial count they came from) of a finished run
         source = json.loads(args.chosen_from.read_text())
         chosen, args.trials = source["chosen"], source["trials"]
+        args.tune_seeds = source.get("tune_seeds", args.tune_seeds)
     else:
         chosen = tune_all(args, base)
+    if args.tune_only:
+        studies = {"chosen": chosen, "trials": args.trials, "tune_seeds": args.tune_seeds, "recipe": args.recipe}
+        studies["seconds"] = time.perf_counter() - start
+        (args.root / "chosen.json").write_text(json.dumps(studies, indent=2, default=str) + "\n")
+        print(f"Wrote {args.root / 'chosen.json'} ({studies['seconds'] / 60:.1f} min)")
+        return 0
     evaluation = {str(seed): evaluate_seed(args, base, seed, chosen) for seed in args.eval_seeds}
     result = {
+        "recipe": args.recipe,
         "sets": args.sets,
         "runs": args.runs,
         "tune_seeds": args.tune_seeds,
