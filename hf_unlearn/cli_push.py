@@ -25,6 +25,20 @@ def add_push_parser(commands) -> None:
     push.add_argument("--commit-message", default=None, help="Commit message of the upload.")
     push.add_argument("--license", default=None, help="License id for the card (a Hub id: apache-2.0, mit, other ...).")
     push.add_argument(
+        "--license-name",
+        default=None,
+        metavar="NAME",
+        help="With --license other (required there): a short id of the license, lowercase with '-' and '.' "
+        "(e.g. my-license-1.0).",
+    )
+    push.add_argument(
+        "--license-link",
+        default=None,
+        metavar="URL_OR_PATH",
+        help="With --license other: where the license text is, an http(s) URL or a file of the repository "
+        "(default: LICENSE, which you add to the repository; the push does not write it).",
+    )
+    push.add_argument(
         "--revision", default=None, help="Branch to push to (created from main if missing; default: main)."
     )
     push.add_argument("--create-pr", action="store_true", help="Open a pull request instead of committing directly.")
@@ -38,12 +52,17 @@ def add_push_parser(commands) -> None:
 
 def push_command(args: argparse.Namespace) -> int:
     from .hub import HubError, export_run, push_run
+    from .hub_ids import CLI_LICENSE_KEYS, license_settings_problem
 
+    licensing = {"license": args.license, "license_name": args.license_name, "license_link": args.license_link}
     try:
+        # Checked here too (export_run checks again) so that the message names the flags.
+        if problem := license_settings_problem(*licensing.values(), CLI_LICENSE_KEYS):
+            raise HubError(problem)
         if args.repo_id is None:
             if args.export_dir is None:
                 raise HubError("give --repo-id OWNER/NAME to push (or --export-dir DIR to only write the folder)")
-            folder = export_run(args.run_dir, args.export_dir, args.run, license=args.license)
+            folder = export_run(args.run_dir, args.export_dir, args.run, **licensing)
             print(f"Wrote {folder} (not pushed: no --repo-id).")
             return 0
         url = push_run(
@@ -54,7 +73,7 @@ def push_command(args: argparse.Namespace) -> int:
             token=args.token,
             commit_message=args.commit_message,
             export_dir=args.export_dir,
-            license=args.license,
+            **licensing,
             revision=args.revision,
             create_pr=args.create_pr,
         )

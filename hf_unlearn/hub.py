@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .hub_card import REFERENCE_RUNS, build_model_card, folder_location
-from .hub_ids import license_problem, public_name, repo_id_problem
+from .hub_ids import license_metadata, license_settings_problem, public_name, repo_id_problem
 from .models import is_timm_model, load_saved_model, needs_remote_code, save_model
 from .paths import SAFE_NAME, inside, read_json
 from .processors import save_processor
@@ -96,12 +96,15 @@ def export_run(
     repo_id: str | None = None,
     base_model: str | None = None,
     license: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
 ) -> Path:
     """Write the upload folder of one run: weights, config, the model's code (remote-code models), image processor
     and README.md. The card loads the model from ``repo_id``, or, without one, from ``out_dir``; ``license``: a Hub
-    license id for the card's metadata."""
-    if license is not None and (problem := license_problem(license)):
-        raise HubError(f"license: {problem}")
+    license id for the card's metadata, with ``license_name`` and ``license_link`` (default ``LICENSE``) when it is
+    ``other`` (`hf_unlearn.hub_ids.license_settings_problem`). No LICENSE file is written: its text is the user's."""
+    if problem := license_settings_problem(license, license_name, license_link):
+        raise HubError(problem)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     report = read_report(run_dir)
     name = select_run(report, run)
@@ -138,6 +141,7 @@ def export_run(
         remote_code=needs_remote_code(model),
         location=repo_id or folder_location(out_dir),
         license=license,
+        **license_metadata(license, license_name, license_link),
     )
     card.save(out_dir / "README.md")
     unexpected = [
@@ -160,13 +164,15 @@ def push_run(
     commit_message: str | None = None,
     export_dir: str | Path | None = None,
     license: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
     revision: str | None = None,
     create_pr: bool = False,
 ) -> str:
     """Export one run and upload it to ``repo_id`` (created if needed) in one commit, to the branch ``revision``
     (created from main if needed) or as a pull request against main (``create_pr``); files an earlier export left
     there and this one lacks are deleted in the same commit (`REPLACED_ON_PUSH`). Returns the commit (or pull
-    request) URL."""
+    request) URL. ``license``, ``license_name``, ``license_link``: as in `export_run`."""
     from huggingface_hub import HfApi
 
     if problem := repo_id_problem(repo_id):
@@ -178,7 +184,15 @@ def push_run(
             export_dir = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="hf_unlearn_push_", ignore_cleanup_errors=True)
             )
-        folder = export_run(run_dir, export_dir, run, repo_id=repo_id, license=license)
+        folder = export_run(
+            run_dir,
+            export_dir,
+            run,
+            repo_id=repo_id,
+            license=license,
+            license_name=license_name,
+            license_link=license_link,
+        )
         name = select_run(read_report(run_dir), run)
         api = HfApi(token=token, library_name="hf_unlearn")
         try:

@@ -27,6 +27,8 @@ def build_model_card(
     remote_code: bool = False,
     location: str | None = None,
     license: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
     language: str | list[str] | None = None,
     tags: list[str] | None = None,
     dataset_id: str | None = None,
@@ -36,10 +38,11 @@ def build_model_card(
 
     ``location``: what the usage lines load (the repo id when pushed, else the export folder; default
     ``model_name``). ``remote_code`` (or ``stem="cifar"``): the model's code ships with it, so loading takes
-    ``trust_remote_code=True``. ``license``, ``language`` and ``tags`` go into the metadata as given (tags after
-    hf_unlearn's own). The model-index (EvalResults) and ``datasets:`` name the data set only by a Hub id: ``dataset_id``,
-    else the report's data set when it is ``owner/name`` on the Hub; a local or built-in data set gets neither (the
-    numbers stay in the ``hf_unlearn`` block and the text)."""
+    ``trust_remote_code=True``. ``license`` (with ``license_name`` and ``license_link`` for ``other``), ``language``
+    and ``tags`` go into the metadata as given (tags after hf_unlearn's own). The model-index (EvalResults) and
+    ``datasets:`` name the data set only by a Hub id: ``dataset_id``, else the report's data set when it is
+    ``owner/name`` on the Hub; a local or built-in data set gets neither (the numbers stay in the ``hf_unlearn``
+    block and the text)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     entry = report["models"][run]
@@ -91,6 +94,8 @@ def build_model_card(
         datasets=[hub_dataset] if hub_dataset else None,
         language=language,
         license=license,
+        license_name=license_name,
+        license_link=license_link,
         library_name=library_name,
         pipeline_tag="image-classification",
         metrics=["accuracy"],

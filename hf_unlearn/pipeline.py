@@ -28,6 +28,7 @@ named after it with its own ``manifest.json``, ``models/retrain/``, ``models/<ru
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +190,22 @@ class Pipeline:
         from .hub import HubError, push_run
 
         try:
-            url = push_run(self.output_dir, hub.repo_id, hub.run, private=hub.private, license=hub.license)
+            url = push_run(
+                self.output_dir,
+                hub.repo_id,
+                hub.run,
+                private=hub.private,
+                license=hub.license,
+                license_name=hub.license_name,
+                license_link=hub.license_link,
+            )
         except HubError as error:
             again = f"hf-unlearn push {self.output_dir} --repo-id {hub.repo_id}"
             again += f" --run {hub.run}" if hub.run else ""
             again += " --private" if hub.private else ""
             again += f" --license {hub.license}" if hub.license else ""
+            again += f" --license-name {hub.license_name}" if hub.license_name else ""
+            again += f" --license-link {shlex.quote(hub.license_link)}" if hub.license_link else ""
             raise PushFailedError(
                 f"hub: {error} Every stage finished and is kept; push again with `{again}`.", result
             ) from error

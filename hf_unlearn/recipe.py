@@ -16,7 +16,7 @@ from typing import Any
 from .data.defaults import BAD_IMAGE_CHOICES, DATA_DEFAULTS, DATA_TYPES, TRANSFORM_CHOICES
 from .errors import RecipeError, ValidationError, did_you_mean
 from .forgetting import early_stop_settings
-from .hub_ids import license_problem, repo_id_problem
+from .hub_ids import RECIPE_LICENSE_KEYS, license_settings_problem, repo_id_problem
 from .paths import safe_name
 from .recipe_schema import (
     FORGET_CHOICES,
@@ -367,8 +367,10 @@ def _check_hub(recipe: dict[str, Any]) -> None:
     """Fail before any training when ``hub.push`` cannot go ahead at the end."""
     hub = recipe["hub"]
     names = [run["name"] for run in recipe["unlearn"]["runs"]]
-    if hub["license"] is not None and (problem := license_problem(hub["license"])):
-        raise RecipeError(f"hub.license: {problem}")
+    if problem := license_settings_problem(
+        hub["license"], hub["license_name"], hub["license_link"], RECIPE_LICENSE_KEYS
+    ):
+        raise RecipeError(problem)
     if hub["run"] is not None and hub["run"] not in names:
         hint = did_you_mean(hub["run"], names)
         raise RecipeError(f"hub.run: no unlearning run is named {hub['run']!r} (runs: {', '.join(names)}).{hint}")

@@ -168,7 +168,8 @@ class EvaluationSection(Section):
 @dataclass(frozen=True)
 class HubSection(Section):
     """``hub``: after the report, push one unlearning run (``run``, or the only one) with a model card; ``license``
-    (a Hub license id, `hf_unlearn.hub_ids.HUB_LICENSES`) goes into the card's metadata."""
+    (a Hub license id, `hf_unlearn.hub_ids.HUB_LICENSES`) goes into the card's metadata, and with ``license: other``
+    also ``license_name`` (required) and ``license_link`` (default ``LICENSE``)."""
 
     key: ClassVar[str] = "hub"
     push: bool = False
@@ -176,6 +177,8 @@ class HubSection(Section):
     run: str | None = None
     private: bool = False
     license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
 
 
 @dataclass(frozen=True)

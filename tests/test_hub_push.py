@@ -68,6 +68,90 @@ def test_recipe_license_is_a_hub_license_id_and_reaches_the_card(tmp_path) -> No
     assert _card(folder).data.license == "cc-by-4.0"
 
 
+def _front_matter(folder: Path) -> dict:
+    """The card's YAML metadata as the Hub reads it (the block between the first two ``---`` lines)."""
+    import yaml
+
+    return yaml.safe_load((folder / "README.md").read_text().split("---\n")[1])
+
+
+def test_license_other_puts_its_name_and_link_in_the_card_metadata(tmp_path, monkeypatch) -> None:
+    from hf_unlearn.cli import main
+
+    run_dir = str(_run_dir(tmp_path / "run"))
+    other = ["--license", "other", "--license-name", "x-1.0"]
+    link = ["--license-link", "https://example.org/l"]
+    assert main(["push", run_dir, "--export-dir", str(tmp_path / "e"), *other, *link]) == 0
+    meta = _front_matter(tmp_path / "e")
+    assert (meta["license"], meta["license_name"], meta["license_link"]) == ("other", "x-1.0", "https://example.org/l")
+    card = _card(tmp_path / "e")
+    assert (card.data.license_name, card.data.license_link) == ("x-1.0", "https://example.org/l")
+    # Without a link: the Hub's LICENSE file, which the export does not invent (its text is the user's).
+    assert main(["push", run_dir, "--export-dir", str(tmp_path / "d"), *other]) == 0
+    assert _front_matter(tmp_path / "d")["license_link"] == "LICENSE" and not (tmp_path / "d" / "LICENSE").exists()
+    # Another license carries neither field.
+    meta = _front_matter(export_run(run_dir, tmp_path / "mit", license="mit"))
+    assert meta["license"] == "mit" and "license_name" not in meta and "license_link" not in meta
+    # And through a push, to the commit's card.
+    hub = FakeHub([])
+    hub.install(monkeypatch)
+    assert main(["push", run_dir, "--repo-id", "me/model", *other, "--license-link", "docs/LICENSE.md"]) == 0
+    card = hub.call("create_commit")["card"]
+    assert "\nlicense_name: x-1.0\n" in card and "\nlicense_link: docs/LICENSE.md\n" in card
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--license", "other"], "--license: other needs --license-name: the Hub expects license_name"),
+        (["--license", "mit", "--license-name", "x-1.0"], "--license-name only goes with --license other"),
+        (["--license-link", "LICENSE"], "add --license other or remove --license-link"),
+        (["--license", "other", "--license-name", "My License 1.0"], "Did you mean 'my-license-1.0'"),
+        (["--license", "other", "--license-name", "x_1"], "--license-name: 'x_1' is not a license name in the Hub's"),
+        (["--license", "other", "--license-name", "mit"], "give --license mit instead of other"),
+        (["--license", "other", "--license-name", "x", "--license-link", "../LICENSE"], "no '..', not absolute"),
+        (["--license", "other", "--license-name", "x", "--license-link", "/etc/LICENSE"], "no '..', not absolute"),
+        (["--license", "other", "--license-name", "x", "--license-link", "file:///l"], "neither an http(s) URL"),
+        (["--license", "other", "--license-name", "x", "--license-link", "https://"], "not a valid http(s) URL"),
+    ],
+)
+def test_cli_refuses_license_settings_the_hub_cannot_show(tmp_path, monkeypatch, capsys, flags, message) -> None:
+    from hf_unlearn.cli import main
+
+    hub = FakeHub([])
+    hub.install(monkeypatch)
+    run_dir = str(_run_dir(tmp_path / "run"))
+    kept = tmp_path / "kept"
+    assert main(["push", run_dir, "--repo-id", "me/model", "--export-dir", str(kept), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+    assert hub.calls == [] and not kept.exists()  # refused before anything is exported or uploaded
+    assert main(["push", run_dir, "--export-dir", str(kept), *flags]) == 2  # an export alone is refused too
+    assert message in capsys.readouterr().err and not kept.exists()
+
+
+def test_recipe_hub_section_takes_license_name_and_link_for_other() -> None:
+    from hf_unlearn.recipe import RecipeError, load_recipe
+
+    hub = load_recipe(
+        "digits", ["hub.license=other", "hub.license_name=x-1.0", "hub.license_link=https://example.org/l"]
+    )["hub"]
+    assert (hub["license"], hub["license_name"], hub["license_link"]) == ("other", "x-1.0", "https://example.org/l")
+    assert load_recipe("digits", ["hub.license=other", "hub.license_name=x-1.0"])["hub"]["license_link"] is None
+    with pytest.raises(
+        RecipeError, match=r"hub\.license: other needs hub\.license_name: .*give hub\.license_name: NAME"
+    ):
+        load_recipe("digits", ["hub.license=other"])
+    with pytest.raises(RecipeError, match=r"hub\.license_link only goes with hub\.license: other"):
+        load_recipe("digits", ["hub.license=apache-2.0", "hub.license_link=LICENSE"])
+    with pytest.raises(RecipeError, match=r"hub\.license_name: 'X 1' is not a license name"):
+        load_recipe("digits", ["hub.license=other", "hub.license_name=X 1"])
+    with pytest.raises(RecipeError, match=r"hub\.license_link: '\.\./l' is neither"):
+        load_recipe("digits", ["hub.license=other", "hub.license_name=x", "hub.license_link=../l"])
+    with pytest.raises(RecipeError, match=r"hub\.license_lnk: unknown recipe key"):
+        load_recipe("digits", ["hub.license_lnk=LICENSE"])
+
+
 # ------------------------------------------------------------------------------------------- data set ids
 @pytest.mark.parametrize(
     "dataset, hub_id",

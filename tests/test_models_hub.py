@@ -415,6 +415,8 @@ def test_recipe_hub_section_is_checked_before_training() -> None:
         "run": None,
         "private": False,
         "license": None,
+        "license_name": None,
+        "license_link": None,
     }
     one_seed = ["seeds=null"]  # a push names one run of one seed
     with pytest.raises(RecipeError, match=r"hub\.repo_id"):
