@@ -27,7 +27,7 @@ RESUME_HINT = {
 
 
 def add_recipe_options(parser: argparse.ArgumentParser, example: str = "pretrain.epochs=5") -> None:
-    """The options every command that reads a recipe shares: ``--set KEY=VALUE`` and ``--cpu``."""
+    """The options every command that reads a recipe shares: ``--set KEY=VALUE``, ``--cpu`` and ``--plugin``."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -37,6 +37,15 @@ def add_recipe_options(parser: argparse.ArgumentParser, example: str = "pretrain
         help=f"Override a recipe key, e.g. --set {example} (repeatable; values are parsed as YAML).",
     )
     parser.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="Import MODULE first, a module that registers a method (register_method), found on the Python path or "
+        "in the current folder (repeatable). Installed packages' methods need no flag: see docs/methods.md.",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import HfUnlearnError
 
     try:
+        if hasattr(args, "plugins"):  # a command that reads a recipe: its methods may come from plugins
+            from .plugins import import_plugins, load_entry_points
+
+            load_entry_points()
+            import_plugins(args.plugins)
         if args.command == "run":
             return run_command(args)
         if args.command == "evaluate":

@@ -9,6 +9,9 @@ Built-in trainers are named, not imported: reading a recipe does not load `trans
 A method from outside the package registers the same way as the built-in ones::
 
     register_method(MyConfig, MyTrainer)  # or "my_package.my_module:MyTrainer"
+
+and an installed package makes it known everywhere with an ``hf_unlearn.methods`` entry point (`hf_unlearn.plugins`):
+the look-ups below (`method_choices`, `all_fields`, `method_spec`) import those the first time they are called.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import plugins
 from .args import (
     SAM_ONLY_FIELDS,
     FinetuneConfig,
@@ -121,17 +125,21 @@ register_method(SharpMinMaxConfig, "hf_unlearn.trainers.sharp_minmax:SharpMinMax
 
 
 def method_choices() -> tuple[str, ...]:
-    """The registered method names, in registration order."""
+    """The registered method names, in registration order (the installed plugins' after the built-in ones)."""
+    plugins.load_entry_points()
     return tuple(REGISTRY)
 
 
 def all_fields() -> frozenset[str]:
     """Every argument of every method's config: the shared fields, TrainingArguments' and the methods' own."""
+    plugins.load_entry_points()
     return frozenset(f.name for spec in REGISTRY.values() for f in dataclasses.fields(spec.config) if f.init)
 
 
 def method_spec(name: str) -> MethodSpec:
     """The registry entry of ``name``; an unknown name is a ValueError with the closest known one."""
+    if isinstance(name, str) and name not in REGISTRY:
+        plugins.load_entry_points()  # a method of an installed package, not looked up yet
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
