@@ -2,6 +2,7 @@
 """Recompute a finished run's accuracies from its saved model folders with plain transformers code.
 
     python benchmarks/check_report.py runs/cifar10-cpu --recipe recipes/cifar10-cpu.yaml --source ../shared/data/cifar10
+    python benchmarks/check_report.py ROOT --seed 0 --recipe recipes/cifar10-cpu.yaml --source DIR  # reference_free.py
 
 For a run on a parquet copy of a Hub image data set (``data.source`` a folder of ``train*.parquet`` and
 ``test*.parquet``, manual transforms, optionally ``first_train_rows``; read from ``--recipe``'s data section with plain YAML), every folder under ``RUN/models`` is loaded
@@ -9,7 +10,8 @@ with ``AutoModelForImageClassification.from_pretrained(..., trust_remote_code=Tr
 forget and test rows that ``RUN/manifest.json`` names, decoded here with PIL and normalised with
 ``ViTImageProcessor`` from report.json's ``preprocessing``. None of hf_unlearn's data or evaluation code runs, so a
 mix-up there (rows, splits, normalisation) shows as a difference. It prints one line per model and split and exits 1
-when any accuracy differs from report.json's.
+when any accuracy differs from report.json's. With ``--seed S``, RUN is the ``--root`` of a `reference_free.py`
+run on cifar10-cpu (forget set ``random``): its evaluation seed S's models against ROOT/reference_free.json.
 """
 
 from __future__ import annotations
@@ -60,17 +62,36 @@ def accuracy(model: torch.nn.Module, pixels: torch.Tensor, labels: np.ndarray, b
     return correct / len(labels)
 
 
+def reference_free_seed(root: Path, seed: str) -> tuple[dict, dict[str, tuple[Path, dict]]]:
+    """The manifest and ``{model: (folder, entry)}`` of one evaluation seed of a reference_free.py run (``random``)."""
+    result = json.loads((root / "reference_free.json").read_text())
+    seed_dir = root / f"eval-seed-{seed}"
+    entries = {}
+    for key, entry in result["eval"][str(seed)].items():  # "random/retrain", "random/original", "random/RUN/ARM"
+        parts = key.split("/")
+        name = parts[1] if len(parts) == 2 else f"{parts[1]}__{parts[2]}"
+        folder = seed_dir / "models" / "original" if name == "original" else seed_dir / "random" / "models" / name
+        entries[name] = (folder, entry)
+    return json.loads((seed_dir / "random" / "manifest.json").read_text()), entries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="A finished run's output folder (report.json, manifest.json, models/).")
     parser.add_argument("--recipe", type=Path, required=True, help="The recipe file the run used (its data section).")
     parser.add_argument("--source", type=Path, required=True, help="The parquet folder the run read.")
+    parser.add_argument("--seed", default=None, help="RUN is a reference_free.py --root: check this evaluation seed.")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    report = json.loads((args.run / "report.json").read_text())
-    manifest = json.loads((args.run / "manifest.json").read_text())
     data = yaml.safe_load(args.recipe.read_text())["data"]
-    preprocessing = report["preprocessing"]
+    if args.seed is None:
+        report = json.loads((args.run / "report.json").read_text())
+        manifest = json.loads((args.run / "manifest.json").read_text())
+        entries = {name: (args.run / "models" / name, entry) for name, entry in report["models"].items()}
+        preprocessing = report["preprocessing"]
+    else:
+        manifest, entries = reference_free_seed(args.run, args.seed)
+        preprocessing = {"mean": data["mean"], "std": data["std"]}  # the recipe's manual transform
     train_images, train_labels = read_split(
         args.source, data["train_split"], data["image_column"], data["label_column"]
     )
@@ -85,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "test": (test_pixels, test_labels),
     }
     differences = 0
-    for name, entry in report["models"].items():
-        folder = args.run / "models" / name
+    for name, (folder, entry) in entries.items():
         if not (folder / "config.json").is_file() or not entry.get("accuracy"):
             print(f"{name}: no saved weights or no accuracies, skipped")
             continue
