@@ -41,13 +41,22 @@ def metrics_of(record: dict[str, Any]) -> dict[str, Any]:
     return {"accuracy": acc or None, "mia": (record.get("mia") or {}).get("confidence")}
 
 
+def tow_of(record: dict[str, Any], reference: dict[str, Any] | None) -> float | None:
+    """A run record's ToW against the retrained reference's record, or None when either has no accuracies (a
+    diverged run)."""
+    from hf_unlearn.metrics import tug_of_war
+
+    if not record.get("accuracy") or not (reference or {}).get("accuracy"):
+        return None
+    return tug_of_war(record["accuracy"], reference["accuracy"])
+
+
 def worker(task: dict[str, Any]) -> dict[str, Any]:
     """One seed: original, per forget set the retrain and the given runs; with ``analysis`` the SGD-vs-SAM
     originals' entanglement, MIA and basin ratio."""
     quiet_worker()
     from transformers import set_seed
 
-    from hf_unlearn.metrics import tug_of_war
     from hf_unlearn.pipeline import Pipeline
 
     seed, smoke, root = task["seed"], task["smoke"], Path(task["root"])
@@ -69,8 +78,7 @@ def worker(task: dict[str, Any]) -> dict[str, Any]:
         for run, settings in task["runs"].get(name, {}).items():
             record = pipe.unlearn(forget_run, original, {"name": run, **settings})
             metrics = metrics_of(record)
-            ok = record.get("accuracy") is not None and retrain.get("accuracy") is not None
-            metrics["tow"] = tug_of_war(record["accuracy"], retrain["accuracy"]) if ok else None
+            metrics["tow"] = tow_of(record, retrain)
             metrics["status"] = record.get("status", "finished")
             out["runs"][f"{name}/{run}"] = metrics
             print(

@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/reference_free.py`: m
 
 from benchmarks.claims_setup import SETS as CLAIM_SETS
 from benchmarks.claims_setup import SMOKE_OVERRIDES
-from benchmarks.claims_workers import metrics_of, quiet_worker
+from benchmarks.claims_workers import metrics_of, quiet_worker, tow_of
 
 SETS: dict[str, dict[str, Any]] = {
     "lowconf": CLAIM_SETS["lowconf"],
@@ -141,7 +141,7 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
         reference = pipe.reference(forget_run, original)
         out[f"{spec['name']}/retrain"] = metrics_of(reference)
         unchanged = pipe.runner.original_entry(forget_run)  # doing nothing: the floor every setting must beat
-        out[f"{spec['name']}/original"] = {**metrics_of(unchanged), "tow": _tow(unchanged, reference)}
+        out[f"{spec['name']}/original"] = {**metrics_of(unchanged), "tow": tow_of(unchanged, reference)}
         for run in args.runs:
             for arm in arms_of(vars(args)):
                 tuned = arm.removesuffix("_stop")
@@ -157,19 +157,10 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, cho
                 if stop:  # where it stopped, and the target it stopped at
                     metrics["stop"] = {k: stop.get(k) for k in ("stopped", "reason", "epoch", "step", "budget_steps")}
                     metrics["stop"]["target"] = stop["target"]["forget"]
-                metrics["tow"] = _tow(record, reference)
+                metrics["tow"] = tow_of(record, reference)
                 out[f"{spec['name']}/{run}/{arm}"] = metrics
         print(f"  seed {seed} {spec['name']:9s} done", flush=True)
     return out
-
-
-def _tow(record: dict[str, Any], reference: dict[str, Any]) -> float | None:
-    """ToW of a run record against the retrained reference's, or None when either has no accuracies."""
-    from hf_unlearn.metrics import tug_of_war
-
-    if record.get("accuracy") is None or reference.get("accuracy") is None:
-        return None
-    return tug_of_war(record["accuracy"], reference["accuracy"])
 
 
 def targets(args: argparse.Namespace, base: dict[str, Any]) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python benchmarks/reference_free_unseen.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.claims_workers import metrics_of, quiet_worker
+from benchmarks.claims_workers import metrics_of, quiet_worker, tow_of
 from benchmarks.reference_free import RUNS, digits_recipe
 
 ARMS = ("defaults", "defaults_stop", "reference_free", "reference_free_stop")
@@ -64,7 +64,6 @@ def hardest_rows(base: dict[str, Any], root: Path, seed: int, share: float) -> n
 def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, hard: np.ndarray, chosen: dict) -> dict:
     from transformers import set_seed
 
-    from hf_unlearn.metrics import tug_of_war
     from hf_unlearn.pipeline import Pipeline
     from hf_unlearn.recipe import validate
     from hf_unlearn.tune.space import apply_params
@@ -97,7 +96,7 @@ def evaluate_seed(args: argparse.Namespace, base: dict[str, Any], seed: int, har
                 settings.update(epochs=args.stop_epochs, early_stop=early)
             record = pipe.unlearn(forget_run, original, settings)
             metrics = metrics_of(record)
-            metrics["tow"] = tug_of_war(record["accuracy"], reference["accuracy"]) if record.get("accuracy") else None
+            metrics["tow"] = tow_of(record, reference)
             stop = record.get("early_stop")
             if stop:
                 metrics["stop"] = {

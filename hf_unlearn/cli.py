@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .cli_push import add_push_parser, push_command  # light: the Hub client loads when it runs
-from .cli_shadows import add_shadows_parsers, shadows_command  # light: torch loads when they run
+from .cli_shadows import add_shadows_parsers, add_worker_options, shadows_command  # light: torch loads when they run
 from .cli_ulira import add_ulira_parser, ulira_command  # light: torch loads when it runs
 from .environment import add_env_parser, env_command  # light: no torch until `hf-unlearn env` runs
 from .evaluate_folder import add_evaluate_parser, evaluate_command  # light: torch loads when it runs
@@ -164,14 +164,10 @@ def add_memorization_parsers(commands) -> None:
     mem.add_argument("--subset-ratio", type=float, default=0.7, help="Fraction of the pool in each subset (0.7).")
     mem.add_argument("--seed", type=int, default=0, help="Seed of the subsets and the models (default 0).")
     mem.add_argument(
-        "--shard", default=None, metavar="I/N", help="Train only shard I of N (models k with k %% N == I)."
-    )
-    mem.add_argument(
         "--epochs", type=int, default=None, help="Epochs per subset model (default: the recipe's pretrain.epochs)."
     )
     mem.add_argument("--work-dir", type=Path, default=None, help="Per-model results (default: OUTPUT.work/).")
-    add_recipe_options(mem, "pretrain.batch_size=128")
-    mem.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    add_worker_options(mem, add_recipe_options, "pretrain.batch_size=128")
     merge = commands.add_parser(
         "memorization-merge",
         help="Merge the shard files of one memorization estimation into one score file.",

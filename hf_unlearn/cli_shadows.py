@@ -11,6 +11,18 @@ import time
 from pathlib import Path
 
 
+def add_worker_options(
+    parser: argparse.ArgumentParser, add_recipe_options, example: str, models: str = "models"
+) -> None:
+    """The options of a command that trains many models as independent workers: ``--shard I/N``, the recipe options
+    (``add_recipe_options``, hf_unlearn.cli) and ``--no-progress``."""
+    parser.add_argument(
+        "--shard", default=None, metavar="I/N", help=f"Train only shard I of N ({models} k with k %% N == I)."
+    )
+    add_recipe_options(parser, example)
+    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+
 def add_shadows_parsers(commands, add_recipe_options) -> None:
     """``shadows`` and ``shadows-merge``; ``add_recipe_options`` adds ``--set`` and ``--cpu`` (hf_unlearn.cli)."""
     shadows = commands.add_parser(
@@ -32,11 +44,9 @@ def add_shadows_parsers(commands, add_recipe_options) -> None:
         "--output-dir", type=Path, default=None, help="Shadows folder (default: runs/<recipe name>/shadows)."
     )
     shadows.add_argument("--seed", type=int, default=None, help="Seed of the folds and models (default: the recipe's).")
-    shadows.add_argument(
-        "--shard", default=None, metavar="I/N", help="Train only shard I of N (models k with k %% N == I)."
+    add_worker_options(
+        shadows, add_recipe_options, "pretrain.epochs=5 (a run reuses the shadows when its recipe says the same)"
     )
-    add_recipe_options(shadows, "pretrain.epochs=5 (a run reuses the shadows when its recipe says the same)")
-    shadows.add_argument("--no-progress", action="store_true", help="No progress bar.")
     merge = commands.add_parser(
         "shadows-merge",
         help="Gather shadow folders trained as shards (on other machines) into one folder.",

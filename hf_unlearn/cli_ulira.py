@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .cli_shadows import add_worker_options
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,9 +47,7 @@ def add_ulira_parser(commands: Any, add_recipe_options: Callable) -> None:
         default=None,
         help="One variance for all targets (default: on below 64 pairs, where per-target variances are noisy).",
     )
-    ulira.add_argument("--shard", default=None, metavar="I/N", help="Train only pairs k with k %% N == I.")
-    ulira.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    add_recipe_options(ulira, "pretrain.epochs=10")
+    add_worker_options(ulira, add_recipe_options, "pretrain.epochs=10", models="pairs")
 
 
 def prepared_recipe(recipe: dict[str, Any], forget: str | None) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def summary(pairs: Any, arrays: dict[str, Any], splits: Any, *, fixed_variance: 
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """ulira.md: the verdict in a few lines."""
+    """The verdict in a few lines (the output folder's Markdown summary)."""
     low, high = result["attack_accuracy_interval"]
     base_low, base_high = result["original_attack_accuracy_interval"]
     targets = result["targets"]
@@ -289,5 +289,5 @@ def ulira_command(args: argparse.Namespace) -> int:
         f"U-LiRA {run['name']}: attack accuracy {result['attack_accuracy']:.3f} [{low:.3f}, {high:.3f}] over "
         f"{args.shadows} shadow pairs (0.5 is ideal; not unlearning at all scores {result['original_attack_accuracy']:.3f})."
     )
-    print(f"Wrote {output_dir}/ulira.json and ulira.md in {time.perf_counter() - start:.1f} s.")
+    print(f"Wrote {output_dir}/ulira.json and {output_dir}/ulira.md in {time.perf_counter() - start:.1f} s.")
     return 0

@@ -201,12 +201,12 @@ def _license_link_problem(link: object) -> str | None:
             return "is not a valid http(s) URL (a host and no spaces, e.g. https://example.org/license)"
         return None
     if parts.scheme:  # file:, ftp:, a Windows drive (C:) ...: nothing the Hub can show
-        return "is neither an http(s) URL nor a relative path inside the repository (e.g. https://... or LICENSE.md)"
+        return "is neither an http(s) URL nor a relative path inside the repository (e.g. https://... or LICENSE)"
     path = PurePosixPath(link)
     if "\\" in link or path.is_absolute() or ".." in path.parts or not path.parts:
         return (
             "is neither an http(s) URL nor a relative path inside the repository (use '/', no '..', not absolute; "
-            "e.g. LICENSE.md)"
+            "e.g. LICENSE or docs/LICENSE)"
         )
     return None
 

@@ -127,6 +127,17 @@ def float_setting(key: str) -> bool:
     return scalar_fields().get(TRAINING_ALIASES.get(key, key)) is float
 
 
+# The settings of a model trained in a loop and never looked at on its own (shadow, memorization and U-LiRA models):
+# nothing saved, logged or shown per model; the caller reports progress over the loop.
+BACKGROUND_TRAINING: dict[str, Any] = {
+    "report_to": "none",
+    "disable_tqdm": True,
+    "save_strategy": "no",
+    "logging_strategy": "no",
+    "log_level": "error",
+}
+
+
 def training_arguments(settings: dict[str, Any], **managed: Any) -> UnlearnArguments:
     """The method's config (`UnlearnArguments`) from a stage's merged settings plus the fields the pipeline manages;
     other methods' settings (from ``unlearn.defaults``) are left out."""

@@ -44,7 +44,7 @@ from .lock import FolderLock, FolderLockedError
 from .metrics.inference import collate_inputs, eval_mode, model_device
 from .metrics.lira import logit_confidence
 from .recipe import recipe_augmentation
-from .recipe_training import training_arguments
+from .recipe_training import BACKGROUND_TRAINING, training_arguments
 from .subsets import fold_indices, model_seed, new_model, shard_models, subset_indices, subset_size
 from .trainers import get_trainer_class
 
@@ -221,12 +221,8 @@ class SubsetModels:
             method="pretrain",
             output_dir=str(self.model_dir / "trainer"),
             use_cpu=self.use_cpu,
-            report_to="none",
             seed=seed,
-            disable_tqdm=True,
-            save_strategy="no",
-            logging_strategy="no",
-            log_level="error",
+            **BACKGROUND_TRAINING,
         )
         trainer = get_trainer_class("pretrain")(
             model=model,

@@ -258,7 +258,7 @@ class ShadowPairs:
         from transformers import PrinterCallback
 
         from .recipe import recipe_augmentation
-        from .recipe_training import training_arguments
+        from .recipe_training import BACKGROUND_TRAINING, training_arguments
         from .trainers import get_trainer_class
 
         section = {"pretrain": "pretrain", "retrain": "retrain"}.get(method, "unlearn")
@@ -267,14 +267,10 @@ class ShadowPairs:
             method=method,
             output_dir=str(self.folder / "trainer"),
             use_cpu=self.use_cpu,
-            report_to="none",
             seed=seed,
-            disable_tqdm=True,
-            save_strategy="no",
             eval_strategy="no",
             load_best_model_at_end=False,
-            logging_strategy="no",
-            log_level="error",
+            **BACKGROUND_TRAINING,
         )
         trainer = get_trainer_class(method)(
             model=model,

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SUBSET_MODEL
 
 from hf_unlearn.data import SplitManifest
 from hf_unlearn.data.forget_sets import (
@@ -196,16 +197,7 @@ def test_several_forget_sets_share_the_original_and_write_a_report_each(tmp_path
             {"name": "high", "kind": "memorization", "band": "high", "size": 0.02, "scores": str(tmp_path / "mem.npz")},
             {"name": "few", "kind": "classwise", "classes": [3], "fraction": 0.1},
         ],
-        "model": {
-            "config": {
-                "model_type": "resnet",
-                "num_channels": 1,
-                "embedding_size": 4,
-                "hidden_sizes": [8],
-                "depths": [1],
-                "layer_type": "basic",
-            }
-        },
+        "model": {"config": dict(SUBSET_MODEL)},
         "pretrain": {"epochs": 1, "batch_size": 128},
         "unlearn": {"defaults": {"epochs": 1, "batch_size": 128}, "runs": [{"method": "neggrad"}]},
     }

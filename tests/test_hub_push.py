@@ -95,9 +95,9 @@ def test_license_other_puts_its_name_and_link_in_the_card_metadata(tmp_path, mon
     # And through a push, to the commit's card.
     hub = FakeHub([])
     hub.install(monkeypatch)
-    assert main(["push", run_dir, "--repo-id", "me/model", *other, "--license-link", "docs/LICENSE.md"]) == 0
+    assert main(["push", run_dir, "--repo-id", "me/model", *other, "--license-link", "docs/LICENSE"]) == 0
     card = hub.call("create_commit")["card"]
-    assert "\nlicense_name: x-1.0\n" in card and "\nlicense_link: docs/LICENSE.md\n" in card
+    assert "\nlicense_name: x-1.0\n" in card and "\nlicense_link: docs/LICENSE\n" in card
 
 
 @pytest.mark.parametrize(
